@@ -1,0 +1,126 @@
+"""Opening photos the way real photos arrive: any mode, any orientation, sometimes broken.
+
+Every entry point (training data, evaluation, predict, the service) opens images here, so they all
+see the same pixels. Failures raise BinwiseError naming the source and the problem. Kept free of
+torch so the ONNX inference path can use it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import BinwiseError
+from .preprocessing import Preprocessing
+
+# Refuse images whose declared size would take more than ~600 MB as RGB: a "decompression bomb"
+# is a tiny file that expands to gigabytes. 8000x8000 photos (64 Mpx) still open.
+MAX_PIXELS = 200_000_000
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+
+
+def describe(source: ImageSource) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, bytes):
+        return f"<{len(source)} bytes>"
+    return "<image>"
+
+
+def open_image(source: ImageSource, name: str | None = None) -> Image.Image:
+    """Decode ``source`` (path, bytes or PIL image) to an RGB PIL image, upright per its EXIF tag.
+
+    Grayscale, 16-bit, CMYK, palette and alpha images become RGB (transparent areas on white);
+    animated images give their first frame.
+    """
+    name = name or describe(source)
+    if isinstance(source, Image.Image):
+        return to_rgb(source)
+    if isinstance(source, bytes):
+        if not source:
+            raise BinwiseError("empty file (0 bytes)", name)
+        stream = io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise BinwiseError("no such file" if not path.exists() else "not a file", name)
+        if path.stat().st_size == 0:
+            raise BinwiseError("empty file (0 bytes)", name)
+        stream = path
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(stream) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise BinwiseError(f"image too large ({img.width}x{img.height} pixels; "
+                                       f"at most {MAX_PIXELS:,} pixels)", name)
+                img.seek(0)
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return to_rgb(img)
+    except BinwiseError:
+        raise
+    except UnidentifiedImageError:
+        raise BinwiseError("not an image, or an image format that cannot be read", name) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BinwiseError(f"image too large (decompression bomb: {e})", name) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        # truncated or corrupt data: Pillow raises these from its decoders
+        raise BinwiseError(f"damaged image ({e})", name) from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grayscale: scale to 8 bits by the range the format can hold
+        array = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if array.max() > 255 or img.mode.startswith("I;16") else 255.0
+        img = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
+        return img.convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        rgba = img.convert("RGBA")
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return img.convert("RGB")
+
+
+def resize_and_crop(img: Image.Image, pre: Preprocessing) -> Image.Image:
+    """Resize the shorter side to ``resize_size`` (aspect kept), then centre-crop ``input_size``."""
+    # Same arithmetic as torchvision's Resize(int) and CenterCrop, so both paths give equal pixels.
+    w, h = img.size
+    short, long = min(w, h), max(w, h)
+    new_short, new_long = pre.resize_size, int(pre.resize_size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[pre.interpolation]
+    img = img.resize((new_w, new_h), resample)
+    left = int(round((new_w - pre.input_size) / 2.0))
+    top = int(round((new_h - pre.input_size) / 2.0))
+    return img.crop((left, top, left + pre.input_size, top + pre.input_size))
+
+
+def normalize(img: Image.Image, pre: Preprocessing) -> np.ndarray:
+    """RGB uint8 HWC -> float32 CHW, scaled to [0, 1] then standardised by the model's mean/std."""
+    array = np.asarray(img, dtype=np.float32) / 255.0
+    array = (array - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
+    return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def load_for_model(source: ImageSource, pre: Preprocessing, name: str | None = None) -> np.ndarray:
+    """Open, resize, crop and normalise one photo: the one eval preprocessing path of binwise."""
+    return normalize(resize_and_crop(open_image(source, name), pre), pre)
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES

@@ -1,0 +1,153 @@
+"""The binwise model file: safetensors tensors plus JSON metadata under the key ``binwise``.
+
+The metadata holds everything inference needs (architecture, classes, bins, preprocessing) and
+where the weights came from (provenance, metrics), so a deployed model cannot disagree with its
+labels. safetensors holds raw tensors only: loading a model file never executes anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .errors import BinwiseError
+from .model import MobileNetV2, MobileNetV2Config
+from .preprocessing import Preprocessing
+from .taxonomy import Taxonomy
+
+FORMAT = "binwise-model"
+FORMAT_VERSION = 1
+METADATA_KEY = "binwise"
+
+
+@dataclass
+class ModelFile:
+    """A model with everything it needs at inference, as saved to and loaded from disk."""
+
+    model: MobileNetV2
+    taxonomy: Taxonomy
+    preprocessing: Preprocessing
+    provenance: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+    def metadata(self) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "binwise_version": __version__,
+            "architecture": {"name": "mobilenet_v2", **self.model.config.to_dict()},
+            "taxonomy": self.taxonomy.to_dict(),
+            "preprocessing": self.preprocessing.to_dict(),
+            "provenance": self.provenance,
+            "metrics": self.metrics,
+        }
+
+
+def sha256_of_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(tmp_path)`` then rename over ``path``, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_model(path: str | os.PathLike, model_file: ModelFile) -> None:
+    if model_file.model.config.num_classes != model_file.taxonomy.num_classes:
+        raise ValueError(f"model has {model_file.model.config.num_classes} outputs but the taxonomy "
+                         f"has {model_file.taxonomy.num_classes} classes")
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous()
+               for k, v in model_file.model.state_dict().items() if v.is_floating_point()}
+    metadata = {METADATA_KEY: json.dumps(model_file.metadata(), ensure_ascii=False)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The JSON metadata of a model file, without loading its tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise BinwiseError("no such model file", path)
+    try:
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            if header_len <= 0 or header_len > min(100 << 20, path.stat().st_size - 8):
+                raise BinwiseError("not a binwise model file (not safetensors: bad header length)", path)
+            header = json.loads(f.read(header_len))
+        raw = header.get("__metadata__", {}).get(METADATA_KEY)
+        if raw is None:
+            raise BinwiseError("safetensors file without binwise metadata; convert weights with "
+                               "'binwise import-weights'", path)
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        raise BinwiseError(f"not a binwise model file (unreadable header: {e})", path) from None
+    if meta.get("format") != FORMAT:
+        raise BinwiseError(f"not a binwise model file (format {meta.get('format')!r})", path)
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise BinwiseError(f"model file format version {meta['format_version']} is newer than this "
+                           f"binwise ({FORMAT_VERSION}); upgrade binwise", path)
+    return meta
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> ModelFile:
+    """Load a binwise model file; the model comes back in eval mode."""
+    meta = read_metadata(path)
+    try:
+        arch = dict(meta["architecture"])
+        if arch.pop("name", None) != "mobilenet_v2":
+            raise BinwiseError(f"unsupported architecture {meta['architecture'].get('name')!r}", path)
+        config = MobileNetV2Config.from_dict(arch)
+        taxonomy = Taxonomy.from_dict(meta["taxonomy"])
+        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+        model = MobileNetV2(config)
+    except (KeyError, TypeError, ValueError) as e:
+        raise BinwiseError(f"model file metadata is invalid: {e}", path) from None
+    try:
+        tensors = load_file(os.fspath(path))
+    except (SafetensorError, OSError) as e:
+        raise BinwiseError(f"model file is damaged: {e}", path) from None
+    load_state_dict_checked(model, tensors, path)
+    model.to(device).eval()
+    return ModelFile(model, taxonomy, preprocessing, meta.get("provenance", {}), meta.get("metrics", {}))
+
+
+def load_state_dict_checked(model: torch.nn.Module, tensors: dict[str, torch.Tensor],
+                            path: str | os.PathLike) -> None:
+    """load_state_dict with missing, unexpected and mis-shaped tensors reported in one clear line."""
+    expected = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong = [f"{k} {tuple(tensors[k].shape)} (expected {tuple(v.shape)})"
+             for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing tensors (first: {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensors (first: {unexpected[0]})")
+    if wrong:
+        problems.append(f"{len(wrong)} tensors of the wrong shape (first: {wrong[0]})")
+    if problems:
+        raise BinwiseError("weights do not fit the architecture: " + "; ".join(problems), path)
+    model.load_state_dict(tensors, strict=False)

@@ -1,0 +1,83 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from binwise.errors import BinwiseError
+from binwise.images import load_for_model, open_image, resize_and_crop
+from binwise.preprocessing import IMAGENET, MINUS_ONE_TO_ONE
+
+
+def jpeg_bytes(img, **kw):
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (224, 224), (300, 1001)])
+def test_eval_preprocessing_equals_torchvision(size):
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    ours = load_for_model(img, IMAGENET)
+    reference = v2.Compose([v2.Resize(256), v2.CenterCrop(224), v2.PILToTensor(),
+                            v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET.mean, IMAGENET.std)])(img)
+    assert ours.shape == (3, 224, 224)
+    np.testing.assert_allclose(ours, reference.numpy(), atol=1e-5)
+
+
+def test_minus_one_to_one_range():
+    white = load_for_model(Image.new("RGB", (300, 300), (255, 255, 255)), MINUS_ONE_TO_ONE)
+    black = load_for_model(Image.new("RGB", (300, 300), (0, 0, 0)), MINUS_ONE_TO_ONE)
+    assert np.allclose(white, 1.0) and np.allclose(black, -1.0)
+
+
+def test_exif_orientation_is_applied():
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    out = open_image(jpeg_bytes(img, exif=exif.tobytes()))
+    assert out.size == (20, 40)
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "P", "RGBA", "LA", "I;16", "1"])
+def test_modes_become_rgb(mode):
+    img = Image.new("RGB", (16, 16), (10, 200, 30)).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, "TIFF" if mode in ("CMYK", "I;16") else "PNG")
+    out = open_image(buf.getvalue())
+    assert out.mode == "RGB" and out.size == (16, 16)
+
+
+def test_transparent_area_becomes_white():
+    img = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    assert open_image(buf.getvalue()).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_broken_inputs_name_the_file(tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.jpg"
+    text.write_text("not an image")
+    truncated = tmp_path / "truncated.jpg"
+    truncated.write_bytes(jpeg_bytes(Image.new("RGB", (64, 64)))[:200])
+    for path, problem in [(empty, "empty file"), (text, "not an image"), (truncated, "damaged image"),
+                          (tmp_path / "missing.jpg", "no such file")]:
+        with pytest.raises(BinwiseError, match=problem) as e:
+            open_image(path)
+        assert str(path) in str(e.value)
+
+
+def test_decompression_bomb_is_refused():
+    buf = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(buf, "PNG")  # tiny file, 400 Mpx declared
+    with pytest.raises(BinwiseError, match="too large"):
+        open_image(buf.getvalue())
+
+
+def test_small_images_are_upscaled():
+    assert resize_and_crop(Image.new("RGB", (1, 1)), IMAGENET).size == (224, 224)
