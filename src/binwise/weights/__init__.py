@@ -1,0 +1,1 @@
+"""Weight import and export: TFLite, MindSpore .ckpt and torchvision .pth to and from binwise."""
