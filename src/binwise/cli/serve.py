@@ -1,0 +1,46 @@
+"""``binwise serve MODEL``: the web service and its page."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="serve a model over HTTP: the photo page at /, the JSON API at "
+                              "/v1/classify, the API docs at /docs")
+    p.add_argument("model", help="a binwise .safetensors model file, or an exported .onnx file")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; "
+                   "0.0.0.0 to accept other machines)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
+                   help="inference engine (default: by the file's extension)")
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="most photos run through the model at once (default: %(default)s)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0,
+                   help="longest a photo waits for others to batch with (default: %(default)s)")
+    p.add_argument("--max-queue", type=int, default=256,
+                   help="photos waiting beyond this get HTTP 503 (default: %(default)s)")
+    p.add_argument("--max-upload-mb", type=float, default=10.0,
+                   help="largest accepted upload in MB (default: %(default)s)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import uvicorn
+
+    from ..errors import BinwiseError
+    from ..predict import Classifier
+    from ..service import create_app
+
+    for flag in ("max_batch", "max_queue", "port"):
+        if getattr(args, flag) < 1:
+            raise BinwiseError(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.max_wait_ms < 0 or args.max_upload_mb <= 0:
+        raise BinwiseError("--max-wait-ms must not be negative and --max-upload-mb must be positive")
+    classifier = Classifier.load(args.model, backend=args.backend, threads=args.threads)
+    app = create_app(classifier, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                     max_queue=args.max_queue, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    print(f"binwise serve: {classifier.model_id} at http://{args.host}:{args.port}/ (API docs at /docs)",
+          flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0

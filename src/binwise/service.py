@@ -1,0 +1,243 @@
+"""The binwise web service: upload a photo, get its bin.
+
+``create_app(classifier)`` builds a FastAPI app around a loaded ``Classifier``:
+
+- ``POST /v1/classify``: a photo as multipart field ``file`` or as the raw request body with an
+  image content type. Answers the top-k classes, the bin and the model id; ``?explain=true`` adds a
+  Grad-CAM overlay (torch models only).
+- ``GET /v1/model``: classes, bins, preprocessing and provenance of the model.
+- ``GET /healthz``: liveness, queue length and the batch sizes run so far.
+- ``GET /``: the page (``binwise/static``); ``/docs``: the OpenAPI docs.
+
+Photos are decoded and preprocessed in a thread pool, then a DynamicBatcher runs the model on
+batches of concurrent requests in one model thread. Every error is JSON
+``{"error": code, "detail": message}``, and no input can take the service down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import io
+import os
+from contextlib import asynccontextmanager
+from importlib.resources import files
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .batching import DynamicBatcher, QueueFull
+from .errors import BinwiseError
+from .images import load_for_model, open_image
+
+STATIC_DIR = files("binwise") / "static"
+# Room for the multipart boundary and part headers on top of the photo itself.
+MULTIPART_OVERHEAD = 64 * 1024
+
+CLASSIFY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"],
+                           "properties": {"file": {"type": "string", "format": "binary"}}}},
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+class ServiceError(Exception):
+    """An answer other than 200, with a short code and a readable message."""
+
+    def __init__(self, status: int, error: str, detail: str):
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+
+
+def error_for_image(e: BinwiseError) -> ServiceError:
+    """HTTP status of an image that could not be decoded, from images.open_image's message."""
+    message = str(e)
+    if "too large" in message:
+        return ServiceError(413, "image_too_large", message)
+    if "not an image" in message:
+        return ServiceError(415, "not_an_image", message)
+    if "empty file" in message:
+        return ServiceError(422, "empty_upload", message)
+    return ServiceError(422, "damaged_image", message)
+
+
+def error_response(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+
+
+def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
+               max_upload_bytes: int = 10 * 1024 * 1024, max_queue: int = 256,
+               decode_threads: int | None = None) -> FastAPI:
+    """A FastAPI app serving ``classifier`` (a ``binwise.predict.Classifier``)."""
+    # One model thread: batches and Grad-CAM never run the model concurrently (Grad-CAM hooks
+    # into the model, and one thread per batch already uses every core through torch/onnxruntime).
+    model_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="binwise-model")
+    decoders = concurrent.futures.ThreadPoolExecutor(decode_threads or min(4, os.cpu_count() or 1),
+                                                     thread_name_prefix="binwise-decode")
+    batcher = DynamicBatcher(classifier.predict_arrays, max_batch=max_batch, max_wait_ms=max_wait_ms,
+                             max_queue=max_queue, executor=model_thread)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+            decoders.shutdown(wait=False, cancel_futures=True)
+            model_thread.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="binwise", lifespan=lifespan,
+                  description="Which bin does it go in? Upload a photo, get its bin.")
+    app.state.classifier = classifier
+    app.state.batcher = batcher
+
+    @app.exception_handler(ServiceError)
+    async def on_service_error(request: Request, e: ServiceError):
+        return error_response(e.status, e.error, e.detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, e: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "bad_request")
+        return error_response(e.status_code, code, str(e.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, e: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        return error_response(422, "invalid_parameter", problems)
+
+    @app.post("/v1/classify", openapi_extra=CLASSIFY_BODY,
+              summary="Classify one photo: its bin, top-k classes and, optionally, a Grad-CAM overlay")
+    async def classify(request: Request,
+                       top_k: int = Query(5, ge=1, le=classifier.taxonomy.num_classes),
+                       explain: bool = Query(False, description="add a Grad-CAM overlay (base64 PNG)")):
+        data, name = await read_upload(request, max_upload_bytes)
+        loop = asyncio.get_running_loop()
+        try:
+            array = await loop.run_in_executor(decoders, load_for_model, data, classifier.preprocessing, name)
+        except BinwiseError as e:
+            raise error_for_image(e) from None
+        try:
+            probabilities = await batcher.submit(array)
+        except QueueFull as e:
+            raise ServiceError(503, "busy", f"the service is busy ({e}); retry shortly") from None
+        answer = prediction_dict(classifier, probabilities, top_k, name)
+        if explain:
+            answer["explain"] = await loop.run_in_executor(model_thread, explain_overlay, classifier, data,
+                                                           answer["top"][0]["index"])
+        return answer
+
+    @app.get("/v1/model", summary="The served model: classes, bins, preprocessing, provenance")
+    async def model_info():
+        return {"model": classifier.model_id,
+                "backend": getattr(classifier, "backend", None),
+                "explain": can_explain(classifier),
+                **classifier.taxonomy.to_dict(),
+                "preprocessing": classifier.preprocessing.to_dict(),
+                "provenance": getattr(classifier, "provenance", {}),
+                "metrics": getattr(classifier, "metrics", {}),
+                "limits": {"max_upload_bytes": max_upload_bytes, "max_batch": max_batch,
+                           "max_wait_ms": max_wait_ms, "max_queue": max_queue}}
+
+    @app.get("/healthz", summary="Liveness and batching statistics")
+    async def healthz():
+        sizes = batcher.batch_sizes
+        batches, images = sum(sizes.values()), sum(size * n for size, n in sizes.items())
+        return {"status": "ok", "model": classifier.model_id, "queued": batcher.queued,
+                "batches": batches, "images": images,
+                "mean_batch_size": round(images / batches, 2) if batches else None}
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    return app
+
+
+async def read_upload(request: Request, limit: int) -> tuple[bytes, str]:
+    """The uploaded photo's bytes and a name for messages; refuses bodies over ``limit`` (413)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    multipart = content_type == "multipart/form-data"
+    if not multipart and not content_type.startswith("image/") and content_type != "application/octet-stream":
+        raise ServiceError(415, "unsupported_media_type",
+                           f"expected a photo: multipart form field 'file', or the raw image as the body "
+                           f"with an image/* content type (got {content_type or 'no content type'})")
+    body_limit = limit + (MULTIPART_OVERHEAD if multipart else 0)
+    too_large = ServiceError(413, "upload_too_large", f"upload larger than the limit of {limit:,} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > body_limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > body_limit:
+            raise too_large
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not multipart:
+        if not body:
+            raise ServiceError(422, "empty_upload", "the request body is empty: send the photo's bytes")
+        return body, "upload"
+
+    async def replay():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async with Request(request.scope, replay).form(max_files=1, max_fields=10,
+                                                   max_part_size=MULTIPART_OVERHEAD) as form:
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise ServiceError(422, "missing_file", "no photo uploaded: send it as multipart form field 'file'")
+        data = await upload.read()
+        name = upload.filename or "upload"
+    if len(data) > limit:
+        raise too_large
+    if not data:
+        raise ServiceError(422, "empty_upload", f"{name}: empty file (0 bytes)")
+    return data, name
+
+
+def prediction_dict(classifier, probabilities: np.ndarray, top_k: int, name: str) -> dict:
+    taxonomy = classifier.taxonomy
+    order = np.argsort(-probabilities)[:top_k]
+    top = [{"index": int(i), "en": taxonomy.classes_en[i],
+            "zh": taxonomy.classes_zh[i] if taxonomy.classes_zh else "",
+            "bin": taxonomy.class_bins[i] if taxonomy.class_bins else None,
+            "probability": float(probabilities[i])} for i in order]
+    answer = {"model": classifier.model_id, "source": name, "top": top,
+              "confidence": top[0]["probability"], "bin": None, "bin_probability": None}
+    best_bin = taxonomy.bin_of(int(order[0]))
+    if best_bin is not None:
+        in_bin = [i for i, b in enumerate(taxonomy.class_bins) if b == best_bin.id]
+        answer["bin"] = {"id": best_bin.id, "en": best_bin.en, "zh": best_bin.zh, "color": best_bin.color}
+        answer["bin_probability"] = float(probabilities[in_bin].sum())
+    return answer
+
+
+def can_explain(classifier) -> bool:
+    return getattr(classifier, "backend", None) == "torch"
+
+
+def explain_overlay(classifier, data: bytes, class_index: int) -> dict:
+    """Grad-CAM for ``class_index`` drawn over the photo, as a base64 PNG."""
+    if not can_explain(classifier):
+        raise ServiceError(400, "explain_unavailable", "Grad-CAM needs a torch model (.safetensors); "
+                           "this service runs an exported model")
+    from .explain import grad_cam, overlay
+
+    image = open_image(data)
+    heatmap, index = grad_cam(classifier, image, class_index)
+    buffer = io.BytesIO()
+    overlay(image, heatmap).save(buffer, format="PNG")
+    return {"class_index": int(index), "overlay_png": base64.b64encode(buffer.getvalue()).decode("ascii")}
