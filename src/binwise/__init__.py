@@ -2,6 +2,17 @@
 
 __version__ = "0.1.0"
 
-from .modelfile import ModelFile, load_model, save_model  # noqa: E402
+__all__ = ["Classifier", "ModelFile", "load_model", "save_model", "__version__"]
 
-__all__ = ["ModelFile", "load_model", "save_model", "__version__"]
+# Imported on first use, so ``import binwise`` stays torch-free: the ONNX inference path
+# (binwise.predict with an .onnx model) must run where torch is not installed.
+_LAZY = {"ModelFile": "modelfile", "load_model": "modelfile", "save_model": "modelfile",
+         "Classifier": "predict"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,52 @@
+"""Running an exported .onnx model with onnxruntime, without torch.
+
+``binwise export`` writes the model file's JSON metadata into the ONNX file (``metadata_props``,
+key ``binwise``), so an .onnx file alone knows its classes, bins and preprocessing. This module
+must never import torch: it is the whole inference path of a torch-free install.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from .errors import BinwiseError
+
+METADATA_KEY = "binwise"  # the same key the safetensors model file uses
+FORMAT = "binwise-model"  # binwise.modelfile.FORMAT, repeated here because modelfile imports torch
+
+
+class OnnxRunner:
+    """An onnxruntime session on the CPU: NCHW float32 batch in, model outputs out. Thread-safe."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for unreadable models
+            raise BinwiseError(f"not a loadable ONNX model ({str(e).splitlines()[0]})", path) from None
+        self.metadata = _parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: batch})[0]
+
+
+def _parse_metadata(props: dict, path) -> dict:
+    raw = props.get(METADATA_KEY)
+    if raw is None:
+        raise BinwiseError("ONNX file without binwise metadata; export it with 'binwise export'", path)
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise BinwiseError(f"ONNX file has unreadable binwise metadata ({e})", path) from None
+    if meta.get("format") != FORMAT:
+        raise BinwiseError(f"ONNX file metadata is not a binwise model's (format {meta.get('format')!r})", path)
+    return meta

@@ -1,0 +1,211 @@
+"""Classifying photos with a saved model: the API behind ``binwise predict``, the bench and the service.
+
+A Classifier wraps either backend behind one call: a .safetensors model file runs in PyTorch, an
+.onnx file (from ``binwise export``) runs in onnxruntime without importing torch. Both see the same
+pixels, from ``binwise.images.load_for_model``. Classifiers hold no per-call state, so ``predict``
+may be called from many threads at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BinwiseError
+from .images import ImageSource, describe, load_for_model
+from .preprocessing import Preprocessing
+from .taxonomy import Bin, Taxonomy
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass
+class ClassScore:
+    index: int
+    en: str
+    zh: str
+    bin: str | None  # bin id
+    probability: float
+
+
+@dataclass
+class Prediction:
+    source: str  # file path, or "<N bytes>" for uploaded data
+    top: list[ClassScore]  # best first
+    bin: Bin | None  # the bin of the top-1 class
+    bin_probability: float | None  # summed probability of all classes in that bin
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "top": [asdict(s) for s in self.top],
+            "bin": asdict(self.bin) if self.bin else None,
+            "bin_probability": self.bin_probability,
+        }
+
+
+class _TorchRunner:
+    """A binwise .safetensors model in PyTorch eager mode."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None):
+        import torch
+
+        from .modelfile import load_model, read_metadata
+
+        if threads:
+            torch.set_num_threads(threads)  # process-wide: torch has no per-model thread count
+        self.metadata = read_metadata(path)
+        self.model = load_model(path).model
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(batch)).numpy()
+
+
+class Classifier:
+    """Photos in, ranked classes with their bins out."""
+
+    def __init__(self, runner, path: str | os.PathLike, backend: str):
+        meta = runner.metadata
+        self.runner = runner
+        self.backend = backend
+        self.path = Path(path)
+        self.metadata = meta
+        try:
+            self.taxonomy = Taxonomy.from_dict(meta["taxonomy"])
+            self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+            # a softmax or sigmoid head already outputs probabilities
+            self.output_activation = meta["architecture"].get("activation")
+        except (KeyError, TypeError, ValueError) as e:
+            raise BinwiseError(f"model metadata is invalid: {e}", path) from None
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        self.model_id = f"{self.path.name}@{digest[:12]}"
+        bin_ids = list(self.taxonomy.class_bins)
+        # class -> bin membership matrix, so bin probabilities are one matrix product
+        self._bin_members = {b: np.array([c == b for c in bin_ids]) for b in dict.fromkeys(bin_ids)}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, backend: str = "auto", threads: int | None = None) -> "Classifier":
+        """Load a model: ``.onnx`` runs in onnxruntime, anything else is a binwise .safetensors file
+        run in PyTorch. ``threads`` caps the intra-op threads (None: the library default)."""
+        if backend not in BACKENDS:
+            raise BinwiseError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        path = Path(path)
+        if not path.is_file():
+            raise BinwiseError("no such model file", path)
+        is_onnx = path.suffix.lower() == ".onnx"
+        if backend == "auto":
+            backend = "onnxruntime" if is_onnx else "torch"
+        if backend == "onnxruntime":
+            if not is_onnx:
+                raise BinwiseError("the onnxruntime backend needs an .onnx file; make one with "
+                                   "'binwise export MODEL --format onnx'", path)
+            from .onnx_backend import OnnxRunner
+
+            return cls(OnnxRunner(path, threads), path, backend)
+        if is_onnx:
+            raise BinwiseError("the torch backend needs a binwise .safetensors model, not an .onnx file", path)
+        return cls(_TorchRunner(path, threads), path, backend)
+
+    @property
+    def torch_model(self):
+        """The PyTorch module (for Grad-CAM); only .safetensors models have one."""
+        if self.backend != "torch":
+            raise BinwiseError("this needs the PyTorch model file (.safetensors); an ONNX model "
+                               "has no gradients", self.path)
+        return self.runner.model
+
+    def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """Preprocessed NCHW float32 batch -> class probabilities (N, num_classes)."""
+        outputs = self.runner(np.ascontiguousarray(batch, dtype=np.float32))
+        if self.output_activation in ("softmax", "sigmoid"):
+            return outputs
+        outputs = outputs - outputs.max(axis=1, keepdims=True)
+        exp = np.exp(outputs)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def load_image(self, image: ImageSource, name: str | None = None) -> np.ndarray:
+        """One photo, decoded and preprocessed for this model (CHW float32)."""
+        return load_for_model(image, self.preprocessing, name)
+
+    def prediction(self, source: str, probabilities: np.ndarray, top_k: int = 5) -> Prediction:
+        """A Prediction from one row of class probabilities."""
+        tax = self.taxonomy
+        order = np.argsort(-probabilities, kind="stable")[:max(1, top_k)]
+        top = [ClassScore(int(i), tax.classes_en[i], tax.classes_zh[i] if tax.classes_zh else "",
+                          tax.class_bins[i] if tax.class_bins else None, float(probabilities[i]))
+               for i in order]
+        best_bin = tax.bin_of(top[0].index)
+        bin_probability = (float(probabilities[self._bin_members[best_bin.id]].sum())
+                           if best_bin else None)
+        return Prediction(source, top, best_bin, bin_probability)
+
+    def predict(self, images: ImageSource | list[ImageSource], top_k: int = 5,
+                batch_size: int = DEFAULT_BATCH_SIZE) -> Prediction | list[Prediction]:
+        """Classify one photo (path, bytes or PIL image) or a list of them (batched).
+
+        A photo that cannot be read raises BinwiseError naming it; use ``predict_stream`` to
+        carry on past bad files.
+        """
+        if not isinstance(images, (list, tuple)):
+            probabilities = self.predict_arrays(self.load_image(images)[None])
+            return self.prediction(describe(images), probabilities[0], top_k)
+        predictions = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            probabilities = self.predict_arrays(np.stack([self.load_image(im) for im in chunk]))
+            predictions += [self.prediction(describe(im), p, top_k) for im, p in zip(chunk, probabilities)]
+        return predictions
+
+    def predict_stream(self, sources: Iterable[ImageSource], top_k: int = 5,
+                       batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
+                       ) -> Iterator[tuple[str, Prediction | BinwiseError]]:
+        """Classify many photos in order, decoding in a thread pool while the model runs.
+
+        Yields ``(source, Prediction)``, or ``(source, BinwiseError)`` for a photo that could not
+        be read, so one bad file does not stop the rest.
+        """
+        workers = workers or min(8, os.cpu_count() or 1)
+
+        def decode(source):
+            try:
+                return self.load_image(source)
+            except BinwiseError as e:
+                return e
+
+        # Pillow releases the GIL while decoding and resizing, so threads decode in parallel; one
+        # batch keeps decoding while the model runs on the one before it.
+        with ThreadPoolExecutor(workers) as pool:
+            batches, current = deque(), []
+            for source in sources:
+                current.append((source, pool.submit(decode, source)))
+                if len(current) == batch_size:
+                    batches.append(current)
+                    current = []
+                    if len(batches) > 1:
+                        yield from self._run_batch(batches.popleft(), top_k)
+            if current:
+                batches.append(current)
+            while batches:
+                yield from self._run_batch(batches.popleft(), top_k)
+
+    def _run_batch(self, pending, top_k):
+        decoded = [(source, future.result()) for source, future in pending]
+        good = [(s, a) for s, a in decoded if not isinstance(a, BinwiseError)]
+        probabilities = iter(self.predict_arrays(np.stack([a for _, a in good])) if good else [])
+        for source, array in decoded:
+            if isinstance(array, BinwiseError):
+                yield describe(source), array
+            else:
+                yield describe(source), self.prediction(describe(source), next(probabilities), top_k)
