@@ -24,16 +24,16 @@ import os
 from contextlib import asynccontextmanager
 from importlib.resources import files
 
-import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batching import DynamicBatcher, QueueFull
 from .errors import BinwiseError
-from .images import load_for_model, open_image
+from .images import open_image
 
 STATIC_DIR = files("binwise") / "static"
 # Room for the multipart boundary and part headers on top of the photo itself.
@@ -98,8 +98,9 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
             decoders.shutdown(wait=False, cancel_futures=True)
             model_thread.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="binwise", lifespan=lifespan,
-                  description="Which bin does it go in? Upload a photo, get its bin.")
+    # FastAPIOffline: the /docs page with Swagger UI served from the package, not from a CDN
+    app = FastAPIOffline(title="binwise", lifespan=lifespan,
+                         description="Which bin does it go in? Upload a photo, get its bin.")
     app.state.classifier = classifier
     app.state.batcher = batcher
 
@@ -117,6 +118,11 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
         return error_response(422, "invalid_parameter", problems)
 
+    @app.exception_handler(Exception)
+    async def on_unexpected_error(request: Request, e: Exception):
+        # a bug, not bad input: still JSON, and the service goes on serving
+        return error_response(500, "internal_error", f"{type(e).__name__}: {e}")
+
     @app.post("/v1/classify", openapi_extra=CLASSIFY_BODY,
               summary="Classify one photo: its bin, top-k classes and, optionally, a Grad-CAM overlay")
     async def classify(request: Request,
@@ -125,14 +131,16 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
         data, name = await read_upload(request, max_upload_bytes)
         loop = asyncio.get_running_loop()
         try:
-            array = await loop.run_in_executor(decoders, load_for_model, data, classifier.preprocessing, name)
+            array = await loop.run_in_executor(decoders, classifier.load_image, data, name)
         except BinwiseError as e:
             raise error_for_image(e) from None
         try:
             probabilities = await batcher.submit(array)
         except QueueFull as e:
             raise ServiceError(503, "busy", f"the service is busy ({e}); retry shortly") from None
-        answer = prediction_dict(classifier, probabilities, top_k, name)
+        answer = {"model": classifier.model_id,
+                  **classifier.prediction(name, probabilities, top_k).to_dict(),
+                  "confidence": float(probabilities.max())}
         if explain:
             answer["explain"] = await loop.run_in_executor(model_thread, explain_overlay, classifier, data,
                                                            answer["top"][0]["index"])
@@ -141,12 +149,13 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     @app.get("/v1/model", summary="The served model: classes, bins, preprocessing, provenance")
     async def model_info():
         return {"model": classifier.model_id,
-                "backend": getattr(classifier, "backend", None),
+                "backend": classifier.backend,
                 "explain": can_explain(classifier),
                 **classifier.taxonomy.to_dict(),
                 "preprocessing": classifier.preprocessing.to_dict(),
-                "provenance": getattr(classifier, "provenance", {}),
-                "metrics": getattr(classifier, "metrics", {}),
+                "architecture": classifier.metadata.get("architecture", {}),
+                "provenance": classifier.metadata.get("provenance", {}),
+                "metrics": classifier.metadata.get("metrics", {}),
                 "limits": {"max_upload_bytes": max_upload_bytes, "max_batch": max_batch,
                            "max_wait_ms": max_wait_ms, "max_queue": max_queue}}
 
@@ -208,36 +217,19 @@ async def read_upload(request: Request, limit: int) -> tuple[bytes, str]:
     return data, name
 
 
-def prediction_dict(classifier, probabilities: np.ndarray, top_k: int, name: str) -> dict:
-    taxonomy = classifier.taxonomy
-    order = np.argsort(-probabilities)[:top_k]
-    top = [{"index": int(i), "en": taxonomy.classes_en[i],
-            "zh": taxonomy.classes_zh[i] if taxonomy.classes_zh else "",
-            "bin": taxonomy.class_bins[i] if taxonomy.class_bins else None,
-            "probability": float(probabilities[i])} for i in order]
-    answer = {"model": classifier.model_id, "source": name, "top": top,
-              "confidence": top[0]["probability"], "bin": None, "bin_probability": None}
-    best_bin = taxonomy.bin_of(int(order[0]))
-    if best_bin is not None:
-        in_bin = [i for i, b in enumerate(taxonomy.class_bins) if b == best_bin.id]
-        answer["bin"] = {"id": best_bin.id, "en": best_bin.en, "zh": best_bin.zh, "color": best_bin.color}
-        answer["bin_probability"] = float(probabilities[in_bin].sum())
-    return answer
-
-
 def can_explain(classifier) -> bool:
-    return getattr(classifier, "backend", None) == "torch"
+    return classifier.backend == "torch"
 
 
 def explain_overlay(classifier, data: bytes, class_index: int) -> dict:
-    """Grad-CAM for ``class_index`` drawn over the photo, as a base64 PNG."""
+    """Grad-CAM for ``class_index`` over the photo as the model saw it, as a base64 PNG."""
     if not can_explain(classifier):
-        raise ServiceError(400, "explain_unavailable", "Grad-CAM needs a torch model (.safetensors); "
-                           "this service runs an exported model")
+        raise ServiceError(400, "explain_unavailable", "Grad-CAM needs the PyTorch model file "
+                           "(.safetensors); this service runs an ONNX model")
     from .explain import grad_cam, overlay
 
     image = open_image(data)
     heatmap, index = grad_cam(classifier, image, class_index)
     buffer = io.BytesIO()
-    overlay(image, heatmap).save(buffer, format="PNG")
-    return {"class_index": int(index), "overlay_png": base64.b64encode(buffer.getvalue()).decode("ascii")}
+    overlay(image, heatmap, preprocessing=classifier.preprocessing).save(buffer, format="PNG")
+    return {"class_index": index, "overlay_png": base64.b64encode(buffer.getvalue()).decode("ascii")}
