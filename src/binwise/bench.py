@@ -1,0 +1,120 @@
+"""Inference speed, side by side: PyTorch eager fp32, onnxruntime fp32 and onnxruntime int8.
+
+Two measures, both including JPEG decoding and preprocessing (what a user waits for):
+
+- one photo: ``Classifier.predict`` on a 500x375 JPEG held in memory (decode + preprocess + model),
+  repeated; median (p50) and p90 latency;
+- a folder: photos read from disk through ``Classifier.predict_stream`` (a decode thread pool
+  feeding batches to the model); photos per second.
+
+The ONNX files are exported from the given model file unless passed in.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .images import is_image_file, open_image
+from .predict import Classifier
+
+PHOTO_SIZE = (500, 375)
+
+
+def sample_jpeg(photo: str | os.PathLike, size: tuple[int, int] = PHOTO_SIZE) -> bytes:
+    """A real photo resized to ``size`` and encoded as a JPEG, the size of a typical upload."""
+    buffer = io.BytesIO()
+    open_image(photo).resize(size).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def bench_photos(data_dir: Path, count: int) -> list[Path]:
+    """All test photos, topped up with training photos to ``count``."""
+    splits = [data_dir / "test", data_dir / "train"] if (data_dir / "test").is_dir() else [data_dir]
+    photos = [p for split in splits for p in sorted(split.rglob("*")) if is_image_file(p)]
+    return photos[:count]
+
+
+def single_photo_latency(classifier: Classifier, jpeg: bytes, runs: int, warmup: int = 5) -> dict:
+    for _ in range(warmup):
+        classifier.predict(jpeg)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        classifier.predict(jpeg)
+        times.append(time.perf_counter() - start)
+    ms = np.array(times) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90))}
+
+
+def folder_throughput(classifier: Classifier, photos: list[Path], batch_size: int, workers: int) -> dict:
+    for _ in classifier.predict_stream(photos[:batch_size], batch_size=batch_size, workers=workers):
+        pass  # warm up: first-call allocations, thread pools
+    start = time.perf_counter()
+    done = sum(1 for _ in classifier.predict_stream(photos, batch_size=batch_size, workers=workers))
+    elapsed = time.perf_counter() - start
+    return {"photos": done, "images_per_s": done / elapsed}
+
+
+def run_bench(model: str | os.PathLike, onnx_fp32: str | os.PathLike | None = None,
+              onnx_int8: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
+              photos: int = 500, runs: int = 100, threads: int | None = None, batch_size: int = 32,
+              workers: int | None = None, backends: tuple[str, ...] = ("torch", "onnx-fp32", "onnx-int8"),
+              log=print) -> dict:
+    """Measure each backend in turn; returns the numbers and the settings they were taken with."""
+    from .paths import resolve_data
+
+    threads = threads or os.cpu_count() or 1
+    workers = workers or threads
+    data_dir = resolve_data(data_dir)
+    folder = bench_photos(data_dir, photos)
+    jpeg = sample_jpeg(folder[0])
+    results = {"settings": {"model": str(model), "threads": threads, "decode_workers": workers,
+                            "batch_size": batch_size, "photo": f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEG "
+                            f"({len(jpeg)} bytes) from {folder[0]}", "folder_photos": len(folder),
+                            "runs": runs, "cpu": platform.processor() or platform.machine(),
+                            "cpus_visible": os.cpu_count(),
+                            "malloc_env": {k: v for k, v in os.environ.items()
+                                           if k.startswith("MALLOC_") or k == "LD_PRELOAD"}},
+               "backends": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"torch": model, "onnx-fp32": onnx_fp32, "onnx-int8": onnx_int8}
+        for name in backends:
+            if files[name] is None:
+                from .export import export_onnx
+
+                log(f"exporting {name} ...")
+                files[name] = export_onnx(model, Path(tmp) / f"{name}.onnx", int8=name == "onnx-int8")
+            classifier = Classifier.load(files[name], threads=threads)
+            log(f"measuring {name} ...")
+            entry = {"file": str(files[name])}
+            entry.update(single_photo_latency(classifier, jpeg, runs))
+            entry.update(folder_throughput(classifier, folder, batch_size, workers))
+            results["backends"][name] = entry
+            log(format_row(name, entry))
+    return results
+
+
+def format_row(name: str, entry: dict) -> str:
+    return (f"{name:<10} photo p50 {entry['p50_ms']:7.2f} ms  p90 {entry['p90_ms']:7.2f} ms   "
+            f"folder {entry['images_per_s']:7.1f} img/s ({entry['photos']} photos)")
+
+
+def format_table(results: dict) -> str:
+    rows = results["backends"]
+    lines = [format_row(name, entry) for name, entry in rows.items()]
+    if "torch" in rows:
+        for name in ("onnx-fp32", "onnx-int8"):
+            if name in rows:
+                lines.append(f"{name} vs torch: photo {rows['torch']['p50_ms'] / rows[name]['p50_ms']:.1f}x "
+                             f"faster, folder {rows[name]['images_per_s'] / rows['torch']['images_per_s']:.1f}x")
+    s = results["settings"]
+    lines.append(f"threads {s['threads']}, decode workers {s['decode_workers']}, batch {s['batch_size']}, "
+                 f"{s['cpus_visible']} CPUs visible, malloc env {s['malloc_env'] or 'default'}")
+    return "\n".join(lines)

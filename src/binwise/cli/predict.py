@@ -1,0 +1,160 @@
+"""``binwise predict MODEL PATH...``: classify photos, folders or globs; print a table, JSON or CSV.
+
+With an .onnx model this runs without importing torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import sys
+from pathlib import Path
+
+# show a progress bar only when there are enough photos to wait for
+PROGRESS_MIN_FILES = 64
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="classify photos (files, folders, globs) and name their bins")
+    p.add_argument("model", help="a binwise .safetensors model, or an .onnx file from 'binwise export'")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="photos, folders (searched recursively) or globs")
+    p.add_argument("-k", "--top-k", type=int, default=3, help="classes to show per photo (default 3)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    out.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    p.add_argument("--grid", metavar="PNG", help="also draw the photos with their labels into this image")
+    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
+                   help="auto: onnxruntime for .onnx files, torch otherwise")
+    p.add_argument("--threads", type=int, help="model threads (default: the library's)")
+    p.add_argument("--batch-size", type=int, default=32, help="photos per model call (default 32)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from ..errors import BinwiseError
+    from ..predict import Classifier
+
+    if args.top_k < 1 or args.batch_size < 1:
+        raise BinwiseError("--top-k and --batch-size must be at least 1")
+    sources, missing = expand_paths(args.paths)
+    classifier = Classifier.load(args.model, backend=args.backend, threads=args.threads)
+    stream = classifier.predict_stream(sources, top_k=args.top_k, batch_size=args.batch_size)
+    results, failures = [], len(missing)
+    for pattern in missing:
+        print(f"binwise predict: {pattern}: no such file, folder or matching photo", file=sys.stderr)
+    for source, result in tqdm(stream, total=len(sources), unit="photo", file=sys.stderr,
+                               disable=len(sources) < PROGRESS_MIN_FILES or None):
+        if isinstance(result, BinwiseError):
+            failures += 1
+            print(f"binwise predict: {result}", file=sys.stderr)
+        results.append((source, result))
+    predictions = [r for _, r in results if not isinstance(r, BinwiseError)]
+    if args.json:
+        print(json.dumps([r.to_dict() if not isinstance(r, BinwiseError) else {"source": s, "error": str(r)}
+                          for s, r in results], indent=2, ensure_ascii=False))
+    elif args.csv:
+        write_csv(predictions, args.top_k)
+    else:
+        print_table(predictions)
+    if args.grid and predictions:
+        draw_grid(predictions, args.grid)
+        print(f"wrote {args.grid}", file=sys.stderr)
+    if failures:
+        print(f"binwise predict: {failures} of {len(sources) + len(missing)} could not be classified",
+              file=sys.stderr)
+    return 1 if failures else 0
+
+
+def expand_paths(patterns: list[str]) -> tuple[list[str], list[str]]:
+    """Photos named by files, folders (recursive, image files only) and globs, in order; and the
+    patterns that matched nothing. A named file is kept even if it is not an image, so it gets
+    its own error."""
+    from ..images import is_image_file
+
+    sources, missing = [], []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            sources += sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_file(p))
+        elif path.exists():
+            sources.append(pattern)
+        elif glob.has_magic(pattern):
+            matches = sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+            sources += matches
+            if not matches:
+                missing.append(pattern)
+        else:
+            sources.append(pattern)  # reported as "no such file" with the others
+    return sources, missing
+
+
+def print_table(predictions) -> None:
+    width = min(60, max((len(p.source) for p in predictions), default=5))
+    for p in predictions:
+        best = p.top[0]
+        line = f"{p.source:<{width}}  {best.en} {best.zh}".rstrip() + f"  {best.probability:6.1%}"
+        if p.bin:
+            line += f"  -> {p.bin.en} {p.bin.zh} ({p.bin_probability:.1%})"
+        others = ", ".join(f"{s.en} {s.probability:.1%}" for s in p.top[1:])
+        print(line + (f"  | {others}" if others else ""))
+
+
+def write_csv(predictions, top_k: int) -> None:
+    writer = csv.writer(sys.stdout)
+    header = ["source", "bin", "bin_zh", "bin_probability"]
+    for rank in range(1, top_k + 1):
+        header += [f"class{rank}", f"class{rank}_zh", f"class{rank}_index", f"probability{rank}"]
+    writer.writerow(header)
+    for p in predictions:
+        row = [p.source, p.bin.en if p.bin else "", p.bin.zh if p.bin else "",
+               f"{p.bin_probability:.6f}" if p.bin_probability is not None else ""]
+        for s in p.top:
+            row += [s.en, s.zh, s.index, f"{s.probability:.6f}"]
+        writer.writerow(row)
+
+
+def draw_grid(predictions, out: str, max_photos: int = 64) -> None:
+    """The photos with their top class, bin and confidence, the bin's colour on the title."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..images import open_image
+
+    shown = predictions[:max_photos]
+    cjk = cjk_font()
+    cols = min(4, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, p in zip(axes.flat, shown):
+        img = open_image(p.source)
+        img.thumbnail((320, 320))
+        ax.imshow(img)
+        best = p.top[0]
+        name = f"{best.en} {best.zh}" if cjk and best.zh else best.en
+        title = f"{name} {best.probability:.0%}"
+        if p.bin:
+            title += f"\n{p.bin.zh if cjk and p.bin.zh else p.bin.en} {p.bin_probability:.0%}"
+        ax.set_title(title, fontsize=10, color=p.bin.color if p.bin else "black",
+                     fontfamily=[cjk, "sans-serif"] if cjk else None)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def cjk_font() -> str | None:
+    """An installed font family that can draw Chinese, if there is one."""
+    from matplotlib import font_manager
+
+    for font in font_manager.fontManager.ttflist:
+        if any(key in font.name for key in ("CJK", "WenQuanYi", "SimHei", "Heiti", "PingFang", "Source Han")):
+            return font.name
+    return None
