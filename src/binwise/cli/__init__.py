@@ -13,7 +13,7 @@ import sys
 from ..errors import BinwiseError
 
 # Subcommand modules, in the order ``binwise --help`` lists them.
-COMMAND_MODULES = ["info", "serve", "predict", "export", "bench", "explain", "weights"]
+COMMAND_MODULES = ["info", "serve", "predict", "export", "bench", "explain", "weights", "train", "evaluate", "data", "schedules"]
 
 
 def build_parser() -> argparse.ArgumentParser:

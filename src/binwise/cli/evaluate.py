@@ -1,0 +1,37 @@
+"""``binwise eval MODEL [DATA]``: accuracy, per-class scores, bins, confusion matrices, mistakes."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a model file on a dataset's test split")
+    p.add_argument("model", help="a binwise .safetensors model file")
+    p.add_argument("data", nargs="?", help="dataset folder (default: $BINWISE_DATA or ../shared/data/garbage26)")
+    p.add_argument("--split", default="test", choices=["test", "train", "all"], help="which photos (default: test)")
+    p.add_argument("--out", metavar="DIR", help="write report.json, confusion.png, bin_confusion.png and "
+                   "misclassified.png here (default: eval-<model name>/ beside the model)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2, help="photo-decoding processes (default: 2)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..evaluate import evaluate
+    from ..paths import resolve_data
+
+    model = Path(args.model)
+    out = Path(args.out) if args.out else model.parent / f"eval-{model.stem}"
+    report = evaluate(model, resolve_data(args.data), out, args.batch_size, args.workers, args.device, args.split)
+    print(f"{report['count']} photos  top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}  "
+          f"macro F1 {report['macro_f1']:.3f}" +
+          (f"  bin accuracy {report['bin_accuracy']:.2%}" if "bin_accuracy" in report else ""))
+    print(f"{'class':28s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'n':>5s}")
+    for c in report["per_class"]:
+        print(f"{c['class'][:28]:28s} {c['precision']:9.3f} {c['recall']:7.3f} {c['f1']:6.3f} {c['support']:5d}")
+    if report["unreadable"]:
+        print(f"{len(report['unreadable'])} unreadable photos skipped (named above)")
+    print(f"{len(report['misclassified'])} misclassified; report and figures in {out}")
+    return 0

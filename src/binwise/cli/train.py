@@ -1,0 +1,84 @@
+"""``binwise train [DATA]``: train a classifier; every config field is also a flag."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from ..config import PRESETS, flat_fields
+
+
+def _flag(dotted: str) -> str:
+    """schedule.lr_max -> --lr-max; schedule.name -> --schedule."""
+    return "--" + ("schedule" if dotted == "schedule.name" else dotted.split(".")[-1].replace("_", "-"))
+
+
+def _parse_optional_int(text: str) -> int | None:
+    return None if text.lower() in ("none", "all") else int(text)
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _parse_floats(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a classifier on an ImageFolder dataset",
+                              description="Train a MobileNetV2 classifier from pretrained weights. "
+                              "Settings: --preset, then --config FILE (YAML or TOML), then the flags below.")
+    p.add_argument("data", nargs="?", help="dataset folder (default: $BINWISE_DATA or ../shared/data/garbage26)")
+    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="starting settings (default: default)")
+    p.add_argument("--config", metavar="FILE", help="YAML or TOML file of config fields")
+    p.add_argument("--pretrained", metavar="FILE", help="backbone weights (TFLite, MindSpore .ckpt, "
+                   "torchvision .pth or binwise .safetensors; default: $BINWISE_PRETRAINED or ../shared/weights/...)")
+    p.add_argument("--run-dir", metavar="DIR", help="where the run is written (default: runs/<time>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run with its own settings")
+    p.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: $BINWISE_CACHE or ~/.cache/binwise)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    group = p.add_argument_group("config fields (override the preset and --config)")
+    for dotted, f, default in flat_fields():
+        if isinstance(default, bool):
+            kind, meta = _parse_bool, "BOOL"
+        elif isinstance(default, tuple):
+            kind, meta = _parse_floats, "X,Y,..."
+        elif dotted == "trainable_blocks":
+            kind, meta = _parse_optional_int, "N|all"
+        else:
+            kind, meta = type(default), None
+        group.add_argument(_flag(dotted), dest=f"cfg:{dotted}", type=kind, metavar=meta, default=argparse.SUPPRESS,
+                           help=f"(default: {default})")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..config import resolve_config
+    from ..paths import resolve_data, resolve_pretrained
+    from ..train import resume, train
+
+    progress = not args.quiet
+    if args.resume:
+        metrics = resume(Path(args.resume), progress)
+        run_dir = Path(args.resume)
+    else:
+        overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:")}
+        config = resolve_config(args.preset, args.config, overrides)
+        run_dir = Path(args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+        metrics = train(config, resolve_data(args.data), run_dir, resolve_pretrained(args.pretrained),
+                        Path(args.cache_dir) if args.cache_dir else None, progress)
+    line = f"test top-1 {metrics['test_top1']:.2%}  top-5 {metrics['test_top5']:.2%}"
+    if metrics.get("test_bin_accuracy") is not None:
+        line += f"  bin {metrics['test_bin_accuracy']:.2%}"
+    print(f"{line}  on {metrics['test_photos']} photos  ({metrics['wall_seconds']:.1f} s)")
+    if metrics["unreadable_photos"]:
+        print(f"{len(metrics['unreadable_photos'])} unreadable photos skipped (named above)")
+    print(f"model: {run_dir / 'model.safetensors'}")
+    return 0

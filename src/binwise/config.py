@@ -1,0 +1,161 @@
+"""The training configuration: one typed dataclass, named presets, YAML/TOML files, CLI overrides.
+
+Precedence: preset < ``--config FILE`` < command-line flags. Every field is also a flag
+(``lr_max`` -> ``--lr-max``); the resolved config is saved in the run directory and the model file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import yaml
+
+from .errors import BinwiseError
+from .schedules import ScheduleConfig
+
+
+@dataclass
+class TrainConfig:
+    mode: str = "head"  # head: frozen backbone, cached features; finetune: backprop into the backbone
+    epochs: int = 10
+    batch_size: int = 16
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.0
+    dropout: float = 0.0  # before the classifier
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # head mode: augmented views cached per photo (each costs one backbone pass per photo, once)
+    views: int = 0
+    # finetune mode: how many of the last backbone blocks train (None: all, 0: head only, backbone
+    # recomputed every step as in the tutorial)
+    trainable_blocks: int | None = None
+    val_fraction: float = 0.1  # held out of train (seeded, stratified) to monitor and choose settings
+    retrain_on_all: bool = True  # after the monitored run, train again on all of train for the final model
+    seed: int = 0
+    workers: int = 2  # DataLoader processes decoding photos
+    feature_batch_size: int = 32
+    engine: str = "auto"  # frozen backbone for cached features: auto | onnx | torch
+    device: str = "auto"  # auto: cuda when available
+    keep_checkpoints: int = 2  # the last N epoch checkpoints are kept, plus the best
+
+    def validate(self) -> "TrainConfig":
+        checks = [
+            (self.mode in ("head", "finetune"), f"mode must be 'head' or 'finetune', got {self.mode!r}"),
+            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
+            (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
+            (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.views >= 0, f"views must be >= 0, got {self.views}"),
+            (self.engine in ("auto", "onnx", "torch"), f"engine must be auto, onnx or torch, got {self.engine!r}"),
+            (self.keep_checkpoints >= 1, f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise BinwiseError(f"invalid config: {message}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, base: "TrainConfig | None" = None, source: str = "config") -> "TrainConfig":
+        """``base`` (default: the defaults) with the fields in ``data`` replaced; unknown keys are errors."""
+        return _merge(base or cls(), data, source)
+
+
+def _merge(base, data: dict, source: str):
+    known = {f.name: f for f in fields(base)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise BinwiseError(f"unknown {type(base).__name__} fields {unknown}; known: {sorted(known)}", source)
+    changes = {}
+    for name, value in data.items():
+        current = getattr(base, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise BinwiseError(f"{name} must be a table of {sorted(f.name for f in fields(current))}", source)
+            changes[name] = _merge(current, value, source)
+        else:
+            changes[name] = tuple(value) if isinstance(current, tuple) else value
+    return replace(base, **changes)
+
+
+# The MindSpore tutorial's recipe: frozen backbone recomputed for every batch, Momentum SGD,
+# cosine decay from 0.05 over 10 epochs of batch 16.
+TUTORIAL = TrainConfig(mode="finetune", trainable_blocks=0, epochs=10, batch_size=16, val_fraction=0.0,
+                       retrain_on_all=False, schedule=ScheduleConfig(name="cosine", lr_max=0.05))
+
+# binwise's default: the same optimiser on cached features of a frozen backbone, so the head can
+# train for many epochs in seconds. Values chosen on the validation split
+# (benchmarks/tune_head.py), never on test.
+DEFAULT = TrainConfig(mode="head", epochs=40, batch_size=64, views=1, label_smoothing=0.1,
+                      weight_decay=1e-4, schedule=ScheduleConfig(name="cosine", lr_max=0.05, warmup_epochs=1))
+
+# Fine-tuning every layer from the pretrained weights.
+FINETUNE = TrainConfig(mode="finetune", epochs=10, batch_size=32, label_smoothing=0.1, val_fraction=0.0,
+                       retrain_on_all=False, schedule=ScheduleConfig(name="cosine", lr_max=0.01, warmup_epochs=1))
+
+PRESETS = {"default": DEFAULT, "tutorial": TUTORIAL, "finetune": FINETUNE}
+
+
+def read_config_file(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise BinwiseError(f"cannot read config file ({e.strerror})", path) from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        raise BinwiseError(f"config file is not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {e}",
+                           path) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise BinwiseError("config file must hold a mapping of field names to values", path)
+    return data
+
+
+def flat_fields(config=None, prefix: str = "") -> list[tuple[str, dataclasses.Field, object]]:
+    """(dotted path, field, default) of every leaf field, for generating command-line flags."""
+    config = config or TrainConfig()
+    out = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out += flat_fields(value, f"{prefix}{f.name}.")
+        else:
+            out.append((f"{prefix}{f.name}", f, value))
+    return out
+
+
+def nest(dotted: dict) -> dict:
+    """{'schedule.lr_max': 0.1} -> {'schedule': {'lr_max': 0.1}}"""
+    out: dict = {}
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def resolve_config(preset: str = "default", config_file: str | Path | None = None,
+                   overrides: dict | None = None) -> TrainConfig:
+    if preset not in PRESETS:
+        raise BinwiseError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    config = PRESETS[preset]
+    if config_file:
+        config = TrainConfig.from_dict(read_config_file(config_file), config, source=str(config_file))
+    if overrides:
+        config = TrainConfig.from_dict(nest(overrides), config, source="command line")
+    return config.validate()
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(json.loads(json.dumps(config.to_dict())), sort_keys=False))

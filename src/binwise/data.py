@@ -1,0 +1,245 @@
+"""Photo datasets: ImageFolder trees, class order, seeded stratified splits, transforms, loading.
+
+A dataset is ``DIR/train/<Class>/*`` with an optional ``DIR/test/<Class>/*``, or a single
+``DIR/<Class>/*`` tree. Class order is the tutorial's when the folders are garbage26's 26 classes
+(its checkpoints depend on that order) and the sorted folder names otherwise; the order used is
+saved in every model file through the taxonomy.
+
+Unreadable photos never stop a run: the loaders skip them and report their names.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torchvision.transforms import v2
+
+from .errors import BinwiseError
+from .images import is_image_file, normalize, open_image, resize_and_crop
+from .preprocessing import Preprocessing
+from .taxonomy import PRESETS, Taxonomy
+
+TRAIN_DIR, TEST_DIRS = "train", ("test", "val")
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+
+
+@dataclass
+class Dataset:
+    """The photos of one dataset, labelled by ``taxonomy``; ``test`` is empty without a test folder."""
+
+    root: Path
+    taxonomy: Taxonomy
+    train: list[Sample]
+    test: list[Sample] = field(default_factory=list)
+
+    def class_counts(self, samples: list[Sample]) -> list[int]:
+        counts = [0] * self.taxonomy.num_classes
+        for s in samples:
+            counts[s.label] += 1
+        return counts
+
+
+def taxonomy_for(class_names: list[str], name: str = "") -> Taxonomy:
+    """A preset taxonomy (in its own index order) when the folders are exactly its classes,
+    otherwise the sorted folder names without bins."""
+    for preset in PRESETS.values():
+        if set(class_names) == set(preset.classes_en):
+            return preset
+    return Taxonomy.from_names(sorted(class_names), name=name)
+
+
+def class_folders(split_dir: Path) -> list[str]:
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def list_samples(split_dir: Path, taxonomy: Taxonomy) -> list[Sample]:
+    """Every image file under ``split_dir/<Class>/`` (recursively), in a stable order."""
+    index = {name: i for i, name in enumerate(taxonomy.classes_en)}
+    samples = []
+    for name in class_folders(split_dir):
+        if name not in index:
+            raise BinwiseError(f"class folder {name!r} is not one of the {taxonomy.num_classes} training "
+                               "classes", split_dir / name)
+        files = sorted(p for p in (split_dir / name).rglob("*") if p.is_file() and is_image_file(p))
+        samples += [Sample(p, index[name]) for p in files]
+    return samples
+
+
+def load_dataset(root: str | Path) -> Dataset:
+    """Read the layout of an ImageFolder dataset (no image is decoded here)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BinwiseError("dataset folder not found", root)
+    train_dir = root / TRAIN_DIR if (root / TRAIN_DIR).is_dir() else root
+    names = class_folders(train_dir)
+    if not names:
+        raise BinwiseError("no class folders: expected DIR/train/<class>/*.jpg or DIR/<class>/*.jpg", train_dir)
+    taxonomy = taxonomy_for(names, name=root.name)
+    train = list_samples(train_dir, taxonomy)
+    if not train:
+        raise BinwiseError("no image files in the class folders", train_dir)
+    test_dir = next((root / d for d in TEST_DIRS if train_dir != root and (root / d).is_dir()), None)
+    test = list_samples(test_dir, taxonomy) if test_dir else []
+    return Dataset(root, taxonomy, train, test)
+
+
+def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Split into (rest, held_out) with ``fraction`` of every class held out, reproducibly.
+
+    Every class with at least two photos keeps at least one on each side.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"split fraction must be in (0, 1), got {fraction}")
+    by_class: dict[int, list[Sample]] = defaultdict(list)
+    for s in samples:
+        by_class[s.label].append(s)
+    rng = random.Random(seed)
+    rest, held_out = [], []
+    for label in sorted(by_class):
+        members = by_class[label][:]
+        rng.shuffle(members)
+        n = len(members)
+        k = min(max(round(n * fraction), 1), n - 1) if n >= 2 else 0
+        held_out += members[:k]
+        rest += members[k:]
+    return rest, held_out
+
+
+def train_transform(pre: Preprocessing) -> v2.Compose:
+    """The tutorial's training augmentation, ending in the model's own normalisation."""
+    return v2.Compose([
+        v2.RandomResizedCrop(pre.input_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
+        v2.RandomHorizontalFlip(0.5),
+        v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4),
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(pre.mean, pre.std),
+    ])
+
+
+def eval_transform(pre: Preprocessing):
+    """binwise's one eval path (``images.resize_and_crop`` + ``normalize``) as a PIL -> tensor transform."""
+    return lambda img: torch.from_numpy(normalize(resize_and_crop(img, pre), pre))
+
+
+class PhotoDataset(torch.utils.data.Dataset):
+    """Decodes each photo once and returns the views ``make_views(i, img)`` makes of it: a
+    (V, 3, H, W) tensor and the V view ids (so one photo can give several crops for one decode).
+
+    An unreadable photo gives no views and its error, which ``collate`` turns into a skip report.
+    """
+
+    def __init__(self, samples: list[Sample], make_views):
+        self.samples = samples
+        self.make_views = make_views
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        sample = self.samples[i]
+        try:
+            img = open_image(sample.path)
+        except BinwiseError as e:
+            return i, None, None, sample.label, str(e)
+        images, view_ids = self.make_views(i, img)
+        return i, images, view_ids, sample.label, None
+
+
+def single_view(transform):
+    """``make_views`` for one view per photo (training batches, evaluation)."""
+    return lambda i, img: (transform(img).unsqueeze(0), [0])
+
+
+@dataclass
+class Batch:
+    """One row per view: ``indices`` (position in the sample list), ``view_ids`` and ``labels``
+    say whose view each row of ``images`` (N, 3, H, W) is."""
+
+    indices: torch.Tensor
+    view_ids: torch.Tensor
+    images: torch.Tensor
+    labels: torch.Tensor
+    skipped: list[str]  # errors of the unreadable photos left out of this batch
+
+
+def collate(items) -> Batch:
+    good = [it for it in items if it[1] is not None]
+    skipped = [it[4] for it in items if it[1] is None]
+    if not good:
+        empty = torch.empty(0, dtype=torch.long)
+        return Batch(empty, empty, torch.empty(0, 3, 1, 1), empty, skipped)
+    rows = [(i, v, label) for i, _, view_ids, label, _ in good for v in view_ids]
+    return Batch(torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows]),
+                 torch.cat([it[1] for it in good]), torch.tensor([r[2] for r in rows]), skipped)
+
+
+def photo_loader(dataset: PhotoDataset, batch_size: int, workers: int, sampler=None,
+                 seed: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """A DataLoader that decodes in ``workers`` processes while the model runs in this one."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
+        pin_memory=pin_memory, generator=generator, persistent_workers=False,
+        prefetch_factor=4 if workers else None)
+
+
+def warn_skipped(errors: list[str]) -> None:
+    for e in errors:
+        print(f"warning: skipped unreadable photo: {e}", file=sys.stderr)
+
+
+def check_dataset(root: str | Path, threads: int = 4) -> dict:
+    """Decode every photo and report class counts per split, unreadable files, exact duplicates
+    (same bytes) inside and across splits, and a summary of image sizes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .modelfile import sha256_of_file
+
+    dataset = load_dataset(root)
+    splits = {"train": dataset.train, "test": dataset.test}
+
+    def inspect(sample: Sample):
+        digest = sha256_of_file(sample.path)
+        try:
+            return digest, open_image(sample.path).size, None
+        except BinwiseError as e:
+            return digest, None, str(e)
+
+    by_digest: dict[str, list[tuple[str, Path]]] = defaultdict(list)
+    sizes, unreadable = [], []
+    report: dict = {"root": str(dataset.root), "taxonomy": dataset.taxonomy.name or "folder names",
+                    "classes": list(dataset.taxonomy.classes_en), "splits": {}}
+    with ThreadPoolExecutor(threads) as pool:  # Pillow decodes without holding the GIL
+        for split, samples in splits.items():
+            counts = dataset.class_counts(samples)
+            report["splits"][split] = {"photos": len(samples), "per_class": dict(zip(dataset.taxonomy.classes_en, counts))}
+            for sample, (digest, size, error) in zip(samples, pool.map(inspect, samples)):
+                by_digest[digest].append((split, sample.path))
+                if error:
+                    unreadable.append(error)
+                else:
+                    sizes.append(size)
+    groups = [[f"{split}: {path}" for split, path in group] for group in by_digest.values() if len(group) > 1]
+    report["unreadable"] = unreadable
+    report["duplicates_within_split"] = [g for g in groups if len({s.split(":")[0] for s in g}) == 1]
+    report["duplicates_across_splits"] = [g for g in groups if len({s.split(":")[0] for s in g}) > 1]
+    if sizes:
+        widths, heights = sorted(w for w, _ in sizes), sorted(h for _, h in sizes)
+        shorter = sorted(min(s) for s in sizes)
+        report["sizes"] = {
+            "width": {"min": widths[0], "median": widths[len(widths) // 2], "max": widths[-1]},
+            "height": {"min": heights[0], "median": heights[len(heights) // 2], "max": heights[-1]},
+            "shorter_side_below_224": sum(s < 224 for s in shorter),
+        }
+    return report

@@ -1,0 +1,488 @@
+"""``binwise train``: a MobileNetV2 classifier from pretrained weights and an ImageFolder dataset.
+
+Two modes share one epoch loop (``fit``):
+
+- ``head``: the backbone is frozen, so each photo's pooled feature is computed once (and cached
+  across runs, see ``features``) and the classifier trains on those features for many epochs in
+  seconds;
+- ``finetune``: photos are decoded and augmented every step and gradients flow into the last
+  ``trainable_blocks`` backbone blocks (all by default; 0 is the tutorial's frozen backbone,
+  recomputed at every step).
+
+With ``val_fraction`` > 0 a seeded, stratified part of train is held out and monitored; with
+``retrain_on_all`` the final model is then trained again, same settings, on all of train. The
+test split is only ever used for the final report.
+
+A run directory holds ``config.yaml``, ``log.csv`` (one row per epoch), ``metrics.json``,
+``model.safetensors``, ``curves.png``, ``confusion.png`` and, per phase, ``checkpoints/``:
+safetensors files written atomically each epoch (and on Ctrl-C), from which ``--resume`` continues.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import evaluate, features as feats
+from .config import TrainConfig, save_config
+from .data import (Dataset, PhotoDataset, Sample, eval_transform, load_dataset, photo_loader,
+                   single_view, stratified_split, train_transform, warn_skipped)
+from .errors import BinwiseError
+from .model import MobileNetV2, MobileNetV2Config
+from .modelfile import ModelFile, atomic_write, save_model, sha256_of_file
+from .taxonomy import Taxonomy
+
+CHECKPOINT_KEY = "binwise_checkpoint"
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_pretrained(path: Path) -> ModelFile:
+    """Any weights file binwise can import (TFLite, MindSpore, torchvision, binwise)."""
+    from .weights import import_weights
+
+    return import_weights(path)
+
+
+def build_model(pretrained: ModelFile, taxonomy: Taxonomy, dropout: float) -> MobileNetV2:
+    """The pretrained backbone under a fresh head with one output per class."""
+    base = pretrained.model.config.to_dict()
+    model = MobileNetV2(MobileNetV2Config.from_dict({**base, "num_classes": taxonomy.num_classes,
+                                                     "dropout": dropout, "activation": None}))
+    model.backbone.load_state_dict(pretrained.model.backbone.state_dict())
+    return model
+
+
+def freeze_backbone_except_last(model: MobileNetV2, trainable_blocks: int | None) -> None:
+    """Freeze all but the last ``trainable_blocks`` feature blocks (None: train everything)."""
+    blocks = list(model.backbone.features)
+    n = len(blocks) if trainable_blocks is None else min(trainable_blocks, len(blocks))
+    for i, block in enumerate(blocks):
+        block.requires_grad_(i >= len(blocks) - n)
+
+
+def frozen_prefix(model: MobileNetV2) -> int:
+    """How many leading feature blocks have no trainable parameter."""
+    count = 0
+    for block in model.backbone.features:
+        if any(p.requires_grad for p in block.parameters()):
+            break
+        count += 1
+    return count
+
+
+# ---------------------------------------------------------------------------- the epoch loop
+
+
+@dataclass
+class Phase:
+    """One training run of ``module``: its batches, where it checkpoints, what it reports."""
+
+    name: str
+    module: nn.Module  # what the optimiser trains (and what checkpoints hold)
+    forward: Callable[[torch.Tensor], torch.Tensor]  # inputs -> logits
+    batches: Callable[[int, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # (epoch, first step)
+    steps_per_epoch: int
+    validate: Callable[[], dict] | None  # -> {"val_loss", "val_acc"}
+    folder: Path
+    train_mode: Callable[[], None]  # put the model in the mode training needs
+    history: list[dict] = field(default_factory=list)
+
+
+def make_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in module.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=config.schedule.lr_max, momentum=config.momentum,
+                           weight_decay=config.weight_decay)
+
+
+def save_checkpoint(folder: Path, module: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> Path:
+    """Trainable weights, momentum buffers and the loop state, in one atomically written file."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    for i, param_state in optimizer.state_dict()["state"].items():
+        for k, v in param_state.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{i}.{k}"] = v.detach().cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    name = f"epoch-{state['epoch']:04d}" + (f"-step-{state['step_in_epoch']:05d}" if state["step_in_epoch"] else "")
+    path = folder / f"{name}.safetensors"
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={CHECKPOINT_KEY: json.dumps(state)}))
+    return path
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    files = sorted(folder.glob("epoch-*.safetensors"))
+    return files[-1] if files else None
+
+
+def load_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        state = json.loads(f.metadata()[CHECKPOINT_KEY])
+    tensors = load_file(str(path))
+    module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    optim_state = optimizer.state_dict()
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, i, name = key.split(".", 2)
+            optim_state["state"].setdefault(int(i), {})[name] = value
+    optimizer.load_state_dict(optim_state)
+    torch.set_rng_state(tensors["rng.torch"])
+    return state
+
+
+def prune_checkpoints(folder: Path, keep: int, best: str | None) -> None:
+    files = sorted(folder.glob("epoch-*.safetensors"))
+    for f in files[:-keep]:
+        if f.name != best:
+            f.unlink()
+
+
+def fit(phase: Phase, config: TrainConfig, progress: bool = True) -> list[dict]:
+    """Train ``phase.module`` for ``config.epochs`` epochs, resuming from its latest checkpoint.
+
+    Returns one dict per epoch (train loss/accuracy, lr, validation metrics, seconds).
+    """
+    from tqdm import tqdm
+
+    optimizer = make_optimizer(phase.module, config)
+    schedule = config.schedule.build(phase.steps_per_epoch, config.epochs)
+    phase.folder.mkdir(parents=True, exist_ok=True)
+    state = {"phase": phase.name, "epoch": 0, "step_in_epoch": 0, "history": [], "best": None, "done": False}
+    checkpoint = latest_checkpoint(phase.folder)
+    if checkpoint:
+        state = load_checkpoint(checkpoint, phase.module, optimizer)
+        if state["done"]:
+            return state["history"]
+        print(f"resuming {phase.name} from {checkpoint}", file=sys.stderr)
+    total = phase.steps_per_epoch * config.epochs
+    bar = tqdm(total=total, initial=state["epoch"] * phase.steps_per_epoch + state["step_in_epoch"],
+               desc=phase.name, unit="step", disable=not progress, dynamic_ncols=True)
+    loss_sum = correct = seen = 0
+    epoch, start_step = state["epoch"], state["step_in_epoch"]
+    step = start_step
+    try:
+        while epoch < config.epochs:
+            started = time.perf_counter()
+            phase.train_mode()
+            loss_sum = correct = seen = 0
+            step = start_step
+            for inputs, labels in phase.batches(epoch, start_step):
+                lr = schedule(epoch * phase.steps_per_epoch + step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                logits = phase.forward(inputs)
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+                seen += len(labels)
+                loss_sum += loss.item() * len(labels)
+                correct += (logits.argmax(1) == labels).sum().item()
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                                lr=f"{lr:.4g}", refresh=False)
+            row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+                   "lr": lr if seen else schedule(epoch * phase.steps_per_epoch)}
+            if phase.validate:
+                row.update(phase.validate())
+            row["seconds"] = time.perf_counter() - started
+            state["history"].append(row)
+            epoch, start_step = epoch + 1, 0
+            score = row.get("val_acc", -row["train_loss"])
+            state.update(epoch=epoch, step_in_epoch=0, done=epoch == config.epochs)
+            path = save_checkpoint(phase.folder, phase.module, optimizer, state)
+            if state["best"] is None or score >= state["best"][1]:
+                state["best"] = [path.name, score]
+            prune_checkpoints(phase.folder, config.keep_checkpoints, state["best"][0])
+    except KeyboardInterrupt:
+        bar.close()
+        state.update(epoch=epoch, step_in_epoch=step)
+        if step > start_step:
+            path = save_checkpoint(phase.folder, phase.module, optimizer, state)
+            print(f"\ninterrupted: saved {path}; continue with --resume", file=sys.stderr)
+        raise
+    bar.close()
+    return state["history"]
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of epoch ``epoch``: a function of (seed, epoch) only, so a resumed run
+    sees the same batches as an uninterrupted one."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+# ---------------------------------------------------------------------------- head mode
+
+
+def head_phase(name: str, model: MobileNetV2, train_x: torch.Tensor, train_y: torch.Tensor,
+               val: tuple[torch.Tensor, torch.Tensor] | None, config: TrainConfig, folder: Path,
+               device: torch.device) -> Phase:
+    """Train the head on cached features: every view of every photo is one example per epoch."""
+    x = train_x.reshape(-1, train_x.shape[-1]).to(device)  # (N * V, C)
+    y = train_y.repeat_interleave(train_x.shape[1]).to(device)
+    steps = math.ceil(len(x) / config.batch_size)
+
+    def batches(epoch: int, first: int):
+        order = epoch_order(len(x), config.seed, epoch).to(device)
+        for s in range(first, steps):
+            idx = order[s * config.batch_size:(s + 1) * config.batch_size]
+            yield x[idx], y[idx]
+
+    def validate() -> dict:
+        model.head.eval()
+        with torch.inference_mode():
+            logits = model.head(val[0].to(device))
+        labels = val[1].to(device)
+        return {"val_loss": F.cross_entropy(logits, labels).item(),
+                "val_acc": (logits.argmax(1) == labels).float().mean().item()}
+
+    return Phase(name, model.head, model.head, batches, steps, validate if val else None, folder,
+                 train_mode=lambda: model.head.train())
+
+
+def train_head(model: MobileNetV2, pre, dataset: Dataset, train: list[Sample], val: list[Sample],
+               config: TrainConfig, run_dir: Path, cache_dir: Path | None, device: torch.device,
+               progress: bool) -> dict:
+    """Head mode: cached features, then ``fit`` on them. Returns the report's training part."""
+    started = time.perf_counter()
+    cache = dict(views=config.views, seed=config.seed, cache_dir=cache_dir, batch_size=config.feature_batch_size,
+                 workers=config.workers, engine=config.engine, progress=progress)
+    train_f = feats.extract_features(model, pre, train + val, **cache)
+    test_f = feats.extract_features(model, pre, dataset.test, **{**cache, "views": 0})
+    feature_seconds = time.perf_counter() - started
+    val_paths = {s.path for s in val}
+    in_val = torch.tensor([s.path in val_paths for s in train_f.samples], dtype=torch.bool)
+
+    phases = []
+    if val:
+        monitored = head_phase("head (train - val)", model, train_f.features[~in_val], train_f.labels[~in_val],
+                               (train_f.features[in_val, 0], train_f.labels[in_val]), config,
+                               run_dir / "checkpoints" / "monitored", device)
+        phases.append(monitored)
+    if not val or config.retrain_on_all:
+        phases.append(head_phase("head (all train)", model, train_f.features, train_f.labels, None, config,
+                                 run_dir / "checkpoints" / "final", device))
+    histories = []
+    for phase in phases:
+        torch.manual_seed(config.seed)
+        reset_head(model)
+        histories.append(fit(phase, config, progress))
+    model.head.eval()
+    with torch.inference_mode():
+        test_logits = model.head(test_f.features[:, 0].to(device)).float().cpu()
+    return {
+        "histories": histories,
+        "phases": [p.name for p in phases],
+        "test_logits": test_logits, "test_labels": test_f.labels, "test_samples": test_f.samples,
+        "skipped": sorted(set(train_f.skipped + test_f.skipped)),
+        "feature_seconds": feature_seconds,
+        "features_computed": train_f.computed + test_f.computed,
+        "features_reused": train_f.reused + test_f.reused,
+    }
+
+
+def reset_head(model: MobileNetV2) -> None:
+    """The tutorial's head init: N(0, 0.01) weights, zero bias."""
+    nn.init.normal_(model.head.classifier.weight, 0, 0.01)
+    nn.init.zeros_(model.head.classifier.bias)
+
+
+# ---------------------------------------------------------------------------- finetune mode
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """The indices of ``epoch_order``, starting after ``skip`` of them (resume mid-epoch)."""
+
+    def __init__(self, n: int, seed: int, epoch: int, skip: int):
+        self.order = epoch_order(n, seed, epoch)[skip:].tolist()
+
+    def __iter__(self):
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def finetune_phase(name: str, model: MobileNetV2, pre, train: list[Sample], val: list[Sample],
+                   config: TrainConfig, folder: Path, device: torch.device, skipped: set[str]) -> Phase:
+    cuda = device.type == "cuda"
+    frozen = frozen_prefix(model)
+    features = model.backbone.features
+    augmented = PhotoDataset(train, single_view(train_transform(pre)))
+    steps = math.ceil(len(train) / config.batch_size)
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+
+    def forward(images: torch.Tensor) -> torch.Tensor:
+        images = images.to(device, non_blocking=True, memory_format=torch.channels_last if cuda else torch.contiguous_format)
+        with autocast():
+            with torch.no_grad():  # the frozen prefix needs no graph
+                x = features[:frozen](images)
+            return model.head(features[frozen:](x))
+
+    def batches(epoch: int, first: int):
+        loader = photo_loader(augmented, config.batch_size, config.workers,
+                              sampler=EpochSampler(len(train), config.seed, epoch, first * config.batch_size),
+                              seed=config.seed * 1000 + epoch, pin_memory=cuda)
+        for batch in loader:
+            skipped.update(batch.skipped)
+            if len(batch.labels):
+                yield batch.images, batch.labels.to(device)
+
+    def train_mode():
+        model.train()
+        for block in features[:frozen]:
+            block.eval()  # frozen blocks keep their statistics
+
+    def validate() -> dict:
+        logits, labels, errors = evaluate.predict_logits(model, pre, val, config.feature_batch_size,
+                                                          config.workers, device)
+        skipped.update(errors)
+        return {"val_loss": F.cross_entropy(logits, labels).item(),
+                "val_acc": (logits.argmax(1) == labels).float().mean().item()}
+
+    return Phase(name, model, forward, batches, steps, validate if val else None, folder, train_mode)
+
+
+def prepare_batchnorm(model: MobileNetV2, pre, train: list[Sample], config: TrainConfig) -> None:
+    """Give folded BN (imported inference weights) real statistics, so train-mode BN keeps the
+    pretrained features (see ``weights.batchnorm``)."""
+    from .weights.batchnorm import batchnorm_is_folded, unfold_batchnorm
+
+    if frozen_prefix(model) == len(model.backbone.features) or not batchnorm_is_folded(model):
+        return
+    loader = photo_loader(PhotoDataset(train[:256], single_view(train_transform(pre))),
+                          config.feature_batch_size, config.workers, seed=config.seed)
+    unfold_batchnorm(model, (b.images for b in loader if len(b.labels)))
+
+
+def train_finetune(model: MobileNetV2, pre, dataset: Dataset, train: list[Sample], val: list[Sample],
+                   config: TrainConfig, run_dir: Path, device: torch.device, progress: bool) -> dict:
+    skipped: set[str] = set()
+    freeze_backbone_except_last(model, config.trainable_blocks)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    plan = []
+    if val:
+        plan.append(("finetune (train - val)", train, val, run_dir / "checkpoints" / "monitored"))
+    if not val or config.retrain_on_all:
+        plan.append(("finetune (all train)", train + val, [], run_dir / "checkpoints" / "final"))
+    histories = []
+    for name, fit_train, fit_val, folder in plan:
+        model.load_state_dict(initial)
+        torch.manual_seed(config.seed)
+        reset_head(model)
+        model.to(device)
+        if device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+        prepare_batchnorm(model, pre, fit_train, config)
+        phase = finetune_phase(name, model, pre, fit_train, fit_val, config, folder, device, skipped)
+        histories.append(fit(phase, config, progress))
+    logits, labels, errors = evaluate.predict_logits(model, pre, dataset.test, config.feature_batch_size,
+                                                      config.workers, device)
+    skipped.update(errors)
+    warn_skipped(sorted(skipped))
+    return {"histories": histories, "phases": [p[0] for p in plan], "test_logits": logits,
+            "test_labels": labels, "test_samples": None, "skipped": sorted(skipped)}
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def resume(run_dir: Path, progress: bool = True) -> dict:
+    """Continue the run in ``run_dir`` with its saved config, data and weights."""
+    from .config import TrainConfig, read_config_file
+
+    if not (run_dir / "run.json").is_file() or not (run_dir / "config.yaml").is_file():
+        raise BinwiseError("not a binwise run directory (no run.json / config.yaml)", run_dir)
+    sources = json.loads((run_dir / "run.json").read_text())
+    config = TrainConfig.from_dict(read_config_file(run_dir / "config.yaml")).validate()
+    cache_dir = Path(sources["cache_dir"]) if sources.get("cache_dir") else None
+    return train(config, Path(sources["data"]), run_dir, Path(sources["pretrained"]), cache_dir, progress)
+
+
+def write_log(path: Path, phases: list[str], histories: list[list[dict]]) -> None:
+    rows = [{"phase": name, **row} for name, history in zip(phases, histories) for row in history]
+    columns = ["phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cache_dir: Path | None = None,
+          progress: bool = True) -> dict:
+    """Train per ``config`` and write the run directory; returns the metrics written to metrics.json.
+
+    If ``run_dir`` holds checkpoints of an unfinished run with the same config, training resumes.
+    """
+    started = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "config.yaml"
+    if config_path.exists():
+        from .config import read_config_file
+        if read_config_file(config_path) != json.loads(json.dumps(config.to_dict())):
+            raise BinwiseError("run directory holds a run with a different config; use another --run-dir "
+                               "or --resume it without changing settings", run_dir)
+    save_config(config, config_path)
+    sources = {"data": str(data), "pretrained": str(pretrained), "cache_dir": str(cache_dir) if cache_dir else None}
+    atomic_write(run_dir / "run.json", lambda tmp: Path(tmp).write_text(json.dumps(sources, indent=2)))
+    torch.manual_seed(config.seed)
+    device = pick_device(config.device)
+    dataset = load_dataset(data)
+    if not dataset.test:
+        print(f"warning: {data} has no test/ folder; the report's test metrics are on the validation split",
+              file=sys.stderr)
+    base = load_pretrained(pretrained)
+    pre = base.preprocessing
+    model = build_model(base, dataset.taxonomy, config.dropout)
+    train_samples, val_samples = (stratified_split(dataset.train, config.val_fraction, config.seed)
+                                  if config.val_fraction > 0 else (dataset.train, []))
+    if not dataset.test:
+        dataset.test = val_samples
+    if config.mode == "head":
+        result = train_head(model, pre, dataset, train_samples, val_samples, config, run_dir, cache_dir,
+                            device, progress)
+    else:
+        result = train_finetune(model, pre, dataset, train_samples, val_samples, config, run_dir, device, progress)
+    model.cpu().eval()
+
+    report = evaluate.classification_report(result["test_logits"], result["test_labels"], dataset.taxonomy)
+    wall = time.perf_counter() - started
+    metrics = {
+        "test_top1": report["top1"], "test_top5": report["top5"], "test_bin_accuracy": report.get("bin_accuracy"),
+        "test_photos": report["count"],
+        "final_val_acc": next((h[-1].get("val_acc") for h in result["histories"] if h and "val_acc" in h[-1]), None),
+        "unreadable_photos": result["skipped"],
+        "wall_seconds": wall,
+        **{k: result[k] for k in ("feature_seconds", "features_computed", "features_reused") if k in result},
+    }
+    provenance = {"pretrained": str(pretrained), "pretrained_sha256": sha256_of_file(pretrained),
+                  "pretrained_provenance": base.provenance, "dataset": str(data), "mode": config.mode,
+                  "config": config.to_dict(), "train_photos": len(dataset.train)}
+    save_model(run_dir / "model.safetensors", ModelFile(model, dataset.taxonomy, pre, provenance, metrics))
+    write_log(run_dir / "log.csv", result["phases"], result["histories"])
+    atomic_write(run_dir / "metrics.json", lambda tmp: Path(tmp).write_text(
+        json.dumps({**metrics, "report": report}, indent=2, ensure_ascii=False)))
+    from . import plots
+    plots.training_curves(result["phases"], result["histories"], run_dir / "curves.png")
+    plots.confusion(report, dataset.taxonomy, run_dir / "confusion.png")
+    return metrics
