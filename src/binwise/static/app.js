@@ -46,7 +46,9 @@ function t(key, ...args) {
 }
 
 function percent(p) {
-  return `${(100 * p).toFixed(p >= 0.995 || p < 0.001 ? 0 : 1)}%`;
+  if (p < 0.001) return "<0.1%";
+  if (p > 0.999) return ">99.9%";
+  return `${(100 * p).toFixed(1)}%`;
 }
 
 function binInfo(id) {

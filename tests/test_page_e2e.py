@@ -1,0 +1,132 @@
+"""The page end to end: ``binwise serve`` in a subprocess, driven by headless Chromium (Playwright).
+
+Needs Debian's chromium (/usr/bin/chromium) and the Python ``playwright`` package: both are
+installed by scripts/setup-browser.sh. Playwright's own browser download is never used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from binwise.taxonomy import GARBAGE26
+
+CHROMIUM = os.environ.get("BINWISE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# (class folder, bin id): the first test photo of each; the quick fixture model gets both right
+PHOTOS = [("Eggshell", "wet"), ("Battery", "hazardous")]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
+                               "(run scripts/setup-browser.sh)")
+if not shutil.which(CHROMIUM):
+    pytest.skip(f"no Chromium at {CHROMIUM} (run scripts/setup-browser.sh)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(garbage26_model, tmp_path_factory):
+    """``binwise serve`` on a free loopback port; yields its base URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "binwise.cli", "serve", str(garbage26_model),
+                                    "--port", str(port), "--log-level", "warning"],
+                                   stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"binwise serve exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"binwise serve did not answer within 120 s:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 480, "height": 960}, locale="en-US")
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server + "/")
+        page.wait_for_selector("body[data-ready=true]")
+        yield page
+        browser.close()
+        assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_photo_shows_its_bin_top3_overlay_and_both_languages(page, garbage26_data, tmp_path):
+    bins = {b.id: b for b in GARBAGE26.bins}
+    for folder, bin_id in PHOTOS:
+        photo = sorted((garbage26_data / "test" / folder).glob("*.jpg"))[0]
+        page.set_input_files("#file", str(photo))
+        page.wait_for_selector(f"#bin[data-bin={bin_id}]", timeout=30_000)
+        assert page.is_visible("#result") and not page.is_visible("#error")
+        assert page.text_content("#bin-name") == bins[bin_id].en
+        # the card is painted in the bin's colour, and the icon drew something
+        colour = page.eval_on_selector("#bin", "el => getComputedStyle(el).backgroundColor")
+        r, g, b = (int(bins[bin_id].color[i:i + 2], 16) for i in (1, 3, 5))
+        assert colour == f"rgb({r}, {g}, {b})"
+        assert page.eval_on_selector("#bin-icon", "el => el.childElementCount") >= 2
+        rows = page.locator("#top li .class-name")
+        assert rows.count() == 3
+        assert rows.first.text_content().startswith(folder)
+        assert page.text_content("#bin-confidence").endswith("sure")
+
+    page.screenshot(path=str(tmp_path / "page-en.png"), full_page=True)
+    page.click("#lang")
+    assert page.get_attribute("html", "lang") == "zh-CN"
+    assert page.text_content("#bin-name") == bins[PHOTOS[-1][1]].zh
+    assert page.locator("#top li .class-name").first.text_content().startswith(
+        GARBAGE26.classes_zh[GARBAGE26.classes_en.index(PHOTOS[-1][0])])
+    page.click("#lang")
+    assert page.text_content("#bin-name") == bins[PHOTOS[-1][1]].en
+
+    page.check("#explain")
+    page.wait_for_selector("#photo[data-showing=overlay]", timeout=60_000)
+    assert page.get_attribute("#photo", "src").startswith("data:image/png;base64,")
+    assert page.eval_on_selector("#photo", "img => img.complete && img.naturalWidth") == 224
+    page.uncheck("#explain")
+    assert page.get_attribute("#photo", "data-showing") == "photo"
+
+
+def test_bad_file_shows_the_services_error_and_the_page_goes_on(page, garbage26_data, tmp_path):
+    note = tmp_path / "note.jpg"
+    note.write_text("not a photo")
+    page.set_input_files("#file", str(note))
+    page.wait_for_selector("#error:not([hidden])", timeout=30_000)
+    assert "note.jpg: not an image" in page.text_content("#error")
+    assert not page.is_visible("#result")
+
+    folder, bin_id = PHOTOS[0]
+    page.set_input_files("#file", str(sorted((garbage26_data / "test" / folder).glob("*.jpg"))[0]))
+    page.wait_for_selector(f"#bin[data-bin={bin_id}]", timeout=30_000)
+    assert not page.is_visible("#error")
