@@ -107,11 +107,12 @@ def build_model_file(tensors: dict, path: str | os.PathLike, taxonomy: Taxonomy 
     class_names = choose_taxonomy(num_classes, taxonomy, path)
     candidates = (MobileNetV2(MobileNetV2Config(num_classes=num_classes, width_mult=w, dropout=dropout))
                   for w in KNOWN_WIDTHS)
-    # The first width whose shapes all fit; if none does, the check below says what does not fit
-    # width 1.0, the width of every published checkpoint.
-    model = next((m for m in candidates if _shapes_fit(m, tensors)), None)
+    # The first width whose shapes all fit. If none does, the width that fits best, so that the
+    # check below names the tensors that are really wrong.
+    model = next((m for m in candidates if _misfits(m, tensors) == 0), None)
     if model is None:
-        model = MobileNetV2(MobileNetV2Config(num_classes=num_classes, dropout=dropout))
+        model = min((MobileNetV2(MobileNetV2Config(num_classes=num_classes, width_mult=w, dropout=dropout))
+                     for w in KNOWN_WIDTHS), key=lambda m: _misfits(m, tensors))
     load_state_dict_checked(model, {k: v.to(torch.float32) for k, v in tensors.items()}, path)
     model.eval()
     provenance = {"imported_from": source_format, "source_file": Path(path).name,
@@ -119,6 +120,7 @@ def build_model_file(tensors: dict, path: str | os.PathLike, taxonomy: Taxonomy 
     return ModelFile(model, class_names, IMAGENET, provenance)
 
 
-def _shapes_fit(model, tensors: dict) -> bool:
-    return all(k in tensors and tensors[k].shape == v.shape for k, v in model.state_dict().items()
+def _misfits(model, tensors: dict) -> int:
+    """How many of the model's tensors are missing from ``tensors`` or have another shape there."""
+    return sum(k not in tensors or tensors[k].shape != v.shape for k, v in model.state_dict().items()
                if v.is_floating_point())

@@ -40,6 +40,8 @@ from ..errors import BinwiseError
 # The classifier's name in the tutorial's head: SequentialCell([GlobalAvgPooling(), Dense]).
 HEAD_DENSE = "head.1"
 BN_LEAVES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+# MindSpore splits a tensor over 512 MB into several messages.
+SLICE_BYTES = 512 << 20
 CRC_MARK = b"crc_num"
 CRC_TRAILER_LEN = len(CRC_MARK) + 10
 # Far above any MobileNetV2 checkpoint (about 30 MB with optimizer state); refuses absurd files
@@ -77,27 +79,38 @@ def _checkpoint_class():
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("Checkpoint"))
 
 
-def _float_dtypes():
+@cache
+def _tensor_types() -> dict:
+    """MindSpore's tensor_type string for each torch dtype it shares with binwise."""
     import torch
 
-    return {"Float16": torch.float16, "BFloat16": torch.bfloat16, "Float32": torch.float32,
-            "Float64": torch.float64}
+    return {torch.float16: "Float16", torch.bfloat16: "BFloat16", torch.float32: "Float32",
+            torch.float64: "Float64", torch.int8: "Int8", torch.uint8: "UInt8", torch.int16: "Int16",
+            torch.int32: "Int32", torch.int64: "Int64", torch.bool: "Bool"}
 
 
-def encode_checkpoint(tensors: dict) -> bytes:
-    """The .ckpt bytes for ``{name: float32 tensor}``, one Checkpoint message per tensor like MindSpore."""
+def encode_checkpoint(tensors: dict, slice_bytes: int = SLICE_BYTES) -> bytes:
+    """The .ckpt bytes for ``{name: tensor}`` as MindSpore writes them: one Checkpoint message per
+    tensor; a tensor over ``slice_bytes`` is split along its first axis into several, each of which
+    carries the full dims."""
     import torch
 
     checkpoint = _checkpoint_class()
     chunks = []
     for name, tensor in tensors.items():
-        message = checkpoint()
-        value = message.value.add()
-        value.tag = name
-        value.tensor.dims.extend(tensor.shape)
-        value.tensor.tensor_type = "Float32"
-        value.tensor.tensor_content = tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
-        chunks.append(message.SerializeToString())
+        tensor = tensor.detach().cpu().contiguous()
+        nbytes = tensor.numel() * tensor.element_size()
+        pieces = [tensor] if tensor.dim() == 0 or nbytes <= slice_bytes else \
+            torch.tensor_split(tensor, -(-nbytes // slice_bytes))
+        for piece in pieces:
+            message = checkpoint()
+            value = message.value.add()
+            value.tag = name
+            value.tensor.dims.extend(tensor.shape)
+            value.tensor.tensor_type = _tensor_types()[tensor.dtype]
+            # through uint8, because numpy has no bfloat16
+            value.tensor.tensor_content = piece.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            chunks.append(message.SerializeToString())
     return b"".join(chunks)
 
 
@@ -202,10 +215,11 @@ def _network_parameters(entries: dict, path) -> dict[str, str]:
 
 
 def _to_tensor(tag: str, entry: tuple[str, list[int], bytes], path):
+    """A parameter's float tensor, after checking its type and that its bytes fill its dims."""
     import torch
 
     kind, dims, content = entry
-    dtype = _float_dtypes().get(kind)
+    dtype = next((d for d, name in _tensor_types().items() if name == kind and d.is_floating_point), None)
     if dtype is None:
         raise BinwiseError(f"parameter {tag!r} has type {kind or 'map tensor'!r}, expected floating point",
                            path)
@@ -215,7 +229,8 @@ def _to_tensor(tag: str, entry: tuple[str, list[int], bytes], path):
     if len(content) != expected or any(d < 0 for d in dims):
         raise BinwiseError(f"parameter {tag!r} holds {len(content)} bytes, but {kind} {tuple(dims)} "
                            f"needs {expected}", path)
-    return torch.frombuffer(bytearray(content), dtype=dtype).reshape(dims)
+    return torch.frombuffer(bytearray(content), dtype=dtype).reshape(dims) if content else \
+        torch.zeros(dims, dtype=dtype)
 
 
 def read_ckpt(path: str | os.PathLike, taxonomy=None):
