@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -250,3 +252,22 @@ def test_serve_command_rejects_bad_settings(capsys, garbage26_model):
     assert "--max-batch must be at least 1" in capsys.readouterr().err
     assert main(["serve", "no-such-model.safetensors"]) == 2
     assert "no-such-model.safetensors: no such model file" in capsys.readouterr().err
+
+
+def test_onnx_model_is_served_without_torch_and_refuses_explain(photos):
+    from inference_models import tiny_onnx
+
+    onnx_classifier = Classifier.load(tiny_onnx())
+    data = photos[0][1].read_bytes()
+    with TestClient(create_app(onnx_classifier)) as client:
+        info = client.get("/v1/model").json()
+        assert info["backend"] == "onnxruntime" and info["explain"] is False
+        answer = client.post("/v1/classify", files={"file": ("a.jpg", data)}).json()
+        assert [c["index"] for c in answer["top"]] == [c.index for c in onnx_classifier.predict(data).top]
+        assert_error(client.post("/v1/classify?explain=true", files={"file": ("a.jpg", data)}),
+                     400, "explain_unavailable", "PyTorch model file")
+    # the ONNX path of the service must not import torch (a torch-free install serves .onnx files)
+    script = ("import sys; from binwise.predict import Classifier; from binwise.service import create_app; "
+              f"create_app(Classifier.load({str(tiny_onnx())!r})); print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "False", result.stderr
