@@ -74,17 +74,13 @@ def unfold_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     if not batchnorm_is_folded(model) or any(not torch.all(bn.weight == 1) for *_, bn in pairs):
         raise ValueError("unfold_batchnorm needs folded batch norm (gamma 1, mean 0, var 1 - eps)")
     device = next(model.parameters()).device
-    sums = {name: torch.zeros(conv.out_channels, dtype=torch.float64, device=device)
-            for name, conv, _, _ in pairs}
-    squares = {name: torch.zeros_like(s) for name, s in sums.items()}
-    counts = dict.fromkeys(sums, 0)
+    # per batch and conv: (values per channel, mean, variance), combined exactly at the end
+    batch_stats: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]] = {name: [] for name, *_ in pairs}
 
     def record(name):
         def hook(_module, _inputs, output):
-            out = output.detach().double()
-            sums[name] += out.sum((0, 2, 3))
-            squares[name] += out.square().sum((0, 2, 3))
-            counts[name] += out.numel() // out.shape[1]
+            var, mean = torch.var_mean(output.detach(), dim=(0, 2, 3), unbiased=False)
+            batch_stats[name].append((output.numel() // output.shape[1], mean.double(), var.double()))
         return hook
 
     was_training = model.training
@@ -97,13 +93,16 @@ def unfold_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    if counts[pairs[0][0]] == 0:
+    if not batch_stats[pairs[0][0]]:
         raise ValueError("unfold_batchnorm needs at least one batch of images")
 
     for name, _, _, bn in pairs:
-        mean = sums[name] / counts[name]
-        # biased variance: what train-mode BN divides by, so train and eval mode agree on these images
-        var = (squares[name] / counts[name] - mean.square()).clamp_min(0)
+        counts, means, variances = zip(*batch_stats[name])
+        weights = torch.tensor(counts, dtype=torch.float64, device=device)[:, None] / sum(counts)
+        means, variances = torch.stack(means), torch.stack(variances)
+        mean = (weights * means).sum(0)
+        # biased variance (what train-mode BN divides by), from per-batch variances and mean offsets
+        var = (weights * (variances + (means - mean).square())).sum(0)
         bn.running_mean.copy_(mean)
         bn.running_var.copy_(var)
         bn.weight.copy_((var + bn.eps).sqrt())
