@@ -47,7 +47,7 @@ def server(garbage26_model, tmp_path_factory):
                                    stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while True:
             if process.poll() is not None:
                 pytest.fail(f"binwise serve exited with {process.returncode}:\n{log.read_text()}")
@@ -57,7 +57,7 @@ def server(garbage26_model, tmp_path_factory):
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"binwise serve did not answer within 120 s:\n{log.read_text()}")
+                pytest.fail(f"binwise serve did not answer within 180 s:\n{log.read_text()}")
             time.sleep(0.2)
         yield url
     finally:

@@ -80,8 +80,8 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                max_upload_bytes: int = 10 * 1024 * 1024, max_queue: int = 256,
                decode_threads: int | None = None) -> FastAPI:
     """A FastAPI app serving ``classifier`` (a ``binwise.predict.Classifier``)."""
-    # One model thread: batches and Grad-CAM never run the model concurrently (Grad-CAM hooks
-    # into the model, and one thread per batch already uses every core through torch/onnxruntime).
+    # One model thread for batches and Grad-CAM: one model call already uses every core through
+    # torch's or onnxruntime's own threads, so running two at once would only make both slower.
     model_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="binwise-model")
     decoders = concurrent.futures.ThreadPoolExecutor(decode_threads or min(4, os.cpu_count() or 1),
                                                      thread_name_prefix="binwise-decode")
@@ -103,6 +103,10 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                          description="Which bin does it go in? Upload a photo, get its bin.")
     app.state.classifier = classifier
     app.state.batcher = batcher
+    # Requests past reading their upload: decoding, queued or in the running batch. Bounded so a
+    # flood of uploads cannot pile up decoded photos in memory faster than the model drains them.
+    app.state.in_flight = 0
+    max_in_flight = max_queue + max_batch
 
     @app.exception_handler(ServiceError)
     async def on_service_error(request: Request, e: ServiceError):
@@ -128,23 +132,36 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     async def classify(request: Request,
                        top_k: int = Query(5, ge=1, le=classifier.taxonomy.num_classes),
                        explain: bool = Query(False, description="add a Grad-CAM overlay (base64 PNG)")):
+        if explain and not can_explain(classifier):
+            raise ServiceError(400, "explain_unavailable", "Grad-CAM needs the PyTorch model file "
+                               "(.safetensors); this service runs an ONNX model")
         data, name = await read_upload(request, max_upload_bytes)
+        if app.state.in_flight >= max_in_flight:
+            raise ServiceError(503, "busy", f"the service is busy ({app.state.in_flight} photos in "
+                               f"progress); retry shortly")
+        app.state.in_flight += 1
+        try:
+            probabilities = await classify_photo(data, name)
+        finally:
+            app.state.in_flight -= 1
+        answer = {"model": classifier.model_id,
+                  **classifier.prediction(name, probabilities, top_k).to_dict(),
+                  "confidence": float(probabilities.max())}
+        if explain:
+            answer["explain"] = await asyncio.get_running_loop().run_in_executor(
+                model_thread, explain_overlay, classifier, data, answer["top"][0]["index"])
+        return answer
+
+    async def classify_photo(data: bytes, name: str):
         loop = asyncio.get_running_loop()
         try:
             array = await loop.run_in_executor(decoders, classifier.load_image, data, name)
         except BinwiseError as e:
             raise error_for_image(e) from None
         try:
-            probabilities = await batcher.submit(array)
+            return await batcher.submit(array)
         except QueueFull as e:
             raise ServiceError(503, "busy", f"the service is busy ({e}); retry shortly") from None
-        answer = {"model": classifier.model_id,
-                  **classifier.prediction(name, probabilities, top_k).to_dict(),
-                  "confidence": float(probabilities.max())}
-        if explain:
-            answer["explain"] = await loop.run_in_executor(model_thread, explain_overlay, classifier, data,
-                                                           answer["top"][0]["index"])
-        return answer
 
     @app.get("/v1/model", summary="The served model: classes, bins, preprocessing, provenance")
     async def model_info():
@@ -163,7 +180,8 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     async def healthz():
         sizes = batcher.batch_sizes
         batches, images = sum(sizes.values()), sum(size * n for size, n in sizes.items())
-        return {"status": "ok", "model": classifier.model_id, "queued": batcher.queued,
+        return {"status": "ok", "model": classifier.model_id, "in_flight": app.state.in_flight,
+                "queued": batcher.queued,
                 "batches": batches, "images": images,
                 "mean_batch_size": round(images / batches, 2) if batches else None}
 
@@ -223,9 +241,6 @@ def can_explain(classifier) -> bool:
 
 def explain_overlay(classifier, data: bytes, class_index: int) -> dict:
     """Grad-CAM for ``class_index`` over the photo as the model saw it, as a base64 PNG."""
-    if not can_explain(classifier):
-        raise ServiceError(400, "explain_unavailable", "Grad-CAM needs the PyTorch model file "
-                           "(.safetensors); this service runs an ONNX model")
     from .explain import grad_cam, overlay
 
     image = open_image(data)
