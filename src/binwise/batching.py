@@ -98,6 +98,8 @@ class DynamicBatcher:
             batch = np.stack([array for array, _ in items])
             try:
                 outputs = await loop.run_in_executor(self.executor, self.run_batch, batch)
+                if len(outputs) != len(items):
+                    raise RuntimeError(f"the model returned {len(outputs)} rows for a batch of {len(items)}")
             except Exception as e:  # the model failed: every waiting request gets the error
                 for _, future in items:
                     if not future.done():
