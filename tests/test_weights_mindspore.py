@@ -173,31 +173,33 @@ def _no_head(t):
     del t["head.1.weight"], t["head.1.bias"]
 
 
+# kind -> (what the maker edits: the good file's bytes or its tensors, maker, expected message)
 BROKEN = {
-    "empty": (lambda good: b"", "empty file"),
-    "garbage": (lambda good: bytes(range(256)) * 8, "not a MindSpore checkpoint"),
-    "protobuf-looking garbage": (lambda good: b"\x0a\xff\xff\xff\x0f" + b"x" * 100, "not a MindSpore checkpoint"),
-    "truncated": (lambda good: good[: len(good) // 2], "not a MindSpore checkpoint, or a truncated one"),
-    "bad crc": (lambda good: good + b"crc_num" + (12345).to_bytes(10, "big"), "CRC32 does not match"),
-    "wrong shape": (_wrong_shape, r"wrong shape \(first: backbone.features.3.conv.1.0.weight"),
-    "unknown name": (_unknown_name, "unknown parameter 'features.3.attention.weight'"),
-    "missing": (_missing, "1 parameters .* missing .*features.5.conv.3.moving_variance"),
-    "integer weight": (_integer_weight, "has type 'Int32', expected floating point"),
-    "no head": (_no_head, "no classifier weight"),
+    "empty": ("bytes", lambda good: b"", "empty file"),
+    "garbage": ("bytes", lambda good: bytes(range(256)) * 8, "not a MindSpore checkpoint"),
+    "protobuf-looking garbage": ("bytes", lambda good: b"\x0a\xff\xff\xff\x0f" + b"x" * 100,
+                                 "not a MindSpore checkpoint"),
+    "no tag": ("bytes", lambda good: b"\x0a\x02\x18\x01", r"required fields are missing \(first: value\[0\].tag"),
+    "truncated": ("bytes", lambda good: good[: len(good) // 2], "not a MindSpore checkpoint, or a truncated one"),
+    "bad crc": ("bytes", lambda good: good + b"crc_num" + (12345).to_bytes(10, "big"), "CRC32 does not match"),
+    "wrong shape": ("tensors", _wrong_shape, r"wrong shape \(first: backbone.features.3.conv.1.0.weight"),
+    "unknown name": ("tensors", _unknown_name, "unknown parameter 'features.3.attention.weight'"),
+    "missing": ("tensors", _missing, "1 parameters .* missing .*features.5.conv.3.moving_variance"),
+    "integer weight": ("tensors", _integer_weight, "has type 'Int32', expected floating point"),
+    "no head": ("tensors", _no_head, "no classifier weight"),
 }
 
 
 def broken_ckpt_bytes(kind: str, model_file, good: bytes) -> bytes:
-    make, _ = BROKEN[kind]
-    return make(good) if kind in ("empty", "garbage", "protobuf-looking garbage", "truncated", "bad crc") \
-        else edited_checkpoint(model_file, make)
+    edits, make, _ = BROKEN[kind]
+    return make(good) if edits == "bytes" else edited_checkpoint(model_file, make)
 
 
 @pytest.mark.parametrize("kind", list(BROKEN))
 def test_broken_checkpoints_get_one_clear_error(tmp_path, small_model_file, small_ckpt, kind):
     path = tmp_path / f"{kind.replace(' ', '-')}.ckpt"
     path.write_bytes(broken_ckpt_bytes(kind, small_model_file, small_ckpt.read_bytes()))
-    with pytest.raises(BinwiseError, match=BROKEN[kind][1]) as raised:
+    with pytest.raises(BinwiseError, match=BROKEN[kind][2]) as raised:
         read_ckpt(path)
     assert str(raised.value).startswith(str(path)) and "\n" not in str(raised.value)
 

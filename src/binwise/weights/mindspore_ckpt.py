@@ -127,6 +127,10 @@ def decode_checkpoint(data: bytes, path: str | os.PathLike) -> dict[str, tuple[s
         message.ParseFromString(data)
     except DecodeError as e:
         raise BinwiseError(f"not a MindSpore checkpoint, or a truncated one (protobuf: {e})", path) from None
+    if not message.IsInitialized():  # the parser does not enforce proto2's required fields
+        missing = message.FindInitializationErrors()
+        raise BinwiseError(f"not a MindSpore checkpoint: {len(missing)} required fields are missing "
+                           f"(first: {missing[0]})", path)
     entries: dict[str, tuple[str, list[int], bytes]] = {}
     for value in message.value:
         if not value.HasField("tensor"):
@@ -257,8 +261,9 @@ def write_ckpt(path: str | os.PathLike, model_file, allow_padding_change: bool =
     code loads (``load_checkpoint`` + ``load_param_into_net`` on its MobileNetV2), atomically.
 
     The tutorial's network pads its convolutions symmetrically; a model using TensorFlow 'SAME'
-    padding (TFLite imports) would compute different outputs there, so it is refused unless
-    ``allow_padding_change`` says that is understood.
+    padding (TFLite imports) computes very different outputs there, so it is refused unless
+    ``allow_padding_change`` says that is understood (the same file in a MindSpore network whose
+    convolutions use ``pad_mode="same"`` computes binwise's outputs: tests/test_weights_mindspore.py).
     """
     from ..modelfile import ModelFile, atomic_write, load_model
 
@@ -267,7 +272,8 @@ def write_ckpt(path: str | os.PathLike, model_file, allow_padding_change: bool =
     config = model_file.model.config
     if config.padding != "symmetric" and not allow_padding_change:
         raise BinwiseError(f"this model uses {config.padding!r} padding but the MindSpore tutorial's "
-                           "network pads symmetrically, so it would compute different outputs there", path)
+                           "network pads symmetrically, so it would compute different outputs there (a "
+                           "network whose convolutions use pad_mode='same' computes the same)", path)
     state = model_file.model.state_dict()
     data = encode_checkpoint({ms: state[bw] for bw, ms in mindspore_names(model_file.model).items()})
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
