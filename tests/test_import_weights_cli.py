@@ -16,7 +16,7 @@ from binwise.taxonomy import GARBAGE26
 from binwise.weights.mindspore_ckpt import write_ckpt
 
 from test_weights_mindspore import BROKEN as BROKEN_CKPT, broken_ckpt_bytes, random_model
-from test_weights_torchvision import BROKEN as BROKEN_PTH, RunsCommand, torchvision_model
+from test_weights_torchvision import BROKEN as BROKEN_PTH, RunsCommand, hostile_files, torchvision_model
 
 
 def import_weights_cli(capsys, *args):
@@ -108,6 +108,13 @@ def test_broken_pth(capsys, tmp_path, sources, kind):
     else:
         torch.save(made, source)
     expect_one_error_line(capsys, source, tmp_path / "m.safetensors")
+
+
+def test_pickle_payloads(capsys, tmp_path):
+    marker = tmp_path / "payload-ran"
+    for name in hostile_files(tmp_path, marker):
+        expect_one_error_line(capsys, tmp_path / name, tmp_path / "m.safetensors", "refused")
+    assert not marker.exists()
 
 
 def test_broken_tflite(capsys, tmp_path):

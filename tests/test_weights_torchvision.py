@@ -99,7 +99,8 @@ def hostile_files(directory, marker):
     payload = RunsCommand(f"touch {marker}")
     torch.save({**state, "features.0.0.weight": payload}, directory / "zip-payload.pth")
     (directory / "legacy-payload.pth").write_bytes(pickle.dumps({"state_dict": payload}, protocol=2))
-    return ["zip-payload.pth", "legacy-payload.pth"]
+    (directory / "plain-pickle-payload.pth").write_bytes(pickle.dumps(payload, protocol=5))
+    return ["zip-payload.pth", "legacy-payload.pth", "plain-pickle-payload.pth"]
 
 
 def test_pickle_payloads_are_refused_and_never_run(tmp_path):

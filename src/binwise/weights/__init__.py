@@ -33,8 +33,9 @@ def detect_format(path: str | os.PathLike) -> str:
         raise BinwiseError("empty file, not a weights file", path)
     if head[4:8] == b"TFL3":
         return "tflite"
-    # torch.save writes a zip archive; files from torch < 1.6 are a bare pickle (protocol 2).
-    if head[:4] == b"PK\x03\x04" or head[:2] == b"\x80\x02":
+    # torch.save writes a zip archive; files from torch < 1.6 are a bare pickle (protocol 2, and any
+    # other pickle is sent the same way so that torch's safe unpickler is what refuses it).
+    if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and 2 <= head[1] <= 5):
         return "torchvision-pth"
     # safetensors: 8-byte little-endian header length, then the JSON header.
     if len(head) > 8 and head[8:9] == b"{":

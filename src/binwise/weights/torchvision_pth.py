@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 from ..errors import BinwiseError
@@ -46,7 +47,9 @@ def read_torchvision(path: str | os.PathLike, taxonomy=None):
     try:
         # weights_only: the unpickler builds tensors and plain containers and refuses anything else,
         # so a file cannot run code. Any failure of it on hostile bytes becomes one error line.
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. about pickle protocols: the error below says enough
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise BinwiseError("refused: the file holds Python objects, not only tensors, and binwise never "
                            f"runs code from a weights file ({_specific_line(e)})", path) from None
@@ -76,6 +79,7 @@ def read_torchvision(path: str | os.PathLike, taxonomy=None):
 def _specific_line(error: Exception) -> str:
     """The line of torch.load's message that names the problem, without its advice paragraphs."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    specific = [line for line in lines if not line.startswith(("Weights only load failed", "Check the "))]
+    advice = ("Weights only load failed", "Please file an issue", "Check the ")
+    specific = [line for line in lines if not line.startswith(advice)]
     text = (specific or lines or [type(error).__name__])[0]
     return text.split(". ")[0].rstrip(".")
