@@ -106,14 +106,15 @@ def build_model_file(tensors: dict, path: str | os.PathLike, taxonomy: Taxonomy 
         raise BinwiseError(f"not a MobileNetV2: classifier weight of shape {tuple(classifier.shape)}", path)
     num_classes = classifier.shape[0]
     class_names = choose_taxonomy(num_classes, taxonomy, path)
-    candidates = (MobileNetV2(MobileNetV2Config(num_classes=num_classes, width_mult=w, dropout=dropout))
-                  for w in KNOWN_WIDTHS)
+
+    def build(width: float) -> MobileNetV2:
+        return MobileNetV2(MobileNetV2Config(num_classes=num_classes, width_mult=width, dropout=dropout))
+
     # The first width whose shapes all fit. If none does, the width that fits best, so that the
     # check below names the tensors that are really wrong.
-    model = next((m for m in candidates if _misfits(m, tensors) == 0), None)
+    model = next((m for m in map(build, KNOWN_WIDTHS) if _misfits(m, tensors) == 0), None)
     if model is None:
-        model = min((MobileNetV2(MobileNetV2Config(num_classes=num_classes, width_mult=w, dropout=dropout))
-                     for w in KNOWN_WIDTHS), key=lambda m: _misfits(m, tensors))
+        model = min(map(build, KNOWN_WIDTHS), key=lambda m: _misfits(m, tensors))
     load_state_dict_checked(model, {k: v.to(torch.float32) for k, v in tensors.items()}, path)
     model.eval()
     provenance = {"imported_from": source_format, "source_file": Path(path).name,
