@@ -119,14 +119,13 @@ def save_checkpoint(folder: Path, module: nn.Module, optimizer: torch.optim.Opti
             if torch.is_tensor(v):
                 tensors[f"optim.{i}.{k}"] = v.detach().cpu().contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
-    name = f"epoch-{state['epoch']:04d}" + (f"-step-{state['step_in_epoch']:05d}" if state["step_in_epoch"] else "")
-    path = folder / f"{name}.safetensors"
+    path = folder / f"ckpt-{state['global_step']:09d}.safetensors"  # names sort in training order
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={CHECKPOINT_KEY: json.dumps(state)}))
     return path
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
-    files = sorted(folder.glob("epoch-*.safetensors"))
+    files = sorted(folder.glob("ckpt-*.safetensors"))
     return files[-1] if files else None
 
 
@@ -148,7 +147,7 @@ def load_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimi
 
 
 def prune_checkpoints(folder: Path, keep: int, best: str | None) -> None:
-    files = sorted(folder.glob("epoch-*.safetensors"))
+    files = sorted(folder.glob("ckpt-*.safetensors"))
     for f in files[:-keep]:
         if f.name != best:
             f.unlink()
@@ -207,14 +206,15 @@ def fit(phase: Phase, config: TrainConfig, progress: bool = True) -> list[dict]:
             state["history"].append(row)
             epoch, start_step = epoch + 1, 0
             score = row.get("val_acc", -row["train_loss"])
-            state.update(epoch=epoch, step_in_epoch=0, done=epoch == config.epochs)
+            state.update(epoch=epoch, step_in_epoch=0, global_step=epoch * phase.steps_per_epoch,
+                         done=epoch == config.epochs)
             path = save_checkpoint(phase.folder, phase.module, optimizer, state)
             if state["best"] is None or score >= state["best"][1]:
                 state["best"] = [path.name, score]
             prune_checkpoints(phase.folder, config.keep_checkpoints, state["best"][0])
     except KeyboardInterrupt:
         bar.close()
-        state.update(epoch=epoch, step_in_epoch=step)
+        state.update(epoch=epoch, step_in_epoch=step, global_step=epoch * phase.steps_per_epoch + step)
         if step > start_step:
             path = save_checkpoint(phase.folder, phase.module, optimizer, state)
             print(f"\ninterrupted: saved {path}; continue with --resume", file=sys.stderr)

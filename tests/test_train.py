@@ -1,0 +1,157 @@
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from binwise.cli import main
+from binwise.config import DEFAULT, TUTORIAL, TrainConfig, resolve_config
+from binwise.errors import BinwiseError
+from binwise.modelfile import ModelFile, load_model, save_model
+from binwise.model import MobileNetV2
+from binwise.preprocessing import Preprocessing
+from binwise.schedules import ScheduleConfig
+from binwise.taxonomy import Taxonomy
+from binwise.train import fit, head_phase, train
+
+from test_data import make_tree
+
+SMALL = Preprocessing(input_size=64, resize_size=72)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A small 'pretrained' model file: width 0.35, random weights, 64-pixel input, with BN
+    statistics measured on random images so its activations neither vanish nor explode."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    model = MobileNetV2(num_classes=5, width_mult=0.35, padding="tf_same")
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average
+    with torch.no_grad():
+        model.train()(torch.rand(64, 3, 64, 64) * 2 - 1)
+    save_model(path, ModelFile(model.eval(), Taxonomy.from_names(list("abcde")), SMALL))
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_tree(tmp_path_factory.mktemp("data"), per_class=8, test_per_class=3)
+
+
+def quick(**changes) -> TrainConfig:
+    changes = {"epochs": 8, "batch_size": 8, "views": 1, "workers": 0, "engine": "torch", "keep_checkpoints": 5,
+               "schedule": ScheduleConfig(lr_max=0.01), **changes}
+    return replace(DEFAULT, **changes).validate()
+
+
+def test_head_training_writes_a_complete_run(pretrained, data, tmp_path):
+    metrics = train(quick(), data, tmp_path / "run", pretrained, tmp_path / "cache", progress=False)
+    run = tmp_path / "run"
+    for name in ("model.safetensors", "metrics.json", "log.csv", "curves.png", "confusion.png", "config.yaml"):
+        assert (run / name).is_file(), name
+    model_file = load_model(run / "model.safetensors")
+    assert model_file.taxonomy.classes_en == ("blue", "green", "red")
+    assert model_file.preprocessing == SMALL and model_file.model.config.padding == "tf_same"
+    assert model_file.metrics["test_top1"] == metrics["test_top1"]
+    # random features of noisy single-colour photos: well above chance (1/3), if not perfect
+    assert metrics["test_top1"] >= 0.6 and metrics["test_photos"] == 9
+    rows = list(csv.DictReader(open(run / "log.csv")))
+    assert [r["phase"] for r in rows] == ["head (train - val)"] * 8 + ["head (all train)"] * 8
+    assert rows[0]["val_acc"] != "" and rows[-1]["val_acc"] == ""
+    # the backbone is the pretrained one, untouched
+    tiny = load_file(pretrained)
+    trained = load_file(run / "model.safetensors")
+    assert all(torch.equal(trained[k], v) for k, v in tiny.items() if k.startswith("backbone."))
+    # a second run reuses every cached feature and gives the same model
+    again = train(quick(), data, tmp_path / "run2", pretrained, tmp_path / "cache", progress=False)
+    assert again["features_computed"] == 0 and again["features_reused"] == metrics["features_computed"]
+    assert torch.equal(load_file(tmp_path / "run2" / "model.safetensors")["head.classifier.weight"],
+                       trained["head.classifier.weight"])
+
+
+def test_killed_run_resumes_to_the_same_model(pretrained, data, tmp_path):
+    config = quick(val_fraction=0.0)
+    train(config, data, tmp_path / "full", pretrained, tmp_path / "cache", progress=False)
+    killed = tmp_path / "killed"
+    train(config, data, killed, pretrained, tmp_path / "cache", progress=False)
+    # as if killed after the oldest checkpoint still kept: the later ones were never written
+    checkpoints = sorted((killed / "checkpoints" / "final").glob("ckpt-*.safetensors"))
+    assert len(checkpoints) >= 5  # the last 5, and the best if older
+    for f in checkpoints[1:]:
+        f.unlink()
+    (killed / "model.safetensors").unlink()
+    assert main(["train", "--resume", str(killed), "--quiet"]) == 0
+    assert torch.equal(load_file(killed / "model.safetensors")["head.classifier.weight"],
+                       load_file(tmp_path / "full" / "model.safetensors")["head.classifier.weight"])
+
+
+def test_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path):
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 2, 16), torch.randint(0, 3, (40,))
+    config = quick(epochs=3, batch_size=8)
+
+    def head_and_phase(folder):
+        torch.manual_seed(1)
+        model = MobileNetV2(num_classes=3, width_mult=0.35, last_channel=16)
+        return model, head_phase("head", model, x, y, None, config, folder, torch.device("cpu"))
+
+    reference, phase = head_and_phase(tmp_path / "a")
+    fit(phase, config, progress=False)
+
+    model, phase = head_and_phase(tmp_path / "b")
+    batches, calls = phase.batches, [0]
+
+    def interrupted(epoch, first):
+        for batch in batches(epoch, first):
+            calls[0] += 1
+            if calls[0] == 13:  # 5 steps per epoch: the third step of the third epoch
+                raise KeyboardInterrupt
+            yield batch
+    with pytest.raises(KeyboardInterrupt):
+        fit(replace(phase, batches=interrupted), config, progress=False)
+    saved = sorted(p.name for p in (tmp_path / "b").glob("*.safetensors"))
+    assert saved[-1] == "ckpt-000000012.safetensors"
+    resumed, phase = head_and_phase(tmp_path / "b")
+    history = fit(phase, config, progress=False)
+    assert len(history) == 3
+    torch.testing.assert_close(resumed.head.classifier.weight, reference.head.classifier.weight)
+
+
+def test_finetune_trains_only_the_last_blocks(pretrained, data, tmp_path):
+    config = replace(TUTORIAL, epochs=1, batch_size=8, workers=0, trainable_blocks=2,
+                     schedule=ScheduleConfig(lr_max=0.01)).validate()
+    metrics = train(config, data, tmp_path / "run", pretrained, progress=False)
+    before, after = load_file(pretrained), load_file(tmp_path / "run" / "model.safetensors")
+    last = len(MobileNetV2(width_mult=0.35).backbone.features) - 1
+    changed = {k.split(".")[2] for k in before if k.startswith("backbone.") and not torch.equal(before[k], after[k])}
+    assert changed == {str(last - 1), str(last)}
+    assert 0 <= metrics["test_top1"] <= 1 and (tmp_path / "run" / "curves.png").is_file()
+
+
+def test_config_presets_files_and_flags(tmp_path, pretrained, data):
+    assert TUTORIAL.epochs == 10 and TUTORIAL.batch_size == 16 and TUTORIAL.schedule.lr_max == 0.05
+    assert TUTORIAL.momentum == 0.9 and TUTORIAL.weight_decay == 1e-4 and TUTORIAL.trainable_blocks == 0
+    (tmp_path / "c.yaml").write_text("epochs: 7\nschedule:\n  lr_max: 0.2\n")
+    (tmp_path / "c.toml").write_text("batch_size = 12\n[schedule]\nname = 'exponential'\n")
+    assert resolve_config("default", tmp_path / "c.yaml").schedule.lr_max == 0.2
+    config = resolve_config("tutorial", tmp_path / "c.toml", {"schedule.lr_max": 0.3, "epochs": 2})
+    assert (config.batch_size, config.schedule.name, config.schedule.lr_max, config.epochs) == (12, "exponential", 0.3, 2)
+    (tmp_path / "bad.yaml").write_text("epochz: 3\n")
+    with pytest.raises(BinwiseError, match="epochz"):
+        resolve_config("default", tmp_path / "bad.yaml")
+    with pytest.raises(BinwiseError, match="mode"):
+        resolve_config("default", overrides={"mode": "turbo"})
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--pretrained", str(pretrained), "--run-dir", str(run), "--cache-dir",
+                 str(tmp_path / "cache"), "--config", str(tmp_path / "c.yaml"), "--epochs", "2", "--lr-max", "0.01",
+                 "--workers", "0", "--views", "0", "--val-fraction", "0", "--quiet"]) == 0
+    saved = (run / "config.yaml").read_text()
+    assert "epochs: 2" in saved and "lr_max: 0.01" in saved
+    assert json.loads((run / "metrics.json").read_text())["report"]["count"] == 9
+    assert main(["train", str(data), "--pretrained", str(pretrained), "--run-dir", str(run), "--epochs", "3",
+                 "--quiet"]) == 2  # a different config in an existing run directory
