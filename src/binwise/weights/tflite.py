@@ -181,7 +181,8 @@ class TFLiteGraph:
         return BinwiseError(problem, self.path)
 
     def describe(self, t: int) -> str:
-        return f"tensor {t} '{self.tensors[t].name}' {list(self.tensors[t].shape)}"
+        name = self.tensors[t].name  # converters join fused op names with ';': the first says enough
+        return f"tensor {t} {name.split(';')[0][:80]!r} {list(self.tensors[t].shape)}"
 
     def consumer(self, tensor: int, names: tuple[str, ...], where: str, any_input: bool = False) -> Op:
         """The one op of the given kinds that reads ``tensor`` as its first (or ``any_input``) input."""
