@@ -43,6 +43,7 @@ def main() -> None:
     print(f"features: {time.perf_counter() - started:.1f} s ({f.computed} computed, {f.reused} reused)")
     grid = {"views": [0, 1, 2], "epochs": [10, 30, 60], "lr_max": [0.02, 0.05, 0.1],
             "label_smoothing": [0.0, 0.1], "batch_size": [64]}
+    torch.set_num_threads(1)  # as binwise.train does for the head
     results = []
     for values in itertools.product(*grid.values()):
         setting = dict(zip(grid, values))

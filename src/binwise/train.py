@@ -281,10 +281,15 @@ def train_head(model: MobileNetV2, pre, dataset: Dataset, train: list[Sample], v
         phases.append(head_phase("head (all train)", model, train_f.features, train_f.labels, None, config,
                                  run_dir / "checkpoints" / "final", device))
     histories = []
-    for phase in phases:
-        torch.manual_seed(config.seed)
-        reset_head(model)
-        histories.append(fit(phase, config, progress))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a linear layer on small batches: extra threads only add sync cost
+    try:
+        for phase in phases:
+            torch.manual_seed(config.seed)
+            reset_head(model)
+            histories.append(fit(phase, config, progress))
+    finally:
+        torch.set_num_threads(threads)
     model.head.eval()
     with torch.inference_mode():
         test_logits = model.head(test_f.features[:, 0].to(device)).float().cpu()

@@ -1,0 +1,78 @@
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from binwise.cli import main
+from binwise.config import DEFAULT
+from binwise.evaluate import classification_report, evaluate
+from binwise.schedules import ScheduleConfig
+from binwise.taxonomy import GARBAGE26, Taxonomy
+from binwise.train import train
+
+from test_data import make_tree
+from test_train import pretrained  # noqa: F401  (fixture)
+
+
+def test_report_on_known_predictions():
+    taxonomy = Taxonomy.from_names(["a", "b", "c"])
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    # predictions: a a | a b | c b   -> 4 of 6 right
+    logits = torch.tensor([[3., 1, 0], [3, 0, 1], [2, 1, 0], [0, 3, 1], [0, 1, 3], [0, 3, 2]])
+    r = classification_report(logits, labels, taxonomy)
+    assert r["count"] == 6 and r["top1"] == pytest.approx(4 / 6)
+    assert r["top5"] == 1.0  # three classes: every label is in the top 3
+    assert r["confusion"] == [[2, 0, 0], [1, 1, 0], [0, 1, 1]]
+    a, b, c = r["per_class"]
+    assert (a["precision"], a["recall"]) == pytest.approx((2 / 3, 1.0))
+    assert (b["precision"], b["recall"]) == pytest.approx((0.5, 0.5))
+    assert (c["precision"], c["recall"], c["f1"]) == pytest.approx((1.0, 0.5, 2 / 3))
+    assert "bin_accuracy" not in r
+
+
+def test_bin_accuracy_counts_wrong_class_in_the_right_bin():
+    # Seashell(0) -> Lighter(1): both dry, right bin; Newspaper(8) -> Battery(22): wrong bin
+    labels = torch.tensor([0, 8, 18, 22])
+    predicted = torch.tensor([1, 22, 18, 22])
+    logits = torch.nn.functional.one_hot(predicted, 26).float()
+    r = classification_report(logits, labels, GARBAGE26)
+    assert r["top1"] == 0.5 and r["bin_accuracy"] == 0.75
+    assert r["bins"] == ["dry", "recyclable", "wet", "hazardous"]
+    assert r["bin_confusion"][1][3] == 1 and sum(map(sum, r["bin_confusion"])) == 4
+
+
+def test_eval_command_on_a_trained_model(pretrained, tmp_path, capsys):  # noqa: F811
+    data = make_tree(tmp_path / "data", per_class=6, test_per_class=3)
+    (data / "test" / "red" / "broken.jpg").write_bytes(b"nope")
+    config = replace(DEFAULT, epochs=3, batch_size=8, views=0, workers=0, engine="torch", val_fraction=0.0,
+                     schedule=ScheduleConfig(lr_max=0.01))
+    metrics = train(config, data, tmp_path / "run", pretrained, tmp_path / "cache", progress=False)
+    assert metrics["unreadable_photos"] and "broken.jpg" in metrics["unreadable_photos"][0]
+    out = tmp_path / "eval"
+    assert main(["eval", str(tmp_path / "run" / "model.safetensors"), str(data), "--out", str(out),
+                 "--workers", "0"]) == 0
+    printed = capsys.readouterr()
+    assert "top-1" in printed.out and "broken.jpg" in printed.err
+    report = json.loads((out / "report.json").read_text())
+    # the eval command sees the same photos through the same eval path as training's report
+    assert report["count"] == 9 and report["top1"] == pytest.approx(metrics["test_top1"], abs=1e-6)
+    assert len(report["misclassified"]) == round(9 * (1 - report["top1"]))
+    assert len(report["unreadable"]) == 1
+    for name in ("confusion.png", "misclassified.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_eval_relabels_to_the_model_class_order(pretrained, tmp_path):  # noqa: F811
+    data = make_tree(tmp_path / "data", per_class=4, test_per_class=2)
+    config = replace(DEFAULT, epochs=2, batch_size=8, views=0, workers=0, engine="torch", val_fraction=0.0)
+    train(config, data, tmp_path / "run", pretrained, tmp_path / "cache", progress=False)
+    # a one-folder dataset of red and blue photos: its own order is (blue, red), the model's (blue, green, red)
+    other = tmp_path / "other"
+    for name, count in (("red", 3), ("blue", 1)):
+        (other / name).mkdir(parents=True)
+        for photo in sorted((data / "train" / name).glob("*.jpg"))[:count]:
+            (other / name / photo.name).write_bytes(photo.read_bytes())
+    report = evaluate(tmp_path / "run" / "model.safetensors", other, workers=0, split="train")
+    assert report["count"] == 4 and report["classes"] == ["blue", "green", "red"]
+    assert [sum(row) for row in report["confusion"]] == [1, 0, 3]
