@@ -1,7 +1,7 @@
 """Small generated models for the inference tests, built once per test process.
 
 A 0.35-width MobileNetV2 with TF 'SAME' padding (the padding ONNX export must get right), batch-norm
-statistics from real photos and a head with large random weights, so its classes get clearly
+statistics from real photos and a random head (trained-head scale), so its classes get clearly
 different probabilities and a wrong class order or a lost tensor would show.
 """
 
@@ -42,7 +42,7 @@ def tiny_model() -> Path:
         model.train()(pixels)
         model.eval()
         head = model.head.classifier
-        head.weight.normal_(0, 1)
+        head.weight.normal_(0, 0.1)
         head.bias.copy_(-head.weight @ model.backbone(pixels).mean((0, 2, 3)))
     path = _DIR / "tiny.safetensors"
     save_model(path, ModelFile(model, GARBAGE26, MINUS_ONE_TO_ONE, provenance={"source": "test"}))

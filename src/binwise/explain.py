@@ -26,7 +26,7 @@ def grad_cam(model_file_or_classifier: str | os.PathLike | Classifier, image: Im
     import torch.nn.functional as F
 
     classifier = (model_file_or_classifier if isinstance(model_file_or_classifier, Classifier)
-                  else Classifier.load(model_file_or_classifier, backend="torch"))
+                  else Classifier.load(model_file_or_classifier))
     model = classifier.torch_model
     num_classes = classifier.taxonomy.num_classes
     if class_index is not None and not 0 <= class_index < num_classes:

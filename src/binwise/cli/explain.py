@@ -22,7 +22,7 @@ def run(args) -> int:
     from ..explain import grad_cam, overlay
     from ..predict import Classifier
 
-    classifier = Classifier.load(args.model, backend="torch")
+    classifier = Classifier.load(args.model)
     class_index = None if args.class_name is None else class_index_of(classifier.taxonomy, args.class_name)
     heatmap, class_index = grad_cam(classifier, args.image, class_index)
     image = overlay(args.image, heatmap, args.alpha, classifier.preprocessing)

@@ -1,0 +1,89 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from inference_models import garbage26_test_photos, tiny_model, tiny_onnx, tiny_onnx_int8
+
+from binwise.cli import main
+from binwise.images import load_for_model
+from binwise.modelfile import load_model, read_metadata
+from binwise.predict import Classifier
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def onnx_logits(path, batch: np.ndarray) -> np.ndarray:
+    return Classifier.load(path).runner(batch)
+
+
+def test_onnx_logits_match_pytorch_at_any_batch_size():
+    model = load_model(tiny_model()).model
+    photos = garbage26_test_photos()[::13]
+    pre = load_model(tiny_model()).preprocessing
+    pixels = np.stack([load_for_model(p, pre) for p in photos])
+    for batch in (pixels[:1], pixels[:5], np.random.default_rng(0).normal(size=(3, 3, 224, 224)).astype(np.float32)):
+        with torch.inference_mode():
+            expected = model(torch.from_numpy(batch)).numpy()
+        got = onnx_logits(tiny_onnx(), batch)
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    assert np.ptp(expected) > 0.3  # logits that differ, so the comparison means something
+
+
+def test_onnx_file_carries_the_model_metadata():
+    graph = onnx.load(str(tiny_onnx()))
+    assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    meta = json.loads({p.key: p.value for p in graph.metadata_props}["binwise"])
+    source = read_metadata(tiny_model())
+    for key in ("architecture", "taxonomy", "preprocessing", "provenance"):
+        assert meta[key] == source[key]
+    assert meta["export"]["precision"] == "fp32" and meta["export"]["source"].startswith("tiny.safetensors@")
+    onnx_classifier, torch_classifier = Classifier.load(tiny_onnx()), Classifier.load(tiny_model())
+    assert onnx_classifier.taxonomy == torch_classifier.taxonomy
+    assert onnx_classifier.preprocessing == torch_classifier.preprocessing
+    assert onnx_classifier.model_id.startswith("tiny.onnx@")
+
+
+def test_int8_export_is_quantized_and_close_to_fp32():
+    graph = onnx.load(str(tiny_onnx_int8()))
+    ops = {node.op_type for node in graph.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    meta = json.loads({p.key: p.value for p in graph.metadata_props}["binwise"])
+    assert meta["export"]["precision"] == "int8"
+    assert tiny_onnx_int8().stat().st_size < 0.5 * tiny_onnx().stat().st_size
+    photos = garbage26_test_photos()[::5]
+    pixels = np.stack([load_for_model(p, Classifier.load(tiny_model()).preprocessing) for p in photos])
+    fp32, int8 = onnx_logits(tiny_onnx(), pixels), onnx_logits(tiny_onnx_int8(), pixels)
+    # an untrained random model quantizes poorly (trained: benchmarks/int8_accuracy.py), but its
+    # int8 logits must still follow the fp32 ones
+    assert np.corrcoef(fp32.ravel(), int8.ravel())[0, 1] > 0.5
+
+
+def test_cli_export_and_its_errors(tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(tiny_model()), "--out", str(out)]) == 0
+    assert Classifier.load(out).backend == "onnxruntime"
+    assert main(["export", str(tiny_model()), "--format", "mindspore-ckpt", "--int8"]) == 2
+    assert "--int8 applies to --format onnx only" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "missing.safetensors")]) == 2
+    assert "missing.safetensors: no such model file" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_int8_keeps_accuracy_of_a_real_garbage26_model(tmp_path):
+    """benchmarks/int8_accuracy.py: int8 agrees with fp32 on >= 99% of the test photos and loses
+    at most 1 point of top-1 accuracy."""
+    out = tmp_path / "int8.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "int8_accuracy.py"), "--json", str(out)],
+                   check=True, cwd=REPO, timeout=3000)
+    results = json.loads(out.read_text())
+    assert results["test_photos"] == 130
+    assert results["onnx_fp32_agreement_with_torch"] == 1.0
+    assert results["int8_agreement_with_fp32"] >= 0.99
+    assert results["int8_drop_points"] <= 1.0
