@@ -155,3 +155,31 @@ def test_config_presets_files_and_flags(tmp_path, pretrained, data):
     assert json.loads((run / "metrics.json").read_text())["report"]["count"] == 9
     assert main(["train", str(data), "--pretrained", str(pretrained), "--run-dir", str(run), "--epochs", "3",
                  "--quiet"]) == 2  # a different config in an existing run directory
+
+
+def garbage26_subset(data: Path, root: Path, train_per_class: int, test_per_class: int) -> Path:
+    """A few real garbage26 photos per class, symlinked into a new ImageFolder tree."""
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        for folder in sorted((data / split).iterdir()):
+            (root / split / folder.name).mkdir(parents=True)
+            for photo in sorted(folder.iterdir())[:n]:
+                (root / split / folder.name / photo.name).symlink_to(photo.resolve())
+    return root
+
+
+def test_real_backbone_head_on_garbage26_subset(garbage26_data, tmp_path):
+    """The real TFLite backbone and the default recipe on 5 photos per class: far above chance (1/26)."""
+    from binwise.paths import resolve_pretrained
+    from binwise.taxonomy import GARBAGE26
+
+    try:
+        weights = resolve_pretrained()
+    except BinwiseError as e:
+        pytest.skip(str(e))
+    data = garbage26_subset(garbage26_data, tmp_path / "data", 5, 2)
+    config = replace(DEFAULT, views=0, val_fraction=0.0).validate()
+    metrics = train(config, data, tmp_path / "run", weights, tmp_path / "cache", progress=False)
+    model_file = load_model(tmp_path / "run" / "model.safetensors")
+    assert model_file.taxonomy is not None and model_file.taxonomy.classes_en == GARBAGE26.classes_en
+    assert model_file.preprocessing.mean == (0.5, 0.5, 0.5) and model_file.model.config.padding == "tf_same"
+    assert metrics["test_photos"] == 52 and metrics["test_top1"] >= 0.5 and metrics["test_bin_accuracy"] >= 0.7
