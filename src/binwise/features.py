@@ -210,18 +210,20 @@ def extract_features(model, pre: Preprocessing, samples: list[Sample], views: in
         loader = photo_loader(dataset, per_batch, workers if len(todo) > per_batch else 0)
         bar = tqdm(total=sum(len(missing[i]) for i in todo), desc="backbone features", unit="view",
                    disable=not progress, leave=False)
-        for batch in loader:
-            skipped += batch.skipped
-            if len(batch.images):
-                out = extractor(batch.images)
-                for k, v, f in zip(batch.indices.tolist(), batch.view_ids.tolist(), out):
-                    new[v][digests[todo[k]]] = f.clone()
-                    decoded.add(todo[k])
-                computed += len(batch.images)
-                bar.update(len(batch.images))
-        bar.close()
-        for store, entries in zip(stores, new):
-            store.add(entries)
+        try:
+            for batch in loader:
+                skipped += batch.skipped
+                if len(batch.images):
+                    out = extractor(batch.images)
+                    for k, v, f in zip(batch.indices.tolist(), batch.view_ids.tolist(), out):
+                        new[v][digests[todo[k]]] = f.clone()
+                        decoded.add(todo[k])
+                    computed += len(batch.images)
+                    bar.update(len(batch.images))
+        finally:  # on Ctrl-C too: what was computed is kept for the next run
+            bar.close()
+            for store, entries in zip(stores, new):
+                store.add(entries)
         warn_skipped(skipped)
 
     kept = [i for i, d in enumerate(digests) if d and (not missing[i] or i in decoded)]
