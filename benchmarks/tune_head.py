@@ -22,7 +22,6 @@ from binwise import features
 from binwise.config import DEFAULT
 from binwise.data import load_dataset, stratified_split
 from binwise.paths import resolve_data, resolve_pretrained
-from binwise.schedules import ScheduleConfig
 from binwise.train import build_model, fit, head_phase, load_pretrained, reset_head
 
 

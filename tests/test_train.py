@@ -182,4 +182,4 @@ def test_real_backbone_head_on_garbage26_subset(garbage26_data, tmp_path):
     model_file = load_model(tmp_path / "run" / "model.safetensors")
     assert model_file.taxonomy is not None and model_file.taxonomy.classes_en == GARBAGE26.classes_en
     assert model_file.preprocessing.mean == (0.5, 0.5, 0.5) and model_file.model.config.padding == "tf_same"
-    assert metrics["test_photos"] == 52 and metrics["test_top1"] >= 0.5 and metrics["test_bin_accuracy"] >= 0.7
+    assert metrics["test_photos"] == 52 and metrics["test_top1"] >= 0.5 and metrics["test_bin_accuracy"] >= 0.6

@@ -37,7 +37,7 @@ from torch import nn
 
 from . import evaluate, features as feats
 from .config import TrainConfig, save_config
-from .data import (Dataset, PhotoDataset, Sample, eval_transform, load_dataset, photo_loader,
+from .data import (Dataset, PhotoDataset, Sample, load_dataset, photo_loader,
                    single_view, stratified_split, train_transform, warn_skipped)
 from .errors import BinwiseError
 from .model import MobileNetV2, MobileNetV2Config
