@@ -13,6 +13,7 @@ from binwise.cli import main
 from binwise.images import load_for_model
 from binwise.modelfile import load_model, read_metadata
 from binwise.predict import Classifier
+from binwise.taxonomy import GARBAGE26
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,6 +74,20 @@ def test_cli_export_and_its_errors(tmp_path, capsys):
     assert "--int8 applies to --format onnx only" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.safetensors: no such model file" in capsys.readouterr().err
+
+
+def test_cli_export_mindspore_checkpoint(tmp_path, capsys):
+    from binwise.weights.mindspore_ckpt import read_ckpt
+
+    out = tmp_path / "m.ckpt"
+    assert main(["export", str(tiny_model()), "--format", "mindspore-ckpt", "--out", str(out)]) == 2
+    assert "padding" in capsys.readouterr().err and not out.exists()
+    assert main(["export", str(tiny_model()), "--format", "mindspore-ckpt", "--out", str(out),
+                 "--allow-padding-change"]) == 0
+    back = read_ckpt(out, taxonomy=GARBAGE26).model.state_dict()
+    for name, tensor in load_model(tiny_model()).model.state_dict().items():
+        if tensor.is_floating_point():
+            assert torch.equal(back[name], tensor), name
 
 
 @pytest.mark.slow

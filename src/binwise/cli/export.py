@@ -18,6 +18,9 @@ def register(subparsers) -> None:
                    "or ../shared/data/garbage26; its train/ split is used)")
     p.add_argument("--calibration-count", type=int, default=300,
                    help="photos used to calibrate int8 activation ranges (default 300)")
+    p.add_argument("--allow-padding-change", action="store_true",
+                   help="mindspore-ckpt only: write a model with TF 'SAME' padding although the tutorial's "
+                   "network pads symmetrically (it then needs pad_mode='same' convolutions)")
     p.add_argument("--out", help="output file (default: MODEL with .onnx, .int8.onnx or .ckpt)")
     p.set_defaults(func=run)
 
@@ -35,11 +38,9 @@ def run(args) -> int:
         export_onnx(model, out, int8=args.int8, calibration_dir=args.data,
                     calibration_count=args.calibration_count)
     else:
-        try:
-            from ..weights.mindspore_ckpt import write_ckpt
-        except ImportError:
-            raise BinwiseError("MindSpore checkpoint export is not available in this binwise") from None
+        from ..weights.mindspore_ckpt import write_ckpt
+
         out = args.out or model.with_suffix(".ckpt")
-        write_ckpt(out, model)
+        write_ckpt(out, model, allow_padding_change=args.allow_padding_change)
     print(f"wrote {out}", file=sys.stderr)
     return 0
