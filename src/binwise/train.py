@@ -119,9 +119,13 @@ def save_checkpoint(folder: Path, module: nn.Module, optimizer: torch.optim.Opti
             if torch.is_tensor(v):
                 tensors[f"optim.{i}.{k}"] = v.detach().cpu().contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
-    path = folder / f"ckpt-{state['global_step']:09d}.safetensors"  # names sort in training order
+    path = folder / checkpoint_name(state)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={CHECKPOINT_KEY: json.dumps(state)}))
     return path
+
+
+def checkpoint_name(state: dict) -> str:
+    return f"ckpt-{state['global_step']:09d}.safetensors"  # names sort in training order
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
@@ -208,9 +212,9 @@ def fit(phase: Phase, config: TrainConfig, progress: bool = True) -> list[dict]:
             score = row.get("val_acc", -row["train_loss"])
             state.update(epoch=epoch, step_in_epoch=0, global_step=epoch * phase.steps_per_epoch,
                          done=epoch == config.epochs)
-            path = save_checkpoint(phase.folder, phase.module, optimizer, state)
             if state["best"] is None or score >= state["best"][1]:
-                state["best"] = [path.name, score]
+                state["best"] = [checkpoint_name(state), score]
+            save_checkpoint(phase.folder, phase.module, optimizer, state)
             prune_checkpoints(phase.folder, config.keep_checkpoints, state["best"][0])
     except KeyboardInterrupt:
         bar.close()
