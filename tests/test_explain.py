@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 from inference_models import garbage26_test_photos, tiny_model, tiny_onnx
 from PIL import Image
 

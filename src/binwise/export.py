@@ -14,7 +14,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
 
 from .errors import BinwiseError
 from .images import is_image_file, load_for_model
