@@ -14,7 +14,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-
 from .errors import BinwiseError
 from .images import is_image_file, load_for_model
 from .onnx_backend import METADATA_KEY
