@@ -43,7 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: $BINWISE_CACHE or ~/.cache/binwise)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     group = p.add_argument_group("config fields (override the preset and --config)")
-    for dotted, f, default in flat_fields():
+    for dotted, f, default in flat_fields(PRESETS["default"]):
         if isinstance(default, bool):
             kind, meta = _parse_bool, "BOOL"
         elif isinstance(default, tuple):
@@ -51,9 +51,9 @@ def register(subparsers) -> None:
         elif dotted == "trainable_blocks":
             kind, meta = _parse_optional_int, "N|all"
         else:
-            kind, meta = type(default), None
+            kind, meta = {"int": int, "float": float, "str": str}[f.type], dotted.split(".")[-1].upper()
         group.add_argument(_flag(dotted), dest=f"cfg:{dotted}", type=kind, metavar=meta, default=argparse.SUPPRESS,
-                           help=f"(default: {default})")
+                           help=f"{dotted} (default preset: {default})")
     p.set_defaults(func=run)
 
 
