@@ -81,3 +81,11 @@ def test_decompression_bomb_is_refused():
 
 def test_small_images_are_upscaled():
     assert resize_and_crop(Image.new("RGB", (1, 1)), IMAGENET).size == (224, 224)
+
+
+def test_extreme_strip_is_cropped_before_resizing():
+    strip = Image.new("RGB", (20000, 2), (200, 10, 10))
+    strip.paste((10, 10, 200), (10000, 0, 20000, 2))  # right half blue: the centre crop straddles both
+    out = resize_and_crop(strip, IMAGENET)
+    assert out.size == (224, 224)
+    assert out.getpixel((0, 100))[0] > 150 and out.getpixel((223, 100))[2] > 150

@@ -22,6 +22,8 @@ from .preprocessing import Preprocessing
 # Refuse images whose declared size would take more than ~600 MB as RGB: a "decompression bomb"
 # is a tiny file that expands to gigabytes. 8000x8000 photos (64 Mpx) still open.
 MAX_PIXELS = 200_000_000
+# Beyond this resized length, resize only the part of the photo that the centre crop keeps.
+MAX_RESIZED_SIDE = 4096
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
@@ -104,9 +106,15 @@ def resize_and_crop(img: Image.Image, pre: Preprocessing) -> Image.Image:
     new_short, new_long = pre.resize_size, int(pre.resize_size * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
     resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}[pre.interpolation]
-    img = img.resize((new_w, new_h), resample)
     left = int(round((new_w - pre.input_size) / 2.0))
     top = int(round((new_h - pre.input_size) / 2.0))
+    if new_long > MAX_RESIZED_SIDE:
+        # A long thin strip (a 1 KB 20000x2 PNG) would resize to gigabytes before the crop:
+        # resize only the source box the crop comes from (equal to within one pixel level).
+        sx, sy = new_w / w, new_h / h
+        box = (left / sx, top / sy, (left + pre.input_size) / sx, (top + pre.input_size) / sy)
+        return img.resize((pre.input_size, pre.input_size), resample, box=box)
+    img = img.resize((new_w, new_h), resample)
     return img.crop((left, top, left + pre.input_size, top + pre.input_size))
 
 
