@@ -2,6 +2,7 @@
 
 import torch
 
+from binwise.data import Sample
 from binwise.gpu_data import BatchAugment, DeviceImages, decode_square, fits_on_device
 from binwise.paths import resolve_data
 from binwise.preprocessing import MINUS_ONE_TO_ONE
@@ -19,14 +20,19 @@ def test_decode_square_keeps_the_centre():
     assert array.shape == (3, 64, 64) and array.dtype.name == "uint8"
 
 
-def test_device_images_and_shuffled_batches_cover_each_photo_once():
+def test_device_images_batches_follow_the_order_and_skip_unreadable(tmp_path):
     photos = some_photos(6)
-    data = DeviceImages(photos, list(range(6)), torch.device("cpu"), size=64, threads=2)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    samples = [Sample(p, i) for i, p in enumerate(photos)] + [Sample(broken, 6)]
+    data = DeviceImages(samples, torch.device("cpu"), size=64, threads=2)
     assert data.images.shape == (6, 3, 64, 64) and data.images.dtype == torch.uint8
-    g = torch.Generator().manual_seed(0)
-    labels = torch.cat([y for _, y in data.batches(4, g, drop_last=False)])
-    assert sorted(labels.tolist()) == list(range(6))
-    for x, y in data.batches(2, g):
+    assert data.skipped == [str(broken)]
+    order = torch.tensor([5, 0, 3, 1, 4, 2])
+    batches = list(data.batches(order, 4))
+    assert [len(y) for _, y in batches] == [4, 2]
+    assert torch.cat([y for _, y in batches]).tolist() == order.tolist()
+    for x, y in batches:
         for image, label in zip(x, y):
             assert torch.equal(image, data.images[label])  # images stay paired with their labels
 

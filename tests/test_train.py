@@ -133,6 +133,19 @@ def test_finetune_trains_only_the_last_blocks(pretrained, data, tmp_path):
     assert 0 <= metrics["test_top1"] <= 1 and (tmp_path / "run" / "curves.png").is_file()
 
 
+def test_finetune_with_photos_kept_on_the_device(pretrained, data, tmp_path):
+    # the GPU path (decode once, augment whole batches on the device), run here on CPU tensors
+    config = replace(TUTORIAL, epochs=2, batch_size=8, workers=0, trainable_blocks=1, data_on_device="yes",
+                     val_fraction=0, schedule=ScheduleConfig(lr_max=0.01)).validate()
+    metrics = train(config, data, tmp_path / "run", pretrained, progress=False)
+    before, after = load_file(pretrained), load_file(tmp_path / "run" / "model.safetensors")
+    last = len(MobileNetV2(width_mult=0.35).backbone.features) - 1
+    changed = {k.split(".")[2] for k in before if k.startswith("backbone.") and not torch.equal(before[k], after[k])}
+    assert changed == {str(last)}
+    log = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert len(log) == 1 + 2 and 0 <= metrics["test_top1"] <= 1
+
+
 def test_config_presets_files_and_flags(tmp_path, pretrained, data):
     assert TUTORIAL.epochs == 10 and TUTORIAL.batch_size == 16 and TUTORIAL.schedule.lr_max == 0.05
     assert TUTORIAL.momentum == 0.9 and TUTORIAL.weight_decay == 1e-4 and TUTORIAL.trainable_blocks == 0

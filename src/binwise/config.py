@@ -40,6 +40,9 @@ class TrainConfig:
     feature_batch_size: int = 32
     engine: str = "auto"  # frozen backbone for cached features: auto | onnx | torch
     device: str = "auto"  # auto: cuda when available
+    # finetune mode: decode the photos once, keep them on the device and augment whole batches
+    # there (binwise.gpu_data): auto = on CUDA when they fit in a quarter of its free memory
+    data_on_device: str = "auto"
     keep_checkpoints: int = 2  # the last N epoch checkpoints are kept, plus the best
 
     def validate(self) -> "TrainConfig":
@@ -51,6 +54,8 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.views >= 0, f"views must be >= 0, got {self.views}"),
             (self.engine in ("auto", "onnx", "torch"), f"engine must be auto, onnx or torch, got {self.engine!r}"),
+            (self.data_on_device in ("auto", "yes", "no"),
+             f"data_on_device must be auto, yes or no, got {self.data_on_device!r}"),
             (self.keep_checkpoints >= 1, f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}"),
         ]
         for ok, message in checks:

@@ -14,6 +14,7 @@ import kornia.augmentation as K
 import numpy as np
 import torch
 
+from .errors import BinwiseError
 from .images import open_image, resize_and_crop
 from .preprocessing import Preprocessing
 
@@ -36,23 +37,32 @@ def fits_on_device(num_images: int, device: torch.device, size: int = STORE_SIZE
 
 
 class DeviceImages:
-    """All photos of a split as one uint8 tensor (N, 3, S, S) on ``device``, with their labels."""
+    """The readable photos of ``samples`` as one uint8 tensor (N, 3, S, S) on ``device``, with
+    their labels; unreadable ones are left out and named in ``skipped``."""
 
-    def __init__(self, paths: list, labels: list[int], device: torch.device, size: int = STORE_SIZE,
-                 threads: int = 8):
+    def __init__(self, samples: list, device: torch.device, size: int = STORE_SIZE, threads: int = 8):
+        def decode(sample):
+            try:
+                return decode_square(sample.path, size)
+            except BinwiseError:
+                return None
+
         with ThreadPoolExecutor(threads) as pool:  # Pillow releases the GIL while decoding
-            arrays = list(pool.map(lambda p: decode_square(p, size), paths))
-        self.images = torch.from_numpy(np.stack(arrays)).to(device)
-        self.labels = torch.as_tensor(labels, device=device)
+            arrays = list(pool.map(decode, samples))
+        self.skipped = [str(s.path) for s, a in zip(samples, arrays) if a is None]
+        kept = [(a, s.label) for s, a in zip(samples, arrays) if a is not None]
+        if not kept:
+            raise BinwiseError("none of the training photos could be read")
+        self.images = torch.from_numpy(np.stack([a for a, _ in kept])).to(device)
+        self.labels = torch.as_tensor([label for _, label in kept], device=device)
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(self, batch_size: int, generator: torch.Generator, drop_last: bool = True):
-        """Shuffled (uint8 images, labels) batches, drawn without replacement."""
-        order = torch.randperm(len(self), generator=generator).to(self.images.device)
-        stop = len(self) - len(self) % batch_size if drop_last else len(self)
-        for start in range(0, stop, batch_size):
+    def batches(self, order: torch.Tensor, batch_size: int):
+        """(uint8 images, labels) batches of the photos at ``order``'s indices, in that order."""
+        order = order.to(self.images.device)
+        for start in range(0, len(order), batch_size):
             index = order[start:start + batch_size]
             yield self.images[index], self.labels[index]
 

@@ -40,6 +40,7 @@ from .config import TrainConfig, save_config
 from .data import (Dataset, PhotoDataset, Sample, load_dataset, photo_loader,
                    single_view, stratified_split, train_transform, warn_skipped)
 from .errors import BinwiseError
+from .gpu_data import BatchAugment, DeviceImages, fits_on_device
 from .model import MobileNetV2, MobileNetV2Config
 from .modelfile import ModelFile, atomic_write, save_model, sha256_of_file
 from .taxonomy import Taxonomy
@@ -335,8 +336,6 @@ def finetune_phase(name: str, model: MobileNetV2, pre, train: list[Sample], val:
     cuda = device.type == "cuda"
     frozen = frozen_prefix(model)
     features = model.backbone.features
-    augmented = PhotoDataset(train, single_view(train_transform(pre)))
-    steps = math.ceil(len(train) / config.batch_size)
 
     def autocast():
         return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
@@ -348,14 +347,29 @@ def finetune_phase(name: str, model: MobileNetV2, pre, train: list[Sample], val:
                 x = features[:frozen](images)
             return model.head(features[frozen:](x))
 
-    def batches(epoch: int, first: int):
-        loader = photo_loader(augmented, config.batch_size, config.workers,
-                              sampler=EpochSampler(len(train), config.seed, epoch, first * config.batch_size),
-                              seed=config.seed * 1000 + epoch, pin_memory=cuda)
-        for batch in loader:
-            skipped.update(batch.skipped)
-            if len(batch.labels):
-                yield batch.images, batch.labels.to(device)
+    if config.data_on_device == "yes" or (config.data_on_device == "auto" and fits_on_device(len(train), device)):
+        # decoded once, kept on the device, augmented a whole batch at a time there
+        stored = DeviceImages(train, device, threads=max(2, config.workers))
+        skipped.update(stored.skipped)
+        augment = BatchAugment(pre).to(device)
+        steps = math.ceil(len(stored) / config.batch_size)
+
+        def batches(epoch: int, first: int):
+            order = epoch_order(len(stored), config.seed, epoch)[first * config.batch_size:]
+            for images, labels in stored.batches(order, config.batch_size):
+                yield augment(images), labels
+    else:
+        augmented = PhotoDataset(train, single_view(train_transform(pre)))
+        steps = math.ceil(len(train) / config.batch_size)
+
+        def batches(epoch: int, first: int):
+            loader = photo_loader(augmented, config.batch_size, config.workers,
+                                  sampler=EpochSampler(len(train), config.seed, epoch, first * config.batch_size),
+                                  seed=config.seed * 1000 + epoch, pin_memory=cuda)
+            for batch in loader:
+                skipped.update(batch.skipped)
+                if len(batch.labels):
+                    yield batch.images, batch.labels.to(device)
 
     def train_mode():
         model.train()
@@ -379,7 +393,7 @@ def prepare_batchnorm(model: MobileNetV2, pre, train: list[Sample], config: Trai
 
     if frozen_prefix(model) == len(model.backbone.features) or not batchnorm_is_folded(model):
         return
-    loader = photo_loader(PhotoDataset(train[:256], single_view(train_transform(pre))),
+    loader = photo_loader(PhotoDataset(train[::max(1, len(train) // 256)][:256], single_view(train_transform(pre))),
                           config.feature_batch_size, config.workers, seed=config.seed)
     unfold_batchnorm(model, (b.images for b in loader if len(b.labels)))
 
