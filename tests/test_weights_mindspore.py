@@ -20,6 +20,7 @@ from binwise.taxonomy import GARBAGE26, Taxonomy
 from binwise.weights import import_weights
 from binwise.weights.mindspore_ckpt import (decode_checkpoint, encode_checkpoint, mindspore_names,
                                             read_ckpt, write_ckpt)
+from random_weights import randomize_batchnorm
 
 REPO = Path(__file__).resolve().parents[1]
 MINDSPORE_PYTHON = REPO / ".venv-mindspore" / "bin" / "python"
@@ -32,14 +33,7 @@ def random_model(num_classes=26, width_mult=1.0, padding="symmetric", seed=0):
     """Random weights with batch-norm parameters far from their defaults, so a dropped or swapped
     BN tensor changes the outputs."""
     torch.manual_seed(seed)
-    model = MobileNetV2(num_classes=num_classes, width_mult=width_mult, padding=padding)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return model.eval()
+    return randomize_batchnorm(MobileNetV2(num_classes=num_classes, width_mult=width_mult, padding=padding))
 
 
 def relative_l2(actual, expected) -> float:

@@ -15,6 +15,7 @@ from binwise.preprocessing import IMAGENET
 from binwise.taxonomy import Taxonomy
 from binwise.weights import import_weights
 from binwise.weights.torchvision_pth import read_torchvision
+from random_weights import randomize_batchnorm
 
 # Same float32 operations in the same order: measured exactly 0.
 RELATIVE_L2_BOUND = 1e-5
@@ -23,14 +24,7 @@ RELATIVE_L2_BOUND = 1e-5
 def torchvision_model(seed=0, **kwargs):
     """torchvision's MobileNetV2 with random weights and batch-norm parameters far from defaults."""
     torch.manual_seed(seed)
-    model = torchvision.models.mobilenet_v2(**kwargs)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-    return model.eval()
+    return randomize_batchnorm(torchvision.models.mobilenet_v2(**kwargs))
 
 
 @pytest.fixture(scope="module")
