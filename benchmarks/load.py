@@ -162,8 +162,8 @@ def main() -> int:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
     lat, mem = result["latency_ms"], result["server_memory_mib"]
-    print(f"| clients | seconds | requests | errors | throughput (req/s) | p50 (ms) | p99 (ms) | "
-          f"mean batch | RSS before (MiB) | RSS after (MiB) | peak RSS (MiB) |")
+    print("| clients | seconds | requests | errors | throughput (req/s) | p50 (ms) | p99 (ms) | "
+          "mean batch | RSS before (MiB) | RSS after (MiB) | peak RSS (MiB) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {args.clients} | {result['elapsed_s']} | {result['requests']} | {result['errors']} | "
           f"{result['throughput_rps']} | {lat['p50']} | {lat['p99']} | {result['mean_batch_size']} | "

@@ -7,7 +7,7 @@ The garbage26 preset is the MindSpore tutorial's: its class index order is what 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
