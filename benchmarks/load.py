@@ -19,8 +19,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,12 +27,7 @@ import httpx
 import numpy as np
 
 from binwise.paths import resolve_data
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from binwise.serve_process import serving
 
 
 def memory_mib(pid: int) -> dict[str, float]:
@@ -45,30 +38,6 @@ def memory_mib(pid: int) -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = round(int(rest.split()[0]) / 1024, 1)
     return values
-
-
-def start_server(args, port: int, log_path: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "binwise.cli", "serve", str(args.model), "--host", "127.0.0.1",
-               "--port", str(port), "--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms),
-               "--log-level", "warning"]
-    if args.threads:
-        command += ["--threads", str(args.threads)]
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-
-
-def wait_until_up(process: subprocess.Popen, url: str, log_path: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"load: binwise serve exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    sys.exit(f"load: binwise serve did not answer within {timeout:.0f} s:\n{log_path.read_text()}")
 
 
 async def run_clients(url: str, photos: list[tuple[str, bytes]], clients: int, seconds: float) -> dict:
@@ -118,12 +87,11 @@ def main() -> int:
     photos = [(p.name, p.read_bytes()) for p in sorted(test_dir.glob("*/*.jpg"))]
     if not photos:
         sys.exit(f"load: no photos under {test_dir}")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log_path = args.out.with_suffix(".serve.log")
-    process = start_server(args, port, log_path)
-    try:
-        wait_until_up(process, url, log_path)
+    serve_args = ["--max-batch", str(args.max_batch), "--max-wait-ms", str(args.max_wait_ms), "--log-level", "warning"]
+    if args.threads:
+        serve_args += ["--threads", str(args.threads)]
+    with serving(args.model, log_path, *serve_args) as (url, process):
         memory_idle = memory_mib(process.pid)
         for name, data in photos[:args.warmup]:
             httpx.post(f"{url}/v1/classify", files={"file": (name, data, "image/jpeg")}, timeout=120).raise_for_status()
@@ -133,12 +101,6 @@ def main() -> int:
         memory_after = memory_mib(process.pid)
         health = httpx.get(f"{url}/healthz").json()
         model = httpx.get(f"{url}/v1/model").json()["model"]
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
     latencies_ms = np.array(run["latencies"]) * 1000
     batches = health["batches"] - health_before["batches"]

@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
+from binwise.serve_process import serving
 from binwise.taxonomy import GARBAGE26
 
 CHROMIUM = os.environ.get("BINWISE_CHROMIUM", "/usr/bin/chromium")
@@ -30,43 +26,12 @@ if not shutil.which(CHROMIUM):
     pytest.skip(f"no Chromium at {CHROMIUM} (run scripts/setup-browser.sh)", allow_module_level=True)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(garbage26_model, tmp_path_factory):
     """``binwise serve`` on a free loopback port; yields its base URL."""
-    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "binwise.cli", "serve", str(garbage26_model),
-                                    "--port", str(port), "--log-level", "warning"],
-                                   stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"binwise serve exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"binwise serve did not answer within 180 s:\n{log.read_text()}")
-            time.sleep(0.2)
+    with serving(garbage26_model, log, "--log-level", "warning") as (url, _):
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
