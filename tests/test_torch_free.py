@@ -6,15 +6,15 @@ import sys
 
 from inference_models import garbage26_test_photos, tiny_onnx
 
-# Block torch and torchvision as if they were not installed, run the CLI, then make sure neither
+# Block torch, torchvision and PyYAML as if they were not installed, run the CLI, then make sure none
 # was imported on the way.
 WITHOUT_TORCH = """
 import sys
-for name in ("torch", "torchvision"):
+for name in ("torch", "torchvision", "yaml"):
     sys.modules[name] = None
 from binwise.cli import main
 rc = main(sys.argv[1:])
-leaked = [m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision") and sys.modules[m] is not None]
+leaked = [m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "yaml") and sys.modules[m] is not None]
 assert not leaked, leaked
 sys.exit(rc)
 """

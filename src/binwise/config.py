@@ -12,7 +12,6 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-import yaml
 
 from .errors import BinwiseError
 from .schedules import ScheduleConfig
@@ -115,6 +114,8 @@ def read_config_file(path: str | Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise BinwiseError(f"cannot read config file ({e.strerror})", path) from None
+    import yaml  # here, not at import time: the torch-free inference install needs no YAML
+
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
@@ -165,4 +166,6 @@ def resolve_config(preset: str = "default", config_file: str | Path | None = Non
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
+    import yaml
+
     Path(path).write_text(yaml.safe_dump(json.loads(json.dumps(config.to_dict())), sort_keys=False))
