@@ -14,6 +14,7 @@ from binwise.paths import resolve_data, resolve_pretrained
 from binwise.preprocessing import MINUS_ONE_TO_ONE
 from binwise.weights.batchnorm import batchnorm_is_folded, conv_bn_pairs, unfold_batchnorm
 from binwise.weights.tflite import read_tflite
+from model_checks import relative_l2
 
 # Un-folding only re-expresses W*x + b, so eval outputs change by float32 rounding alone
 # (measured: 2.4e-6 relative on the backbone features, 1.1e-6 on the logits).
@@ -62,10 +63,6 @@ def check_features(folded, unfolded, photos):
             for mode, features in zip(("eval", "train"), eval_and_train_features(model, photos[1]))}
 
 
-def relative(a, b):
-    return float((a - b).norm() / b.norm())
-
-
 @torch.no_grad()
 def eval_and_train_features(model, x):
     """Pooled backbone features in eval mode and in train mode (on a copy: train mode updates BN)."""
@@ -98,9 +95,9 @@ def test_unfolding_refuses_models_with_real_statistics(unfolded, photos):
 
 def test_unfolding_keeps_eval_outputs(folded, unfolded, check_features):
     before, after = check_features["folded", "eval"], check_features["unfolded", "eval"]
-    assert relative(after, before) < EVAL_CHANGE_BOUND
+    assert relative_l2(after, before) < EVAL_CHANGE_BOUND
     with torch.no_grad():
-        assert relative(unfolded.head(after), folded.head(before)) < EVAL_CHANGE_BOUND
+        assert relative_l2(unfolded.head(after), folded.head(before)) < EVAL_CHANGE_BOUND
     assert not unfolded.training and not folded.training
 
 
@@ -111,14 +108,14 @@ def test_train_mode_on_the_calibration_batch_is_eval_mode(folded, photos):
     calibration = photos[0][:8]
     unfold_batchnorm(model, calibration.split(4))
     evaluated, trained = eval_and_train_features(model, calibration)
-    assert relative(trained, evaluated) < EVAL_CHANGE_BOUND * 10
+    assert relative_l2(trained, evaluated) < EVAL_CHANGE_BOUND * 10
 
 
 def test_train_mode_keeps_features_only_after_unfolding(check_features):
     evaluated, trained = check_features["unfolded", "eval"], check_features["unfolded", "train"]
-    assert relative(trained, evaluated) < TRAIN_POOLED_BOUND
+    assert relative_l2(trained, evaluated) < TRAIN_POOLED_BOUND
     assert float(F.cosine_similarity(trained, evaluated).min()) > TRAIN_COSINE_MIN
 
     evaluated, trained = check_features["folded", "eval"], check_features["folded", "train"]
-    assert relative(trained, evaluated) > 0.9
+    assert relative_l2(trained, evaluated) > 0.9
     assert float(F.cosine_similarity(trained, evaluated).median()) < FOLDED_COSINE_MAX

@@ -20,7 +20,7 @@ from binwise.taxonomy import GARBAGE26, Taxonomy
 from binwise.weights import import_weights
 from binwise.weights.mindspore_ckpt import (decode_checkpoint, encode_checkpoint, mindspore_names,
                                             read_ckpt, write_ckpt)
-from random_weights import randomize_batchnorm
+from model_checks import randomize_batchnorm, relative_l2
 
 REPO = Path(__file__).resolve().parents[1]
 MINDSPORE_PYTHON = REPO / ".venv-mindspore" / "bin" / "python"
@@ -35,9 +35,6 @@ def random_model(num_classes=26, width_mult=1.0, padding="symmetric", seed=0):
     torch.manual_seed(seed)
     return randomize_batchnorm(MobileNetV2(num_classes=num_classes, width_mult=width_mult, padding=padding))
 
-
-def relative_l2(actual, expected) -> float:
-    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
 
 
 def logits(model, pixels: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ from binwise.preprocessing import IMAGENET
 from binwise.taxonomy import Taxonomy
 from binwise.weights import import_weights
 from binwise.weights.torchvision_pth import read_torchvision
-from random_weights import randomize_batchnorm
+from model_checks import randomize_batchnorm, relative_l2
 
 # Same float32 operations in the same order: measured exactly 0.
 RELATIVE_L2_BOUND = 1e-5
@@ -32,9 +32,6 @@ def photos(garbage26_data):
     files = sorted((garbage26_data / "test").glob("*/*.jpg"))[::65][:2]
     return torch.from_numpy(np.stack([load_for_model(p, IMAGENET) for p in files]))
 
-
-def relative_l2(actual, expected) -> float:
-    return ((actual - expected).norm() / expected.norm()).item()
 
 
 @pytest.fixture(scope="module")
