@@ -10,7 +10,8 @@ import torch
 from inference_models import garbage26_test_photos, tiny_model, tiny_onnx, tiny_onnx_int8
 
 from binwise.cli import main
-from binwise.images import load_for_model
+from binwise.export import fold_pads_into_convs
+from binwise.images import load_crop, normalize
 from binwise.modelfile import load_model, read_metadata
 from binwise.predict import Classifier
 from binwise.taxonomy import GARBAGE26
@@ -18,22 +19,57 @@ from binwise.taxonomy import GARBAGE26
 REPO = Path(__file__).resolve().parents[1]
 
 
-def onnx_logits(path, batch: np.ndarray) -> np.ndarray:
-    return Classifier.load(path).runner(batch)
+def onnx_logits(path, pixels: np.ndarray) -> np.ndarray:
+    return Classifier.load(path).runner(pixels)
 
 
 def test_onnx_logits_match_pytorch_at_any_batch_size():
-    model = load_model(tiny_model()).model
+    """The ONNX model takes uint8 crops and normalises them itself, as images.normalize does."""
+    model_file = load_model(tiny_model())
     photos = garbage26_test_photos()[::13]
-    pre = load_model(tiny_model()).preprocessing
-    pixels = np.stack([load_for_model(p, pre) for p in photos])
-    for batch in (pixels[:1], pixels[:5], np.random.default_rng(0).normal(size=(3, 3, 224, 224)).astype(np.float32)):
+    pixels = np.stack([load_crop(p, model_file.preprocessing) for p in photos])
+    noise = np.random.default_rng(0).integers(0, 256, size=(3, 224, 224, 3), dtype=np.uint8)
+    for batch in (pixels[:1], pixels[:5], noise):
         with torch.inference_mode():
-            expected = model(torch.from_numpy(batch)).numpy()
+            expected = model_file.model(torch.from_numpy(normalize(batch, model_file.preprocessing))).numpy()
         got = onnx_logits(tiny_onnx(), batch)
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
     assert np.ptp(expected) > 0.3  # logits that differ, so the comparison means something
+
+
+def test_onnx_graph_takes_uint8_pixels_and_has_no_pad_nodes():
+    graph = onnx.load(str(tiny_onnx())).graph
+    pixels = graph.input[0].type.tensor_type
+    assert pixels.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value for d in pixels.shape.dim[1:]] == [224, 224, 3]
+    ops = [node.op_type for node in graph.node]
+    # the tiny model has TF 'SAME' padding: its stride-2 convs' Pads are folded into the Convs
+    assert "Pad" not in ops
+    padded = [list(a.ints) for n in graph.node if n.op_type == "Conv" for a in n.attribute if a.name == "pads"]
+    assert [0, 0, 1, 1] in padded
+
+
+def test_fold_pads_into_convs_keeps_pads_it_cannot_fold():
+    from onnx import helper, numpy_helper
+
+    def graph(mode: str, value: float, pads: list[int]):
+        return helper.make_graph(
+            [helper.make_node("Pad", ["x", "pads", "value"], ["padded"], mode=mode),
+             helper.make_node("Conv", ["padded", "w"], ["y"], pads=[1, 1, 1, 1])],
+            "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 8, 8])],
+            [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(np.array(pads, np.int64), "pads"),
+             numpy_helper.from_array(np.array(value, np.float32), "value"),
+             numpy_helper.from_array(np.ones((1, 1, 3, 3), np.float32), "w")])
+
+    foldable = graph("constant", 0.0, [0, 0, 0, 0, 0, 0, 1, 2])
+    assert fold_pads_into_convs(foldable) == 1
+    assert [n.op_type for n in foldable.node] == ["Conv"] and foldable.node[0].input[0] == "x"
+    assert list(foldable.node[0].attribute[-1].ints) == [1, 1, 2, 3]
+    for kept in (graph("reflect", 0.0, [0, 0, 0, 0, 0, 0, 1, 1]), graph("constant", 1.0, [0, 0, 0, 0, 0, 0, 1, 1]),
+                 graph("constant", 0.0, [0, 1, 0, 0, 0, 0, 1, 1])):
+        assert fold_pads_into_convs(kept) == 0 and len(kept.node) == 2
 
 
 def test_onnx_file_carries_the_model_metadata():
@@ -55,11 +91,12 @@ def test_int8_export_is_quantized_and_close_to_fp32():
     graph = onnx.load(str(tiny_onnx_int8()))
     ops = {node.op_type for node in graph.graph.node}
     assert {"QuantizeLinear", "QLinearConv", "DequantizeLinear"} <= ops
+    assert "QLinearMul" not in ops  # the input normalisation stays float (fast), see quantize_int8
     meta = json.loads({p.key: p.value for p in graph.metadata_props}["binwise"])
     assert meta["export"]["precision"] == "int8"
     assert tiny_onnx_int8().stat().st_size < 0.5 * tiny_onnx().stat().st_size
     photos = garbage26_test_photos()[::5]
-    pixels = np.stack([load_for_model(p, Classifier.load(tiny_model()).preprocessing) for p in photos])
+    pixels = np.stack([load_crop(p, Classifier.load(tiny_model()).preprocessing) for p in photos])
     fp32, int8 = onnx_logits(tiny_onnx(), pixels), onnx_logits(tiny_onnx_int8(), pixels)
     # an untrained random model quantizes poorly (trained: benchmarks/int8_accuracy.py), but its
     # int8 logits must still follow the fp32 ones
@@ -102,3 +139,17 @@ def test_int8_keeps_accuracy_of_a_real_garbage26_model(tmp_path):
     assert results["onnx_fp32_agreement_with_torch"] == 1.0
     assert results["int8_agreement_with_fp32"] >= 0.99
     assert results["int8_drop_points"] <= 1.0
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_onnx_with_float_input_is_refused_with_a_clear_message(tmp_path):
+    """ONNX files from before pixels were uint8 took normalised float input."""
+    from binwise.errors import BinwiseError
+    from binwise.export import _write_with_metadata
+
+    old = tmp_path / "float.onnx"
+    torch.onnx.export(load_model(tiny_model()).model, torch.zeros(1, 3, 224, 224), str(tmp_path / "raw.onnx"),
+                      dynamo=False, input_names=["input"])
+    _write_with_metadata(tmp_path / "raw.onnx", str(old), read_metadata(tiny_model()))
+    with pytest.raises(BinwiseError, match="float.onnx: ONNX model takes tensor.float. input.*export it again"):
+        Classifier.load(old)

@@ -16,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchvision.transforms import v2
 
@@ -129,7 +130,7 @@ def train_transform(pre: Preprocessing) -> v2.Compose:
 
 def eval_transform(pre: Preprocessing):
     """binwise's one eval path (``images.resize_and_crop`` + ``normalize``) as a PIL -> tensor transform."""
-    return lambda img: torch.from_numpy(normalize(resize_and_crop(img, pre), pre))
+    return lambda img: torch.from_numpy(normalize(np.asarray(resize_and_crop(img, pre)), pre))
 
 
 class PhotoDataset(torch.utils.data.Dataset):

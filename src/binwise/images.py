@@ -118,16 +118,26 @@ def resize_and_crop(img: Image.Image, pre: Preprocessing) -> Image.Image:
     return img.crop((left, top, left + pre.input_size, top + pre.input_size))
 
 
-def normalize(img: Image.Image, pre: Preprocessing) -> np.ndarray:
-    """RGB uint8 HWC -> float32 CHW, scaled to [0, 1] then standardised by the model's mean/std."""
-    array = np.asarray(img, dtype=np.float32) / 255.0
-    array = (array - np.asarray(pre.mean, np.float32)) / np.asarray(pre.std, np.float32)
-    return np.ascontiguousarray(array.transpose(2, 0, 1))
+def normalize(pixels: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """RGB uint8 pixels (H, W, 3), or a batch (N, H, W, 3) -> float32 (3, H, W) or (N, 3, H, W),
+    scaled to [0, 1] then standardised by the model's mean/std."""
+    std = np.asarray(pre.std, np.float32)
+    # one multiply-add: x * (1 / (255 std)) - mean / std == (x / 255 - mean) / std
+    scaled = np.asarray(pixels, dtype=np.float32) * (1.0 / (255.0 * std))
+    scaled += -np.asarray(pre.mean, np.float32) / std
+    return np.ascontiguousarray(np.moveaxis(scaled, -1, -3))
+
+
+def load_crop(source: ImageSource, pre: Preprocessing, name: str | None = None) -> np.ndarray:
+    """Open, resize and crop one photo: the model's input as RGB uint8 pixels (H, W, 3).
+
+    Exported ONNX models take these pixels as they are (normalisation is inside the graph)."""
+    return np.asarray(resize_and_crop(open_image(source, name), pre))
 
 
 def load_for_model(source: ImageSource, pre: Preprocessing, name: str | None = None) -> np.ndarray:
-    """Open, resize, crop and normalise one photo: the one eval preprocessing path of binwise."""
-    return normalize(resize_and_crop(open_image(source, name), pre), pre)
+    """``load_crop`` then ``normalize``: the one eval preprocessing path of binwise (CHW float32)."""
+    return normalize(load_crop(source, pre, name), pre)
 
 
 def is_image_file(path: str | os.PathLike) -> bool:

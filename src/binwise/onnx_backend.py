@@ -1,7 +1,8 @@
 """Running an exported .onnx model with onnxruntime, without torch.
 
 ``binwise export`` writes the model file's JSON metadata into the ONNX file (``metadata_props``,
-key ``binwise``), so an .onnx file alone knows its classes, bins and preprocessing. This module
+key ``binwise``), so an .onnx file alone knows its classes, bins and preprocessing; its input is
+the resized, cropped RGB pixels as uint8 (N, H, W, 3), normalised inside the graph. This module
 must never import torch: it is the whole inference path of a torch-free install.
 """
 
@@ -19,7 +20,7 @@ FORMAT = "binwise-model"  # binwise.modelfile.FORMAT, repeated here because mode
 
 
 class OnnxRunner:
-    """An onnxruntime session on the CPU: NCHW float32 batch in, model outputs out. Thread-safe."""
+    """An onnxruntime session on the CPU: uint8 NHWC pixels in, model outputs out. Thread-safe."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         import onnxruntime as ort
@@ -33,10 +34,14 @@ class OnnxRunner:
         except Exception as e:  # onnxruntime raises its own exception types for unreadable models
             raise BinwiseError(f"not a loadable ONNX model ({str(e).splitlines()[0]})", path) from None
         self.metadata = _parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
-        self.input_name = self.session.get_inputs()[0].name
+        model_input = self.session.get_inputs()[0]
+        if model_input.type != "tensor(uint8)":
+            raise BinwiseError(f"ONNX model takes {model_input.type} input, not uint8 pixels: it was exported "
+                               "by an older binwise; export it again with 'binwise export'", path)
+        self.input_name = model_input.name
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: pixels})[0]
 
 
 def _parse_metadata(props: dict, path) -> dict:

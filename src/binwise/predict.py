@@ -1,9 +1,10 @@
 """Classifying photos with a saved model: the API behind ``binwise predict``, the bench and the service.
 
 A Classifier wraps either backend behind one call: a .safetensors model file runs in PyTorch, an
-.onnx file (from ``binwise export``) runs in onnxruntime without importing torch. Both see the same
-pixels, from ``binwise.images.load_for_model``. Classifiers hold no per-call state, so ``predict``
-may be called from many threads at once.
+.onnx file (from ``binwise export``) runs in onnxruntime without importing torch. Both take the same
+uint8 pixels, from ``binwise.images.load_crop``, and normalise them the same way (PyTorch with
+``images.normalize``, the ONNX graph inside itself), so they see what evaluation sees. Classifiers
+hold no per-call state, so ``predict`` may be called from many threads at once.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BinwiseError
-from .images import ImageSource, describe, load_for_model
+from .images import ImageSource, describe, load_crop, normalize
 from .preprocessing import Preprocessing
 from .taxonomy import Bin, Taxonomy
 
@@ -53,7 +54,7 @@ class Prediction:
 
 
 class _TorchRunner:
-    """A binwise .safetensors model in PyTorch eager mode."""
+    """A binwise .safetensors model in PyTorch eager mode: uint8 NHWC pixels in, logits out."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None):
         import torch
@@ -64,13 +65,14 @@ class _TorchRunner:
             torch.set_num_threads(threads)  # process-wide: torch has no per-model thread count
         keep_freed_memory()
         self.metadata = read_metadata(path)
-        self.model = load_model(path).model
+        model_file = load_model(path)
+        self.model, self.preprocessing = model_file.model, model_file.preprocessing
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            return self.model(torch.from_numpy(batch)).numpy()
+            return self.model(torch.from_numpy(normalize(pixels, self.preprocessing))).numpy()
 
 
 def keep_freed_memory() -> None:
@@ -147,9 +149,9 @@ class Classifier:
                                "carries no gradients, so it cannot be explained with Grad-CAM", self.path)
         return self.runner.model
 
-    def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
-        """Preprocessed NCHW float32 batch -> class probabilities (N, num_classes)."""
-        outputs = self.runner(np.ascontiguousarray(batch, dtype=np.float32))
+    def predict_arrays(self, pixels: np.ndarray) -> np.ndarray:
+        """A batch of ``load_image`` crops (N, H, W, 3 uint8) -> class probabilities (N, num_classes)."""
+        outputs = self.runner(np.ascontiguousarray(pixels, dtype=np.uint8))
         if self.output_activation in ("softmax", "sigmoid"):
             return outputs
         outputs = outputs - outputs.max(axis=1, keepdims=True)
@@ -157,8 +159,8 @@ class Classifier:
         return exp / exp.sum(axis=1, keepdims=True)
 
     def load_image(self, image: ImageSource, name: str | None = None) -> np.ndarray:
-        """One photo, decoded and preprocessed for this model (CHW float32)."""
-        return load_for_model(image, self.preprocessing, name)
+        """One photo, decoded, resized and cropped for this model (H, W, 3 uint8)."""
+        return load_crop(image, self.preprocessing, name)
 
     def prediction(self, source: str, probabilities: np.ndarray, top_k: int = 5) -> Prediction:
         """A Prediction from one row of class probabilities."""
