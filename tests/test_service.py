@@ -271,3 +271,10 @@ def test_onnx_model_is_served_without_torch_and_refuses_explain(photos):
               f"create_app(Classifier.load({str(tiny_onnx())!r})); print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_error_status_comes_from_the_problem_not_from_the_file_name(client, photos):
+    """An upload's file name is part of the message; it must not change the status."""
+    truncated = photos[0][1].read_bytes()[:300]
+    assert_error(client.post("/v1/classify", files={"file": ("image too large - not an image.jpg", truncated)}),
+                 422, "damaged_image", "image too large - not an image.jpg")

@@ -6,8 +6,13 @@ import os
 
 
 class BinwiseError(Exception):
-    """An error caused by the user's input (a file, a flag, a dataset), with a readable message."""
+    """An error caused by the user's input (a file, a flag, a dataset), with a readable message.
 
-    def __init__(self, message: str, path: str | os.PathLike | None = None):
+    ``kind`` names the problem for programs (the service's HTTP status comes from it), so they
+    never parse the message, which may contain any file name.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None, kind: str = "invalid_input"):
         self.path = os.fspath(path) if path is not None else None
+        self.kind = kind
         super().__init__(f"{self.path}: {message}" if self.path else message)

@@ -48,14 +48,14 @@ def open_image(source: ImageSource, name: str | None = None) -> Image.Image:
         return to_rgb(source)
     if isinstance(source, bytes):
         if not source:
-            raise BinwiseError("empty file (0 bytes)", name)
+            raise BinwiseError("empty file (0 bytes)", name, kind="empty_file")
         stream = io.BytesIO(source)
     else:
         path = Path(source)
         if not path.is_file():
-            raise BinwiseError("no such file" if not path.exists() else "not a file", name)
+            raise BinwiseError("no such file" if not path.exists() else "not a file", name, kind="no_such_file")
         if path.stat().st_size == 0:
-            raise BinwiseError("empty file (0 bytes)", name)
+            raise BinwiseError("empty file (0 bytes)", name, kind="empty_file")
         stream = path
     try:
         with warnings.catch_warnings():
@@ -63,7 +63,7 @@ def open_image(source: ImageSource, name: str | None = None) -> Image.Image:
             with Image.open(stream) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise BinwiseError(f"image too large ({img.width}x{img.height} pixels; "
-                                       f"at most {MAX_PIXELS:,} pixels)", name)
+                                       f"at most {MAX_PIXELS:,} pixels)", name, kind="image_too_large")
                 img.seek(0)
                 img.load()
                 img = ImageOps.exif_transpose(img)
@@ -71,12 +71,12 @@ def open_image(source: ImageSource, name: str | None = None) -> Image.Image:
     except BinwiseError:
         raise
     except UnidentifiedImageError:
-        raise BinwiseError("not an image, or an image format that cannot be read", name) from None
+        raise BinwiseError("not an image, or an image format that cannot be read", name, kind="not_an_image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise BinwiseError(f"image too large (decompression bomb: {e})", name) from None
+        raise BinwiseError(f"image too large (decompression bomb: {e})", name, kind="image_too_large") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         # truncated or corrupt data: Pillow raises these from its decoders
-        raise BinwiseError(f"damaged image ({e})", name) from None
+        raise BinwiseError(f"damaged image ({e})", name, kind="damaged_image") from None
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -60,16 +60,12 @@ class ServiceError(Exception):
         self.status, self.error, self.detail = status, error, detail
 
 
+# HTTP status of each kind of image images.open_image refuses
+IMAGE_ERROR_STATUS = {"image_too_large": 413, "not_an_image": 415, "empty_file": 422, "damaged_image": 422}
+
+
 def error_for_image(e: BinwiseError) -> ServiceError:
-    """HTTP status of an image that could not be decoded, from images.open_image's message."""
-    message = str(e)
-    if "too large" in message:
-        return ServiceError(413, "image_too_large", message)
-    if "not an image" in message:
-        return ServiceError(415, "not_an_image", message)
-    if "empty file" in message:
-        return ServiceError(422, "empty_upload", message)
-    return ServiceError(422, "damaged_image", message)
+    return ServiceError(IMAGE_ERROR_STATUS.get(e.kind, 422), e.kind, str(e))
 
 
 def error_response(status: int, error: str, detail: str) -> JSONResponse:
