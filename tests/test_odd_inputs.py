@@ -150,7 +150,7 @@ CASES = [
     Odd("truncated-jpeg", "photo.jpg", lambda p, j: j[: len(j) // 2], "error", 422, DAMAGED),
     Odd("jpeg-header-only", "photo.jpg", lambda p, j: j[:200], "error", 422, DAMAGED),
     Odd("truncated-png", "photo.png", lambda p, j: encode(p, "PNG")[:2000], "error", 422, DAMAGED),
-    Odd("png-bad-header-crc", "photo.png", lambda p, j: png_with_bad_header_crc(p), "error", 415, NOT_IMAGE),
+    Odd("png-bad-header-crc", "photo.png", lambda p, j: png_with_bad_header_crc(p), "error", 422, DAMAGED),
     Odd("text-named-jpg", "notes.jpg", lambda p, j: b"shopping list: eggs, milk\n" * 20, "error", 415, NOT_IMAGE),
     Odd("html-named-png", "page.png", lambda p, j: b"<!doctype html><html><body>hi</body></html>",
         "error", 415, NOT_IMAGE),

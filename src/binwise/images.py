@@ -71,12 +71,34 @@ def open_image(source: ImageSource, name: str | None = None) -> Image.Image:
     except BinwiseError:
         raise
     except UnidentifiedImageError:
+        image_format = format_by_signature(first_bytes(stream))
+        if image_format:  # Pillow says "cannot identify" also for a known format with a broken header
+            raise BinwiseError(f"damaged image ({image_format} whose header cannot be read)", name,
+                               kind="damaged_image") from None
         raise BinwiseError("not an image, or an image format that cannot be read", name, kind="not_an_image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BinwiseError(f"image too large (decompression bomb: {e})", name, kind="image_too_large") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         # truncated or corrupt data: Pillow raises these from its decoders
         raise BinwiseError(f"damaged image ({e})", name, kind="damaged_image") from None
+
+
+# The first bytes of the image formats binwise reads (IMAGE_SUFFIXES); WebP is RIFF....WEBP.
+SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "GIF", b"GIF89a": "GIF",
+              b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+def first_bytes(stream: io.BytesIO | Path, count: int = 16) -> bytes:
+    if isinstance(stream, io.BytesIO):
+        return stream.getvalue()[:count]
+    with open(stream, "rb") as f:
+        return f.read(count)
+
+
+def format_by_signature(head: bytes) -> str | None:
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for signature, name in SIGNATURES.items() if head.startswith(signature)), None)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
