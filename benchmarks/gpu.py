@@ -6,8 +6,9 @@ Prepared to run in one go on a lent H100/H200 (see docs/benchmarks.md):
 
 It measures inference (batch 256) and training steps (batch 256) for:
 torchvision eager fp32 (baseline), binwise bf16 + channels_last, and the same under torch.compile
-(compile time reported); then the memory-bound floor: the bytes each image's activations must move
-through device memory at the measured copy bandwidth. ``--quick`` runs tiny sizes on CPU, which the
+(compile time reported); batch-1 latency, eager against a CUDA graph (GPU only); then the
+memory-bound floor: the bytes each image's activations must move through device memory at the
+measured copy bandwidth. ``--quick`` runs tiny sizes on CPU, which the
 tests use to keep this script working on machines without a GPU.
 """
 
@@ -21,7 +22,9 @@ import time
 import torch
 import torchvision
 
+from binwise.cuda_graph import CudaGraphModel
 from binwise.model import MobileNetV2
+from binwise.preprocessing import IMAGENET, with_pixel_input
 
 
 def timed(fn, steps: int, warmup: int, sync) -> float:
@@ -107,6 +110,8 @@ def measure(args) -> dict:
         results["rows"].append({"variant": name, "first_call_s": round(first_call, 2),
                                 "inference_img_s": round(args.batch / infer_s),
                                 "train_img_s": round(args.batch / train_s)})
+    if device.type == "cuda":
+        results["batch1"] = batch1_latency(device, args.size, sync)
     bandwidth = copy_bandwidth(device, args.copy_mb, sync)
     per_image = activation_bytes_per_image(MobileNetV2(), args.size, 2)
     floor = bandwidth / per_image
@@ -119,6 +124,23 @@ def measure(args) -> dict:
         row["inference_of_ceiling"] = round(row["inference_img_s"] / floor, 3)
         row["train_of_ceiling"] = round(row["train_img_s"] / (floor / 3), 3)
     return results
+
+
+def batch1_latency(device: torch.device, size: int, sync) -> dict:
+    """One photo's latency (uint8 pixels in, normalised on the device, fp32 logits back on the
+    host), eager against a replayed CUDA graph: what ``Classifier.load(..., device="cuda")`` runs."""
+    model = with_pixel_input(MobileNetV2(num_classes=26), IMAGENET).to(device, memory_format=torch.channels_last)
+    pixels = torch.randint(0, 256, (1, size, size, 3), dtype=torch.uint8)
+
+    def eager():
+        with torch.inference_mode():
+            model(pixels.to(device)).cpu()
+
+    graph = CudaGraphModel(model, pixels.to(device))
+    rows = {}
+    for name, fn in (("eager_ms", eager), ("cuda_graph_ms", lambda: graph(pixels.to(device)).cpu())):
+        rows[name] = round(1000 * timed(fn, 200, 20, sync), 3)
+    return rows
 
 
 def main() -> None:

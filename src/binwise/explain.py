@@ -31,7 +31,8 @@ def grad_cam(model_file_or_classifier: str | os.PathLike | Classifier, image: Im
     num_classes = classifier.taxonomy.num_classes
     if class_index is not None and not 0 <= class_index < num_classes:
         raise ValueError(f"class index {class_index} is out of range (the model has {num_classes} classes)")
-    x = torch.from_numpy(normalize(classifier.load_image(image), classifier.preprocessing)[None])
+    pixels = normalize(classifier.load_image(image), classifier.preprocessing)[None]
+    x = torch.from_numpy(pixels).to(next(model.parameters()).device)
     # torch.autograd.grad computes only this gradient: no parameter .grad is written, so
     # concurrent calls on one model do not interfere.
     with torch.enable_grad():
@@ -46,7 +47,7 @@ def grad_cam(model_file_or_classifier: str | os.PathLike | Classifier, image: Im
         cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
         peak = cam.max()
         cam = cam / peak if peak > 0 else cam  # all zero: no positive evidence anywhere
-    return cam.numpy(), class_index
+    return cam.cpu().numpy(), class_index
 
 
 def overlay(image: ImageSource, heatmap: np.ndarray, alpha: float = 0.5,

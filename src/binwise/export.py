@@ -23,7 +23,7 @@ import numpy as np
 from .errors import BinwiseError
 from .images import is_image_file, load_crop
 from .onnx_backend import METADATA_KEY
-from .preprocessing import Preprocessing
+from .preprocessing import Preprocessing, with_pixel_input
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
@@ -70,26 +70,6 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
             exported = fp32
         atomic_write(out, lambda tmp_out: _write_with_metadata(exported, tmp_out, meta))
     return Path(out)
-
-
-def with_pixel_input(model, pre: Preprocessing):
-    """``model`` behind ``images.normalize`` done in torch: uint8 NHWC pixels in, as exported."""
-    import torch
-
-    std = torch.tensor(pre.std).view(1, 3, 1, 1)
-    scale, offset = 1.0 / (255.0 * std), -torch.tensor(pre.mean).view(1, 3, 1, 1) / std
-
-    class PixelInput(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-            self.register_buffer("scale", scale)
-            self.register_buffer("offset", offset)
-
-        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-            return self.model(pixels.permute(0, 3, 1, 2).float() * self.scale + self.offset)
-
-    return PixelInput().eval()
 
 
 def simplify(source: Path, out: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -75,6 +76,40 @@ class _TorchRunner:
             return self.model(torch.from_numpy(normalize(pixels, self.preprocessing))).numpy()
 
 
+class _CudaRunner:
+    """A binwise .safetensors model on a CUDA GPU, normalising the pixels there. Batch-1 calls
+    replay a CUDA graph (captured on the first one): eager batch 1 is launch-bound."""
+
+    def __init__(self, path: str | os.PathLike, device: str):
+        import torch
+
+        from .modelfile import load_model, read_metadata
+        from .preprocessing import with_pixel_input
+
+        if not torch.cuda.is_available():
+            raise BinwiseError(f"--device {device} needs a CUDA GPU, and torch finds none")
+        self.device = torch.device(device)
+        self.metadata = read_metadata(path)
+        model_file = load_model(path)
+        self.model = model_file.model.to(self.device, memory_format=torch.channels_last)
+        self.pixel_model = with_pixel_input(self.model, model_file.preprocessing).to(self.device)
+        self.graph = None
+        self.lock = threading.Lock()  # the graph's static buffers serve one call at a time
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        import torch
+
+        from .cuda_graph import CudaGraphModel
+
+        x = torch.from_numpy(pixels).to(self.device)
+        with self.lock, torch.inference_mode():
+            if len(x) > 1:
+                return self.pixel_model(x).cpu().numpy()
+            if self.graph is None:
+                self.graph = CudaGraphModel(self.pixel_model, x)
+            return self.graph(x).cpu().numpy()
+
+
 def keep_freed_memory() -> None:
     """Make glibc keep freed memory for reuse instead of returning it to the kernel.
 
@@ -119,9 +154,11 @@ class Classifier:
         self._bin_members = {b: np.array([c == b for c in bin_ids]) for b in dict.fromkeys(bin_ids)}
 
     @classmethod
-    def load(cls, path: str | os.PathLike, backend: str = "auto", threads: int | None = None) -> "Classifier":
+    def load(cls, path: str | os.PathLike, backend: str = "auto", threads: int | None = None,
+             device: str = "cpu") -> "Classifier":
         """Load a model: ``.onnx`` runs in onnxruntime, anything else is a binwise .safetensors file
-        run in PyTorch. ``threads`` caps the intra-op threads (None: the library default)."""
+        run in PyTorch. ``threads`` caps the intra-op threads (None: the library default);
+        ``device`` "cuda" (or "cuda:N") runs a PyTorch model on that GPU."""
         if backend not in BACKENDS:
             raise BinwiseError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         path = Path(path)
@@ -136,9 +173,14 @@ class Classifier:
                                    "'binwise export MODEL --format onnx'", path)
             from .onnx_backend import OnnxRunner
 
+            if device != "cpu":
+                raise BinwiseError(f"an .onnx model runs on the CPU here; for --device {device} pass the "
+                                   ".safetensors model file", path)
             return cls(OnnxRunner(path, threads), path, backend)
         if is_onnx:
             raise BinwiseError("the torch backend needs a binwise .safetensors model, not an .onnx file", path)
+        if device.startswith("cuda"):
+            return cls(_CudaRunner(path, device), path, backend)
         return cls(_TorchRunner(path, threads), path, backend)
 
     @property

@@ -42,3 +42,27 @@ class Preprocessing:
 
 IMAGENET = Preprocessing()
 MINUS_ONE_TO_ONE = Preprocessing(mean=MINUS_ONE_TO_ONE_MEAN, std=MINUS_ONE_TO_ONE_STD)
+
+
+def with_pixel_input(model, pre: Preprocessing):
+    """``model`` behind ``images.normalize`` done in torch: uint8 RGB pixels (N, H, W, 3) in.
+
+    What ``binwise export`` writes to ONNX and what a GPU Classifier runs (normalising on the
+    device, inside its CUDA graph). A contiguous NHWC batch permuted to NCHW is channels_last.
+    """
+    import torch
+
+    std = torch.tensor(pre.std).view(1, 3, 1, 1)
+    scale, offset = 1.0 / (255.0 * std), -torch.tensor(pre.mean).view(1, 3, 1, 1) / std
+
+    class PixelInput(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.register_buffer("scale", scale)
+            self.register_buffer("offset", offset)
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            return self.model(pixels.permute(0, 3, 1, 2).float() * self.scale + self.offset)
+
+    return PixelInput().eval()

@@ -27,6 +27,8 @@ def register(subparsers) -> None:
     p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
                    help="auto: onnxruntime for .onnx files, torch otherwise")
     p.add_argument("--threads", type=int, help="model threads (default: the library's)")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N to run a .safetensors model on a "
+                   "GPU (batch-1 calls replay a CUDA graph)")
     p.add_argument("--batch-size", type=int, default=32, help="photos per model call (default 32)")
     p.set_defaults(func=run)
 
@@ -40,7 +42,7 @@ def run(args) -> int:
     if args.top_k < 1 or args.batch_size < 1:
         raise BinwiseError("--top-k and --batch-size must be at least 1")
     sources, missing = expand_paths(args.paths)
-    classifier = Classifier.load(args.model, backend=args.backend, threads=args.threads)
+    classifier = Classifier.load(args.model, backend=args.backend, threads=args.threads, device=args.device)
     stream = classifier.predict_stream(sources, top_k=args.top_k, batch_size=args.batch_size)
     results, failures = [], len(missing)
     for pattern in missing:

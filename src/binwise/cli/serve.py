@@ -13,6 +13,8 @@ def register(subparsers) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
                    help="inference engine (default: by the file's extension)")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N to run a .safetensors model on a "
+                   "GPU (batch-1 calls replay a CUDA graph)")
     p.add_argument("--max-batch", type=int, default=32,
                    help="most photos run through the model at once (default: %(default)s)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
@@ -37,7 +39,7 @@ def run(args) -> int:
             raise BinwiseError(f"--{flag.replace('_', '-')} must be at least 1")
     if args.max_wait_ms < 0 or args.max_upload_mb <= 0:
         raise BinwiseError("--max-wait-ms must not be negative and --max-upload-mb must be positive")
-    classifier = Classifier.load(args.model, backend=args.backend, threads=args.threads)
+    classifier = Classifier.load(args.model, backend=args.backend, threads=args.threads, device=args.device)
     app = create_app(classifier, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                      max_queue=args.max_queue, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
     print(f"binwise serve: {classifier.model_id} at http://{args.host}:{args.port}/ (API docs at /docs)",
