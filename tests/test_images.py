@@ -7,7 +7,8 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from binwise.errors import BinwiseError
-from binwise.images import load_for_model, open_image, resize_and_crop
+from binwise.images import load_crop, load_for_model, open_image, resize_and_crop
+from binwise.paths import resolve_data
 from binwise.preprocessing import IMAGENET, MINUS_ONE_TO_ONE
 
 
@@ -89,3 +90,17 @@ def test_extreme_strip_is_cropped_before_resizing():
     out = resize_and_crop(strip, IMAGENET)
     assert out.size == (224, 224)
     assert out.getpixel((0, 100))[0] > 150 and out.getpixel((223, 100))[2] > 150
+
+
+def test_large_jpeg_decodes_reduced_but_gives_nearly_the_same_crop():
+    photo = sorted((resolve_data() / "test").rglob("*.jpg"))[5]
+    buffer = io.BytesIO()
+    Image.open(photo).convert("RGB").resize((2400, 1800), Image.BICUBIC).save(buffer, "JPEG", quality=92)
+    data = buffer.getvalue()
+    reduced = open_image(data, at_least=256)
+    assert reduced.size == (600, 450)  # 1/4: 1/8 would make the short side 225 < 256
+    assert open_image(data).size == (2400, 1800)
+    fast = load_crop(data, IMAGENET).astype(np.float32)
+    full = np.asarray(resize_and_crop(open_image(data), IMAGENET), dtype=np.float32)
+    assert fast.shape == full.shape == (224, 224, 3)
+    assert np.abs(fast - full).mean() < 1.0 and 0 < np.abs(fast - full).max() < 12

@@ -138,11 +138,14 @@ class PhotoDataset(torch.utils.data.Dataset):
     (V, 3, H, W) tensor and the V view ids (so one photo can give several crops for one decode).
 
     An unreadable photo gives no views and its error, which ``collate`` turns into a skip report.
+    ``at_least`` lets large JPEGs decode reduced (see ``images.open_image``): evaluation passes the
+    model's resize size, so it sees exactly the pixels ``predict`` does.
     """
 
-    def __init__(self, samples: list[Sample], make_views):
+    def __init__(self, samples: list[Sample], make_views, at_least: int | None = None):
         self.samples = samples
         self.make_views = make_views
+        self.at_least = at_least
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -150,7 +153,7 @@ class PhotoDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         sample = self.samples[i]
         try:
-            img = open_image(sample.path)
+            img = open_image(sample.path, at_least=self.at_least)
         except BinwiseError as e:
             return i, None, None, sample.label, str(e)
         images, view_ids = self.make_views(i, img)

@@ -30,7 +30,7 @@ def predict_rows(model, pre, samples: list[Sample], batch_size: int, workers: in
     was_training = model.training
     model.eval()
     device = torch.device(device)
-    loader = photo_loader(PhotoDataset(samples, single_view(eval_transform(pre))), batch_size,
+    loader = photo_loader(PhotoDataset(samples, single_view(eval_transform(pre)), at_least=pre.resize_size), batch_size,
                           workers if len(samples) > batch_size else 0, pin_memory=device.type == "cuda")
     logits, labels, indices, skipped = [], [], [], []
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")

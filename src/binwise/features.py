@@ -32,11 +32,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .data import PhotoDataset, Sample, eval_transform, photo_loader, train_transform, warn_skipped
+from .images import open_image
 from .modelfile import atomic_write, sha256_of_file
 from .preprocessing import Preprocessing
 
 CACHE_ENV = "BINWISE_CACHE"
-FEATURE_FORMAT = 1  # bump when the meaning of a cached feature changes
+FEATURE_FORMAT = 2  # bump when the meaning of a cached feature changes (2: reduced JPEG decoding)
 ONNX_TOLERANCE = 1e-4
 
 
@@ -192,8 +193,8 @@ def extract_features(model, pre: Preprocessing, samples: list[Sample], views: in
         i = todo[k]
         images = []
         for v in missing[i]:
-            if v == 0:
-                images.append(eval_view(img))
+            if v == 0:  # the eval view decodes as predict does; augmented views need full resolution
+                images.append(eval_view(img if views == 0 else open_image(samples[i].path, at_least=pre.resize_size)))
             else:
                 torch.manual_seed(view_seed(digests[i], names[v]))
                 images.append(augment(img))
@@ -205,7 +206,7 @@ def extract_features(model, pre: Preprocessing, samples: list[Sample], views: in
     decoded: set[int] = set()
     if todo:
         extractor = make_extractor(model, pre, engine, cache_dir, fingerprint)
-        dataset = PhotoDataset([samples[i] for i in todo], make_views)
+        dataset = PhotoDataset([samples[i] for i in todo], make_views, at_least=pre.resize_size if views == 0 else None)
         per_batch = max(1, batch_size // len(names))  # keep rows per forward near batch_size
         loader = photo_loader(dataset, per_batch, workers if len(todo) > per_batch else 0)
         bar = tqdm(total=sum(len(missing[i]) for i in todo), desc="backbone features", unit="view",
