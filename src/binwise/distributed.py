@@ -130,6 +130,17 @@ def union_over_ranks(items: list) -> list:
     return sorted({item for part in gathered for item in part})
 
 
+def require_same(value, what: str) -> None:
+    """Raise BinwiseError on every rank unless all ranks hold the same ``value``."""
+    if not dist.is_initialized():
+        return
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    if any(v != values[0] for v in values):
+        raise BinwiseError(f"the processes see different {what} ({', '.join(map(str, values))}); "
+                           "every machine needs the same run directory (a shared folder)")
+
+
 def wrap(module: nn.Module, device: torch.device) -> nn.Module:
     """``module`` as trained by one process of the group: DistributedDataParallel, with its
     BatchNorm layers synchronised across GPUs. On CPU (gloo) SyncBatchNorm cannot run, so each

@@ -171,6 +171,7 @@ def fit(phase: Phase, config: TrainConfig, progress: bool = True) -> list[dict]:
     main = distributed.current().is_main  # only rank 0 writes checkpoints and reports progress
     state = {"phase": phase.name, "epoch": 0, "step_in_epoch": 0, "history": [], "best": None, "done": False}
     checkpoint = latest_checkpoint(phase.folder)
+    distributed.require_same(checkpoint and checkpoint.name, "latest checkpoints")
     if checkpoint:
         state = load_checkpoint(checkpoint, phase.module, optimizer)
         if state["done"]:
