@@ -122,3 +122,13 @@ def test_one_process_is_not_distributed(monkeypatch):
     rank, device = distributed.join(torch.device("cpu"))
     assert rank == distributed.Rank() and not torch.distributed.is_initialized()
     assert distributed.wrap(torch.nn.Linear(2, 2), device).__class__ is torch.nn.Linear
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_two_gpus_fine_tune_with_synchronised_batchnorm(pretrained, data, tmp_path):  # noqa: F811
+    run_dir = tmp_path / "run"
+    # the last 2 blocks train, their BatchNorm layers as SyncBatchNorm over NCCL
+    assert cli(data, run_dir, pretrained, "--trainable-blocks", "2", "--device", "cuda", "--devices", "2") == 0
+    before, after = load_file(pretrained), load_file(run_dir / "model.safetensors")
+    changed = {k for k in before if k.startswith("backbone.") and not torch.equal(before[k], after[k])}
+    assert any(k.endswith("running_mean") for k in changed) and all(torch.isfinite(v).all() for v in after.values())

@@ -14,6 +14,7 @@ MASTER_ADDR, MASTER_PORT); ``launch`` sets the same for N processes on this mach
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import socket
@@ -190,6 +191,8 @@ def launch(world_size: int, fn: Callable, *args) -> None:
         while not context.join():
             pass
     except KeyboardInterrupt:  # Ctrl-C reached every process: let rank 0 save its checkpoint
-        while not context.join():
-            pass
+        stopped_peers = (mp.ProcessExitedException, mp.ProcessRaisedException)  # fail the others
+        with contextlib.suppress(*stopped_peers):
+            while not context.join():
+                pass
         raise
