@@ -29,7 +29,7 @@ def test_device_images_batches_follow_the_order_and_skip_unreadable(tmp_path):
     assert data.images.shape == (6, 3, 64, 64) and data.images.dtype == torch.uint8
     assert data.skipped == [str(broken)]
     order = torch.tensor([5, 0, 3, 1, 4, 2])
-    batches = list(data.batches(order, 4))
+    batches = list(data.batches(order.split(4)))
     assert [len(y) for _, y in batches] == [4, 2]
     assert torch.cat([y for _, y in batches]).tolist() == order.tolist()
     for x, y in batches:

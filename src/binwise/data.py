@@ -10,6 +10,7 @@ Unreadable photos never stop a run: the loaders skip them and report their names
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 from collections import defaultdict
@@ -165,6 +166,26 @@ def single_view(transform):
     return lambda i, img: (transform(img).unsqueeze(0), [0])
 
 
+@contextlib.contextmanager
+def seeded_rng(*keys: int, device: torch.device | None = None):
+    """Run the block with torch's random generator (CPU, and ``device``'s if CUDA) seeded from
+    ``keys`` alone, then restore the generator state it had."""
+    cuda = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(int(np.random.SeedSequence(keys).generate_state(1, np.uint64)[0]))
+        yield
+
+
+def seeded_view(transform, seed: int, epoch: int):
+    """``make_views`` for one randomly augmented view per photo, its randomness drawn from
+    (seed, epoch, photo index) only: the same whichever process or DataLoader worker decodes it,
+    so training does not depend on the number of processes or workers."""
+    def make_views(i, img):
+        with seeded_rng(seed, epoch, i):
+            return transform(img).unsqueeze(0), [0]
+    return make_views
+
+
 @dataclass
 class Batch:
     """One row per view: ``indices`` (position in the sample list), ``view_ids`` and ``labels``
@@ -188,12 +209,16 @@ def collate(items) -> Batch:
                  torch.cat([it[1] for it in good]), torch.tensor([r[2] for r in rows]), skipped)
 
 
-def photo_loader(dataset: PhotoDataset, batch_size: int, workers: int, sampler=None,
+def photo_loader(dataset: PhotoDataset, batch_size: int, workers: int, batches=None,
                  seed: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """A DataLoader that decodes in ``workers`` processes while the model runs in this one."""
+    """A DataLoader that decodes in ``workers`` processes while the model runs in this one.
+
+    ``batches`` (lists of indices, one per batch) replaces consecutive batches of ``batch_size``.
+    """
     generator = torch.Generator().manual_seed(seed)
+    batching = {"batch_sampler": batches} if batches is not None else {"batch_size": batch_size}
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
+        dataset, **batching, num_workers=workers, collate_fn=collate,
         pin_memory=pin_memory, generator=generator, persistent_workers=False,
         prefetch_factor=4 if workers else None)
 

@@ -59,11 +59,11 @@ class DeviceImages:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(self, order: torch.Tensor, batch_size: int):
-        """(uint8 images, labels) batches of the photos at ``order``'s indices, in that order."""
-        order = order.to(self.images.device)
-        for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
+    def batches(self, index_batches):
+        """(uint8 images, labels) of the photos at each list of indices in ``index_batches``
+        (e.g. one process's part of each global batch, see ``distributed.rank_batches``)."""
+        for index in index_batches:
+            index = torch.as_tensor(index, dtype=torch.long, device=self.images.device)
             yield self.images[index], self.labels[index]
 
 

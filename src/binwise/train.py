@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import evaluate, features as feats
+from . import distributed, evaluate, features as feats
 from .config import TrainConfig, save_config
-from .data import (Dataset, PhotoDataset, Sample, load_dataset, photo_loader,
+from .data import (Dataset, PhotoDataset, Sample, load_dataset, photo_loader, seeded_rng, seeded_view,
                    single_view, stratified_split, train_transform, warn_skipped)
 from .errors import BinwiseError
 from .gpu_data import BatchAugment, DeviceImages, fits_on_device
@@ -121,6 +121,7 @@ def save_checkpoint(folder: Path, module: nn.Module, optimizer: torch.optim.Opti
                 tensors[f"optim.{i}.{k}"] = v.detach().cpu().contiguous()
     tensors["rng.torch"] = torch.get_rng_state()
     path = folder / checkpoint_name(state)
+    folder.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={CHECKPOINT_KEY: json.dumps(state)}))
     return path
 
@@ -167,17 +168,19 @@ def fit(phase: Phase, config: TrainConfig, progress: bool = True) -> list[dict]:
 
     optimizer = make_optimizer(phase.module, config)
     schedule = config.schedule.build(phase.steps_per_epoch, config.epochs)
-    phase.folder.mkdir(parents=True, exist_ok=True)
+    main = distributed.current().is_main  # only rank 0 writes checkpoints and reports progress
     state = {"phase": phase.name, "epoch": 0, "step_in_epoch": 0, "history": [], "best": None, "done": False}
     checkpoint = latest_checkpoint(phase.folder)
+    distributed.require_same(checkpoint and checkpoint.name, "latest checkpoints")
     if checkpoint:
         state = load_checkpoint(checkpoint, phase.module, optimizer)
         if state["done"]:
             return state["history"]
-        print(f"resuming {phase.name} from {checkpoint}", file=sys.stderr)
+        if main:
+            print(f"resuming {phase.name} from {checkpoint}", file=sys.stderr)
     total = phase.steps_per_epoch * config.epochs
     bar = tqdm(total=total, initial=state["epoch"] * phase.steps_per_epoch + state["step_in_epoch"],
-               desc=phase.name, unit="step", disable=not progress, dynamic_ncols=True)
+               desc=phase.name, unit="step", disable=not (progress and main), dynamic_ncols=True)
     loss_sum = correct = seen = 0
     epoch, start_step = state["epoch"], state["step_in_epoch"]
     step = start_step
@@ -191,18 +194,23 @@ def fit(phase: Phase, config: TrainConfig, progress: bool = True) -> list[dict]:
                 lr = schedule(epoch * phase.steps_per_epoch + step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                logits = phase.forward(inputs)
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                # this rank's share of the mean loss over the global batch (0: all its photos unreadable)
+                weight = distributed.loss_weight(len(labels), labels.device)
+                if weight:
+                    logits = phase.forward(inputs)
+                    summed = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing,
+                                             reduction="sum")
+                    optimizer.zero_grad(set_to_none=True)
+                    (summed * weight).backward()
+                    optimizer.step()
+                    seen += len(labels)
+                    loss_sum += summed.item()
+                    correct += (logits.argmax(1) == labels).sum().item()
                 step += 1
-                seen += len(labels)
-                loss_sum += loss.item() * len(labels)
-                correct += (logits.argmax(1) == labels).sum().item()
                 bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                                lr=f"{lr:.4g}", refresh=False)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / max(seen, 1):.3f}",
+                                acc=f"{correct / max(seen, 1):.3f}", lr=f"{lr:.4g}", refresh=False)
+            loss_sum, correct, seen = distributed.sum_over_ranks(loss_sum, correct, seen)
             row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                    "lr": lr if seen else schedule(epoch * phase.steps_per_epoch)}
             if phase.validate:
@@ -215,12 +223,13 @@ def fit(phase: Phase, config: TrainConfig, progress: bool = True) -> list[dict]:
                          done=epoch == config.epochs)
             if state["best"] is None or score >= state["best"][1]:
                 state["best"] = [checkpoint_name(state), score]
-            save_checkpoint(phase.folder, phase.module, optimizer, state)
-            prune_checkpoints(phase.folder, config.keep_checkpoints, state["best"][0])
+            if main:
+                save_checkpoint(phase.folder, phase.module, optimizer, state)
+                prune_checkpoints(phase.folder, config.keep_checkpoints, state["best"][0])
     except KeyboardInterrupt:
         bar.close()
         state.update(epoch=epoch, step_in_epoch=step, global_step=epoch * phase.steps_per_epoch + step)
-        if step > start_step:
+        if step > start_step and main:
             path = save_checkpoint(phase.folder, phase.module, optimizer, state)
             print(f"\ninterrupted: saved {path}; continue with --resume", file=sys.stderr)
         raise
@@ -318,17 +327,10 @@ def reset_head(model: MobileNetV2) -> None:
 # ---------------------------------------------------------------------------- finetune mode
 
 
-class EpochSampler(torch.utils.data.Sampler):
-    """The indices of ``epoch_order``, starting after ``skip`` of them (resume mid-epoch)."""
-
-    def __init__(self, n: int, seed: int, epoch: int, skip: int):
-        self.order = epoch_order(n, seed, epoch)[skip:].tolist()
-
-    def __iter__(self):
-        return iter(self.order)
-
-    def __len__(self) -> int:
-        return len(self.order)
+def epoch_batches(n: int, config: TrainConfig, epoch: int, first: int) -> list[list[int]]:
+    """This rank's part of each batch of ``epoch_order`` from step ``first`` on (resume mid-epoch)."""
+    order = epoch_order(n, config.seed, epoch)[first * config.batch_size:]
+    return [part.tolist() for part in distributed.rank_batches(order, config.batch_size, distributed.current())]
 
 
 def finetune_phase(name: str, model: MobileNetV2, pre, train: list[Sample], val: list[Sample],
@@ -336,6 +338,7 @@ def finetune_phase(name: str, model: MobileNetV2, pre, train: list[Sample], val:
     cuda = device.type == "cuda"
     frozen = frozen_prefix(model)
     features = model.backbone.features
+    trainable = distributed.wrap(nn.Sequential(features[frozen:], model.head), device)  # DDP when distributed
 
     def autocast():
         return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
@@ -345,7 +348,7 @@ def finetune_phase(name: str, model: MobileNetV2, pre, train: list[Sample], val:
         with autocast():
             with torch.no_grad():  # the frozen prefix needs no graph
                 x = features[:frozen](images)
-            return model.head(features[frozen:](x))
+            return trainable(x)
 
     if config.data_on_device == "yes" or (config.data_on_device == "auto" and fits_on_device(len(train), device)):
         # decoded once, kept on the device, augmented a whole batch at a time there
@@ -355,21 +358,23 @@ def finetune_phase(name: str, model: MobileNetV2, pre, train: list[Sample], val:
         steps = math.ceil(len(stored) / config.batch_size)
 
         def batches(epoch: int, first: int):
-            order = epoch_order(len(stored), config.seed, epoch)[first * config.batch_size:]
-            for images, labels in stored.batches(order, config.batch_size):
-                yield augment(images), labels
+            parts = stored.batches(epoch_batches(len(stored), config, epoch, first))
+            for step, (images, labels) in enumerate(parts, start=first):
+                # random crops per (seed, epoch, step, rank): as on resume, whatever ran before
+                with seeded_rng(config.seed, epoch, step, distributed.current().rank, device=device):
+                    images = augment(images)
+                yield images, labels
     else:
-        augmented = PhotoDataset(train, single_view(train_transform(pre)))
         steps = math.ceil(len(train) / config.batch_size)
 
         def batches(epoch: int, first: int):
+            # each photo's augmentation depends on (seed, epoch, photo) only, not on rank or worker
+            augmented = PhotoDataset(train, seeded_view(train_transform(pre), config.seed, epoch))
             loader = photo_loader(augmented, config.batch_size, config.workers,
-                                  sampler=EpochSampler(len(train), config.seed, epoch, first * config.batch_size),
-                                  seed=config.seed * 1000 + epoch, pin_memory=cuda)
+                                  batches=epoch_batches(len(train), config, epoch, first), pin_memory=cuda)
             for batch in loader:
                 skipped.update(batch.skipped)
-                if len(batch.labels):
-                    yield batch.images, batch.labels.to(device)
+                yield batch.images, batch.labels.to(device)
 
     def train_mode():
         model.train()
@@ -430,16 +435,16 @@ def train_finetune(model: MobileNetV2, pre, dataset: Dataset, train: list[Sample
 # ---------------------------------------------------------------------------- the run
 
 
-def resume(run_dir: Path, progress: bool = True) -> dict:
-    """Continue the run in ``run_dir`` with its saved config, data and weights."""
-    from .config import TrainConfig, read_config_file
+def saved_run(run_dir: Path) -> tuple[TrainConfig, Path, Path, Path, Path | None]:
+    """The (config, data, run_dir, pretrained, cache_dir) a run directory was trained with."""
+    from .config import read_config_file
 
     if not (run_dir / "run.json").is_file() or not (run_dir / "config.yaml").is_file():
         raise BinwiseError("not a binwise run directory (no run.json / config.yaml)", run_dir)
     sources = json.loads((run_dir / "run.json").read_text())
     config = TrainConfig.from_dict(read_config_file(run_dir / "config.yaml")).validate()
     cache_dir = Path(sources["cache_dir"]) if sources.get("cache_dir") else None
-    return train(config, Path(sources["data"]), run_dir, Path(sources["pretrained"]), cache_dir, progress)
+    return config, Path(sources["data"]), run_dir, Path(sources["pretrained"]), cache_dir
 
 
 def write_log(path: Path, phases: list[str], histories: list[list[dict]]) -> None:
@@ -456,20 +461,25 @@ def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cach
     """Train per ``config`` and write the run directory; returns the metrics written to metrics.json.
 
     If ``run_dir`` holds checkpoints of an unfinished run with the same config, training resumes.
+    Under torchrun (or ``distributed.launch``) each process trains its part of every batch and
+    only rank 0 writes the run directory (see ``distributed``).
     """
     started = time.perf_counter()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    rank, device = distributed.join(pick_device(config.device))
+    distributed.check_config(config, rank.world_size)
     config_path = run_dir / "config.yaml"
     if config_path.exists():
         from .config import read_config_file
         if read_config_file(config_path) != json.loads(json.dumps(config.to_dict())):
             raise BinwiseError("run directory holds a run with a different config; use another --run-dir "
                                "or --resume it without changing settings", run_dir)
-    save_config(config, config_path)
-    sources = {"data": str(data), "pretrained": str(pretrained), "cache_dir": str(cache_dir) if cache_dir else None}
-    atomic_write(run_dir / "run.json", lambda tmp: Path(tmp).write_text(json.dumps(sources, indent=2)))
+    distributed.barrier()  # every rank has read the old config before rank 0 writes the new one
+    if rank.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, config_path)
+        sources = {"data": str(data), "pretrained": str(pretrained), "cache_dir": str(cache_dir) if cache_dir else None}
+        atomic_write(run_dir / "run.json", lambda tmp: Path(tmp).write_text(json.dumps(sources, indent=2)))
     torch.manual_seed(config.seed)
-    device = pick_device(config.device)
     dataset = load_dataset(data)
     if not dataset.test:
         print(f"warning: {data} has no test/ folder; the report's test metrics are on the validation split",
@@ -486,6 +496,7 @@ def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cach
                             device, progress)
     else:
         result = train_finetune(model, pre, dataset, train_samples, val_samples, config, run_dir, device, progress)
+    result["skipped"] = distributed.union_over_ranks(result["skipped"])
     model.cpu().eval()
 
     report = evaluate.classification_report(result["test_logits"], result["test_labels"], dataset.taxonomy)
@@ -501,6 +512,8 @@ def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cach
     provenance = {"pretrained": str(pretrained), "pretrained_sha256": sha256_of_file(pretrained),
                   "pretrained_provenance": base.provenance, "dataset": str(data), "mode": config.mode,
                   "config": config.to_dict(), "train_photos": len(dataset.train)}
+    if not rank.is_main:
+        return metrics
     save_model(run_dir / "model.safetensors", ModelFile(model, dataset.taxonomy, pre, provenance, metrics))
     write_log(run_dir / "log.csv", result["phases"], result["histories"])
     atomic_write(run_dir / "metrics.json", lambda tmp: Path(tmp).write_text(

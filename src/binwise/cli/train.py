@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from ..config import PRESETS, flat_fields
@@ -25,6 +26,13 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
 def _parse_floats(text: str) -> tuple[float, ...]:
     return tuple(float(v) for v in text.split(",") if v.strip())
 
@@ -42,6 +50,9 @@ def register(subparsers) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run with its own settings")
     p.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: $BINWISE_CACHE or ~/.cache/binwise)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--devices", type=_positive_int, default=1, metavar="N",
+                   help="fine-tune data-parallel in N processes on this machine, one GPU each (gloo on CPU); "
+                   "batch_size stays the global batch. Several machines: torchrun (docs/training.md)")
     group = p.add_argument_group("config fields (override the preset and --config)")
     for dotted, f, default in flat_fields(PRESETS["default"]):
         if isinstance(default, bool):
@@ -60,20 +71,53 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from .. import distributed
     from ..config import resolve_config
     from ..paths import resolve_data, resolve_pretrained
-    from ..train import resume, train
+    from ..train import saved_run
 
-    progress = not args.quiet
     if args.resume:
-        metrics = resume(Path(args.resume), progress)
-        run_dir = Path(args.resume)
+        job = saved_run(Path(args.resume))
     else:
         overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:")}
         config = resolve_config(args.preset, args.config, overrides)
         run_dir = Path(args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-        metrics = train(config, resolve_data(args.data), run_dir, resolve_pretrained(args.pretrained),
-                        Path(args.cache_dir) if args.cache_dir else None, progress)
+        job = (config, resolve_data(args.data), run_dir, resolve_pretrained(args.pretrained),
+               Path(args.cache_dir) if args.cache_dir else None)
+    job += (not args.quiet,)
+    if args.devices == 1:  # one process, or one of torchrun's
+        try:
+            return train_and_report(*job)
+        finally:
+            distributed.leave()
+    import torch.multiprocessing as mp
+
+    distributed.check_config(job[0], args.devices)  # once here rather than in every process
+    try:
+        distributed.launch(args.devices, rank_main, *job)
+    except mp.ProcessExitedException as e:  # its error is printed by the process
+        return e.exit_code if e.exit_code and e.exit_code > 0 else 1
+    return 0
+
+
+def rank_main(*job) -> None:
+    """One process of ``--devices N``: errors are printed here and end it with status 2."""
+    from ..errors import BinwiseError
+
+    try:
+        train_and_report(*job)
+    except BinwiseError as e:
+        print(f"binwise train: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def train_and_report(config, data, run_dir, pretrained, cache_dir, progress) -> int:
+    from .. import distributed
+    from ..train import train
+
+    metrics = train(config, data, run_dir, pretrained, cache_dir, progress)
+    if not distributed.current().is_main:
+        return 0
     line = f"test top-1 {metrics['test_top1']:.2%}  top-5 {metrics['test_top5']:.2%}"
     if metrics.get("test_bin_accuracy") is not None:
         line += f"  bin {metrics['test_bin_accuracy']:.2%}"
