@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .errors import BinwiseError
+from .serve_process import free_port
 
 ENV_KEYS = ("RANK", "WORLD_SIZE")
 
@@ -155,12 +155,6 @@ def wrap(module: nn.Module, device: torch.device) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------- local launch
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run_rank(local_rank: int, world_size: int, port: int, fn: Callable, args: tuple) -> None:
