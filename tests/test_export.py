@@ -10,7 +10,7 @@ import torch
 from inference_models import garbage26_test_photos, tiny_model, tiny_onnx, tiny_onnx_int8
 
 from binwise.cli import main
-from binwise.export import fold_pads_into_convs
+from binwise.export import fold_pads_into_convs, pixels_as_quantized_input
 from binwise.images import load_crop, normalize
 from binwise.modelfile import load_model, read_metadata
 from binwise.predict import Classifier
@@ -91,7 +91,9 @@ def test_int8_export_is_quantized_and_close_to_fp32():
     graph = onnx.load(str(tiny_onnx_int8()))
     ops = {node.op_type for node in graph.graph.node}
     assert {"QuantizeLinear", "QLinearConv", "DequantizeLinear"} <= ops
-    assert "QLinearMul" not in ops  # the input normalisation stays float (fast), see quantize_int8
+    # [-1, 1] normalisation: the uint8 pixels are the first QLinearConv's quantized input as they are
+    assert [node.op_type for node in graph.graph.node[:2]] == ["Transpose", "QLinearConv"]
+    assert not {"Cast", "Mul", "QLinearMul"} & ops
     meta = json.loads({p.key: p.value for p in graph.metadata_props}["binwise"])
     assert meta["export"]["precision"] == "int8"
     assert tiny_onnx_int8().stat().st_size < 0.5 * tiny_onnx().stat().st_size
@@ -153,3 +155,35 @@ def test_onnx_with_float_input_is_refused_with_a_clear_message(tmp_path):
     _write_with_metadata(tmp_path / "raw.onnx", str(old), read_metadata(tiny_model()))
     with pytest.raises(BinwiseError, match="float.onnx: ONNX model takes tensor.float. input.*export it again"):
         Classifier.load(old)
+
+
+def normalisation_graph(scale: list[float], offset: list[float]):
+    from onnx import TensorProto, helper, numpy_helper
+
+    constant = lambda values, name, dtype=np.float32: numpy_helper.from_array(np.array(values, dtype), name)  # noqa: E731
+    return helper.make_graph(
+        [helper.make_node("Cast", ["pixels"], ["x"], to=TensorProto.FLOAT),
+         helper.make_node("Mul", ["x", "a"], ["ax"]), helper.make_node("Add", ["ax", "b"], ["y"]),
+         helper.make_node("QuantizeLinear", ["y", "s", "z"], ["q"]),
+         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["out"])],
+        "g", [helper.make_tensor_value_info("pixels", TensorProto.UINT8, [1, 3, 2, 2])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        [constant(np.reshape(scale, (1, 3, 1, 1)), "a"), constant(np.reshape(offset, (1, 3, 1, 1)), "b"),
+         constant(0.0079, "s"), constant(126, "z", np.uint8)])
+
+
+def test_pixels_become_the_quantized_input_only_for_one_normalisation_for_all_channels():
+    import onnxruntime as ort
+    from onnx import helper
+
+    uniform = normalisation_graph([1 / 127.5] * 3, [-1.0] * 3)
+    model = helper.make_model(uniform, opset_imports=[helper.make_opsetid("", 17)])
+    pixels = np.arange(12, dtype=np.uint8).reshape(1, 3, 2, 2) * 23
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"pixels": pixels})[0]
+    assert pixels_as_quantized_input(model.graph)
+    assert [n.op_type for n in model.graph.node] == ["DequantizeLinear"]
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"pixels": pixels})[0]
+    np.testing.assert_allclose(after, pixels / 127.5 - 1, atol=1 / 127.5)  # at most one step off
+    assert np.abs(after - before).max() <= 2 / 127.5  # the calibrated range was narrower
+    per_channel = normalisation_graph([1 / 58.4, 1 / 57.1, 1 / 57.4], [-2.12, -2.04, -1.80])
+    assert not pixels_as_quantized_input(per_channel) and len(per_channel.node) == 5
