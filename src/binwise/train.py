@@ -406,7 +406,7 @@ def finetune_phase(name: str, model: MobileNetV2, pre, train: list[Sample], val:
 def freeze_batchnorm(model: nn.Module) -> None:
     """Every BN in eval mode: running statistics used and kept, gamma/beta still trainable."""
     for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if isinstance(module, nn.BatchNorm2d):
             module.eval()
 
 
