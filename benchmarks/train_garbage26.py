@@ -7,12 +7,14 @@ Runs, each as a fresh ``binwise`` process timed from the outside (imports includ
    4 bins (a symlinked ImageFolder tree in a temp folder), no code change;
 3. with ``--tutorial``: the tutorial's recipe (``--preset tutorial``: frozen backbone recomputed
    every step, batch 16, 10 epochs, cosine lr_max 0.05), side by side with the default;
-4. with ``--finetune``: ``--preset finetune`` (every layer trains).
+4. with ``--finetune``: ``binwise train --mode finetune`` (the finetune preset: head warm start on
+   cached features, then fine-tuning); ``--finetune-only`` runs just this one.
 
-    python benchmarks/train_garbage26.py [--tutorial] [--finetune] [--out benchmarks/results/train_garbage26]
+    python benchmarks/train_garbage26.py [--tutorial] [--finetune | --finetune-only] [--out benchmarks/results/train_garbage26]
 
-Writes ``<out>.json`` and ``<out>.md``. Hyper-parameters come from benchmarks/tune_head.py
-(validation split of train); this script only measures.
+Writes ``<out>.json`` and ``<out>.md``; each run records the load average before and after it, since
+the machine may be shared. Hyper-parameters come from benchmarks/tune_head.py and
+benchmarks/tune_finetune.py (validation splits of train); this script only measures.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from binwise.taxonomy import GARBAGE26
 
 def run_train(args: list[str], run_dir: Path, env: dict) -> dict:
     command = [sys.executable, "-m", "binwise.cli", "train", *args, "--run-dir", str(run_dir), "--quiet"]
+    load_before = os.getloadavg()
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -41,7 +44,8 @@ def run_train(args: list[str], run_dir: Path, env: dict) -> dict:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics.pop("report")
-    return {"command": "binwise train " + " ".join(args), "process_wall_seconds": wall, **metrics}
+    return {"command": "binwise train " + " ".join(args), "process_wall_seconds": wall,
+            "load_average_before": load_before, "load_average_after": os.getloadavg(), **metrics}
 
 
 def bins_tree(data: Path, root: Path) -> Path:
@@ -59,7 +63,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="garbage26 folder (default: found via binwise.paths)")
     parser.add_argument("--tutorial", action="store_true", help="also run the tutorial's recipe (minutes)")
-    parser.add_argument("--finetune", action="store_true", help="also run --preset finetune (long on CPU)")
+    parser.add_argument("--finetune", action="store_true", help="also run --mode finetune (long on CPU)")
+    parser.add_argument("--finetune-only", action="store_true", help="run only --mode finetune")
     parser.add_argument("--out", default="benchmarks/results/train_garbage26")
     args = parser.parse_args()
 
@@ -70,34 +75,37 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         env = {**os.environ, "BINWISE_CACHE": str(tmp / "cache")}
-        results["default_cold"] = run_train([str(data)], tmp / "cold", env)
-        print(json.dumps(results["default_cold"]), flush=True)
-        results["default_warm"] = run_train([str(data)], tmp / "warm", env)
-        print(json.dumps(results["default_warm"]), flush=True)
-        shutil.rmtree(tmp / "cache")
-        results["bins4_cold"] = run_train([str(bins_tree(data, tmp / "bins4"))], tmp / "bins4-run", env)
-        print(json.dumps(results["bins4_cold"]), flush=True)
-        if args.tutorial:
+        if not args.finetune_only:
+            results["default_cold"] = run_train([str(data)], tmp / "cold", env)
+            print(json.dumps(results["default_cold"]), flush=True)
+            results["default_warm"] = run_train([str(data)], tmp / "warm", env)
+            print(json.dumps(results["default_warm"]), flush=True)
+            shutil.rmtree(tmp / "cache")
+            results["bins4_cold"] = run_train([str(bins_tree(data, tmp / "bins4"))], tmp / "bins4-run", env)
+            print(json.dumps(results["bins4_cold"]), flush=True)
+        if args.tutorial and not args.finetune_only:
             results["tutorial"] = run_train([str(data), "--preset", "tutorial"], tmp / "tutorial", env)
             print(json.dumps(results["tutorial"]), flush=True)
             results["speedup_vs_tutorial"] = (results["tutorial"]["process_wall_seconds"]
                                               / results["default_cold"]["process_wall_seconds"])
-        if args.finetune:
-            results["finetune"] = run_train([str(data), "--preset", "finetune"], tmp / "finetune", env)
+        if args.finetune or args.finetune_only:  # with its own empty feature cache
+            env = {**env, "BINWISE_CACHE": str(tmp / "finetune-cache")}
+            results["finetune"] = run_train([str(data), "--mode", "finetune"], tmp / "finetune", env)
             print(json.dumps(results["finetune"]), flush=True)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2))
     lines = [f"# binwise train on garbage26 ({results['machine']['cpus']} CPUs, {results['started']})", "",
-             "| run | command | wall s (process) | test top-1 | test bin acc | test photos |",
-             "|---|---|---:|---:|---:|---:|"]
+             "| run | command | wall s (process) | test top-1 | test bin acc | test photos | load avg before/after |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for key in ("default_cold", "default_warm", "bins4_cold", "tutorial", "finetune"):
         if key in results:
             r = results[key]
             bins = f"{r['test_bin_accuracy']:.2%}" if r.get("test_bin_accuracy") is not None else "-"
             lines.append(f"| {key} | `{r['command']}` | {r['process_wall_seconds']:.1f} | {r['test_top1']:.2%} "
-                         f"| {bins} | {r['test_photos']} |")
+                         f"| {bins} | {r['test_photos']} "
+                         f"| {r['load_average_before'][0]:.1f} / {r['load_average_after'][0]:.1f} |")
     if "speedup_vs_tutorial" in results:
         lines += ["", f"binwise default (cold cache) is {results['speedup_vs_tutorial']:.1f}x faster than the "
                   "tutorial's recipe."]

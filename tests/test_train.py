@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from binwise.cli import main
-from binwise.config import DEFAULT, TUTORIAL, TrainConfig, resolve_config
+from binwise.config import DEFAULT, FINETUNE, TUTORIAL, TrainConfig, resolve_config
 from binwise.errors import BinwiseError
 from binwise.modelfile import ModelFile, load_model, save_model
 from binwise.model import MobileNetV2
@@ -146,9 +146,96 @@ def test_finetune_with_photos_kept_on_the_device(pretrained, data, tmp_path):
     assert len(log) == 1 + 2 and 0 <= metrics["test_top1"] <= 1
 
 
+def finetune_log(run: Path) -> list[dict]:
+    return list(csv.DictReader(open(run / "log.csv")))
+
+
+def test_warm_start_trains_the_head_before_finetuning(pretrained, data, tmp_path):
+    config = replace(FINETUNE, epochs=1, batch_size=8, workers=0, engine="torch", trainable_blocks=1,
+                     batchnorm="train", val_fraction=0.25, retrain_on_all=True,
+                     schedule=ScheduleConfig(lr_max=0.01)).validate()
+    warm = train(replace(config, warm_start_head=True), data, tmp_path / "warm", pretrained, tmp_path / "cache",
+                 progress=False)
+    train(replace(config, warm_start_head=False), data, tmp_path / "cold", pretrained, progress=False)
+    rows = finetune_log(tmp_path / "warm")
+    head_epochs = DEFAULT.epochs  # the warm start trains with head mode's recipe
+    assert [r["phase"] for r in rows] == (["head warm start (train - val)"] * head_epochs + ["finetune (train - val)"]
+                                          + ["head warm start (all train)"] * head_epochs + ["finetune (all train)"])
+    assert (tmp_path / "warm" / "checkpoints" / "monitored-head").is_dir()
+    # fine-tuning starts from a trained head: after its first epoch the validation loss is far below
+    # a random head's (the training loss is not: the tutorial's colour jitter blurs these one-colour classes)
+    warm_loss = float(rows[head_epochs]["val_loss"])
+    cold_loss = float(finetune_log(tmp_path / "cold")[0]["val_loss"])
+    assert warm_loss < 0.5 * cold_loss, (warm_loss, cold_loss)
+    # the reported validation accuracy is the fine-tuned model's, not the warm start's
+    assert warm["final_val_acc"] == pytest.approx(float(rows[head_epochs]["val_acc"]))
+
+
+def test_frozen_batchnorm_keeps_the_running_statistics(pretrained, data, tmp_path):
+    config = replace(FINETUNE, epochs=1, batch_size=8, workers=0, trainable_blocks=2, warm_start_head=False,
+                     val_fraction=0.0, schedule=ScheduleConfig(lr_max=0.01))
+    before = load_file(pretrained)
+    for batchnorm, kept in (("frozen", True), ("train", False)):
+        train(replace(config, batchnorm=batchnorm).validate(), data, tmp_path / batchnorm, pretrained,
+              progress=False)
+        after = load_file(tmp_path / batchnorm / "model.safetensors")
+        statistics = [k for k in before if k.endswith(("running_mean", "running_var"))]
+        assert all(torch.equal(before[k], after[k]) for k in statistics) == kept, batchnorm
+        assert not torch.equal(before["head.classifier.weight"][:3], after["head.classifier.weight"])
+
+
+def test_killed_warm_started_finetune_resumes_to_the_same_model(pretrained, data, tmp_path):
+    config = replace(FINETUNE, epochs=2, batch_size=8, workers=0, engine="torch", trainable_blocks=1,
+                     warm_start_head=True, val_fraction=0.0, keep_checkpoints=5,
+                     schedule=ScheduleConfig(lr_max=0.01)).validate()
+    train(config, data, tmp_path / "full", pretrained, tmp_path / "cache", progress=False)
+    killed = tmp_path / "killed"
+    train(config, data, killed, pretrained, tmp_path / "cache", progress=False)
+    # as if killed after the first fine-tune epoch: the head warm start is done, fine-tuning is not
+    checkpoints = sorted((killed / "checkpoints" / "final").glob("ckpt-*.safetensors"))
+    assert len(checkpoints) == 2
+    checkpoints[1].unlink()
+    (killed / "model.safetensors").unlink()
+    assert main(["train", "--resume", str(killed), "--quiet"]) == 0
+    full, resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert [r["phase"] for r in finetune_log(killed)].count("finetune (all train)") == 2
+
+
+def test_finetune_mode_starts_from_the_finetune_preset(tmp_path, monkeypatch):
+    assert resolve_config(overrides={"mode": "finetune"}) == FINETUNE
+    assert resolve_config(overrides={"mode": "finetune", "epochs": 1}).batch_size == FINETUNE.batch_size
+    (tmp_path / "f.yaml").write_text("mode: finetune\n")
+    assert resolve_config(None, tmp_path / "f.yaml") == FINETUNE
+    assert resolve_config("default", tmp_path / "f.yaml") == replace(DEFAULT, mode="finetune")  # an explicit preset wins
+    assert resolve_config() == DEFAULT
+    # the command line: no --preset, --mode finetune
+    seen = []
+
+    def fake_train(config, *args, **kwargs):
+        seen.append(config)
+        return {"test_top1": 1.0, "test_top5": 1.0, "test_photos": 1, "wall_seconds": 0.0, "unreadable_photos": []}
+    monkeypatch.setattr("binwise.train.train", fake_train)
+    (tmp_path / "w.tflite").touch()
+    common = [str(tmp_path), "--pretrained", str(tmp_path / "w.tflite"), "--run-dir", str(tmp_path / "run"), "--quiet"]
+    assert main(["train", *common, "--mode", "finetune", "--lr-max", "0.001"]) == 0
+    assert seen[-1] == replace(FINETUNE, schedule=replace(FINETUNE.schedule, lr_max=0.001))
+    assert main(["train", *common, "--preset", "tutorial"]) == 0
+    assert seen[-1] == TUTORIAL
+
+
+@pytest.mark.parametrize("field, value", [("batchnorm", "sometimes"), ("warm_start_head", "yes")])
+def test_new_finetune_fields_are_validated(field, value):
+    with pytest.raises(BinwiseError, match=field):
+        resolve_config("finetune", overrides={field: value})
+
+
 def test_config_presets_files_and_flags(tmp_path, pretrained, data):
     assert TUTORIAL.epochs == 10 and TUTORIAL.batch_size == 16 and TUTORIAL.schedule.lr_max == 0.05
     assert TUTORIAL.momentum == 0.9 and TUTORIAL.weight_decay == 1e-4 and TUTORIAL.trainable_blocks == 0
+    # the tutorial's random head and training BN: no warm start
+    assert TUTORIAL.warm_start_head is False and TUTORIAL.batchnorm == "train"
+    assert FINETUNE.warm_start_head is True
     (tmp_path / "c.yaml").write_text("epochs: 7\nschedule:\n  lr_max: 0.2\n")
     (tmp_path / "c.toml").write_text("batch_size = 12\n[schedule]\nname = 'exponential'\n")
     assert resolve_config("default", tmp_path / "c.yaml").schedule.lr_max == 0.2

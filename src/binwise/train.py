@@ -7,7 +7,8 @@ Two modes share one epoch loop (``fit``):
   seconds;
 - ``finetune``: photos are decoded and augmented every step and gradients flow into the last
   ``trainable_blocks`` backbone blocks (all by default; 0 is the tutorial's frozen backbone,
-  recomputed at every step).
+  recomputed at every step). With ``warm_start_head`` the head is first trained as in head mode,
+  on cached features ("linear probe, then fine-tune"); ``batchnorm: frozen`` keeps BN in eval mode.
 
 With ``val_fraction`` > 0 a seeded, stratified part of train is held out and monitored; with
 ``retrain_on_all`` the final model is then trained again, same settings, on all of train. The
@@ -27,7 +28,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -36,7 +37,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import distributed, evaluate, features as feats
-from .config import TrainConfig, save_config
+from .config import TrainConfig, save_config, warm_start_config
 from .data import (Dataset, PhotoDataset, Sample, load_dataset, photo_loader, seeded_rng, seeded_view,
                    single_view, stratified_split, train_transform, warn_skipped)
 from .errors import BinwiseError
@@ -277,13 +278,10 @@ def train_head(model: MobileNetV2, pre, dataset: Dataset, train: list[Sample], v
                progress: bool) -> dict:
     """Head mode: cached features, then ``fit`` on them. Returns the report's training part."""
     started = time.perf_counter()
-    cache = dict(views=config.views, seed=config.seed, cache_dir=cache_dir, batch_size=config.feature_batch_size,
-                 workers=config.workers, engine=config.engine, progress=progress)
-    train_f = feats.extract_features(model, pre, train + val, **cache)
-    test_f = feats.extract_features(model, pre, dataset.test, **{**cache, "views": 0})
+    train_f = cached_features(model, pre, train + val, config, cache_dir, progress)
+    test_f = cached_features(model, pre, dataset.test, replace(config, views=0), cache_dir, progress)
     feature_seconds = time.perf_counter() - started
-    val_paths = {s.path for s in val}
-    in_val = torch.tensor([s.path in val_paths for s in train_f.samples], dtype=torch.bool)
+    in_val = rows_of(train_f, val)
 
     phases = []
     if val:
@@ -294,16 +292,7 @@ def train_head(model: MobileNetV2, pre, dataset: Dataset, train: list[Sample], v
     if not val or config.retrain_on_all:
         phases.append(head_phase("head (all train)", model, train_f.features, train_f.labels, None, config,
                                  run_dir / "checkpoints" / "final", device))
-    histories = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a linear layer on small batches: extra threads only add sync cost
-    try:
-        for phase in phases:
-            torch.manual_seed(config.seed)
-            reset_head(model)
-            histories.append(fit(phase, config, progress))
-    finally:
-        torch.set_num_threads(threads)
+    histories = [fit_head(model, phase, config, progress) for phase in phases]
     model.head.eval()
     with torch.inference_mode():
         test_logits = model.head(test_f.features[:, 0].to(device)).float().cpu()
@@ -316,6 +305,32 @@ def train_head(model: MobileNetV2, pre, dataset: Dataset, train: list[Sample], v
         "features_computed": train_f.computed + test_f.computed,
         "features_reused": train_f.reused + test_f.reused,
     }
+
+
+def cached_features(model: MobileNetV2, pre, samples: list[Sample], config: TrainConfig, cache_dir: Path | None,
+                    progress: bool) -> feats.Features:
+    """The pooled backbone features of ``samples`` (``config.views`` augmented views each), from the cache."""
+    return feats.extract_features(model, pre, samples, views=config.views, seed=config.seed, cache_dir=cache_dir,
+                                  batch_size=config.feature_batch_size, workers=config.workers,
+                                  engine=config.engine, progress=progress)
+
+
+def rows_of(features: feats.Features, samples: list[Sample]) -> torch.Tensor:
+    """Which rows of ``features`` are photos of ``samples`` (a boolean mask)."""
+    paths = {s.path for s in samples}
+    return torch.tensor([s.path in paths for s in features.samples], dtype=torch.bool)
+
+
+def fit_head(model: MobileNetV2, phase: Phase, config: TrainConfig, progress: bool) -> list[dict]:
+    """``fit`` a head phase from the tutorial's head init."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a linear layer on small batches: extra threads only add sync cost
+    try:
+        torch.manual_seed(config.seed)
+        reset_head(model)
+        return fit(phase, config, progress)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def reset_head(model: MobileNetV2) -> None:
@@ -380,6 +395,8 @@ def finetune_phase(name: str, model: MobileNetV2, pre, train: list[Sample], val:
         model.train()
         for block in features[:frozen]:
             block.eval()  # frozen blocks keep their statistics
+        if config.batchnorm == "frozen":
+            freeze_batchnorm(model)
 
     def validate() -> dict:
         logits, labels, errors = evaluate.predict_logits(model, pre, val, config.feature_batch_size,
@@ -389,6 +406,26 @@ def finetune_phase(name: str, model: MobileNetV2, pre, train: list[Sample], val:
                 "val_acc": (logits.argmax(1) == labels).float().mean().item()}
 
     return Phase(name, model, forward, batches, steps, validate if val else None, folder, train_mode)
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Every BN in eval mode: running statistics used and kept, gamma/beta still trainable."""
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()
+
+
+def warm_start_head(name: str, model: MobileNetV2, features: feats.Features, train: list[Sample],
+                    val: list[Sample], config: TrainConfig, folder: Path, device: torch.device,
+                    progress: bool) -> list[dict]:
+    """The linear probe of "linear probe, then fine-tune": train the head on cached features of the
+    still-frozen backbone, as head mode does, so that fine-tuning starts from a good head."""
+    head_config = warm_start_config(config)
+    rows, val_rows = rows_of(features, train), rows_of(features, val)
+    monitored = (features.features[val_rows, 0], features.labels[val_rows]) if val else None
+    phase = head_phase(name, model, features.features[rows], features.labels[rows], monitored, head_config,
+                       folder, device)
+    return fit_head(model, phase, head_config, progress)
 
 
 def prepare_batchnorm(model: MobileNetV2, pre, train: list[Sample], config: TrainConfig) -> None:
@@ -404,31 +441,41 @@ def prepare_batchnorm(model: MobileNetV2, pre, train: list[Sample], config: Trai
 
 
 def train_finetune(model: MobileNetV2, pre, dataset: Dataset, train: list[Sample], val: list[Sample],
-                   config: TrainConfig, run_dir: Path, device: torch.device, progress: bool) -> dict:
+                   config: TrainConfig, run_dir: Path, cache_dir: Path | None, device: torch.device,
+                   progress: bool) -> dict:
     skipped: set[str] = set()
+    head_features = None
+    if config.warm_start_head:  # computed (or read from the cache) by the pretrained backbone, once
+        head_features = cached_features(model, pre, train + val, warm_start_config(config), cache_dir, progress)
+        skipped.update(head_features.skipped)
     freeze_backbone_except_last(model, config.trainable_blocks)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
     plan = []
     if val:
-        plan.append(("finetune (train - val)", train, val, run_dir / "checkpoints" / "monitored"))
+        plan.append(("train - val", train, val, run_dir / "checkpoints" / "monitored"))
     if not val or config.retrain_on_all:
-        plan.append(("finetune (all train)", train + val, [], run_dir / "checkpoints" / "final"))
-    histories = []
-    for name, fit_train, fit_val, folder in plan:
+        plan.append(("all train", train + val, [], run_dir / "checkpoints" / "final"))
+    phases, histories = [], []
+    for split, fit_train, fit_val, folder in plan:
         model.load_state_dict(initial)
         torch.manual_seed(config.seed)
         reset_head(model)
         model.to(device)
+        if head_features is not None:
+            phases.append(f"head warm start ({split})")
+            histories.append(warm_start_head(phases[-1], model, head_features, fit_train, fit_val, config,
+                                             folder.with_name(folder.name + "-head"), device, progress))
         if device.type == "cuda":
             model.to(memory_format=torch.channels_last)
         prepare_batchnorm(model, pre, fit_train, config)
-        phase = finetune_phase(name, model, pre, fit_train, fit_val, config, folder, device, skipped)
+        phases.append(f"finetune ({split})")
+        phase = finetune_phase(phases[-1], model, pre, fit_train, fit_val, config, folder, device, skipped)
         histories.append(fit(phase, config, progress))
     logits, labels, errors = evaluate.predict_logits(model, pre, dataset.test, config.feature_batch_size,
                                                       config.workers, device)
     skipped.update(errors)
     warn_skipped(sorted(skipped))
-    return {"histories": histories, "phases": [p[0] for p in plan], "test_logits": logits,
+    return {"histories": histories, "phases": phases, "test_logits": logits,
             "test_labels": labels, "test_samples": None, "skipped": sorted(skipped)}
 
 
@@ -495,7 +542,8 @@ def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cach
         result = train_head(model, pre, dataset, train_samples, val_samples, config, run_dir, cache_dir,
                             device, progress)
     else:
-        result = train_finetune(model, pre, dataset, train_samples, val_samples, config, run_dir, device, progress)
+        result = train_finetune(model, pre, dataset, train_samples, val_samples, config, run_dir, cache_dir,
+                                device, progress)
     result["skipped"] = distributed.union_over_ranks(result["skipped"])
     model.cpu().eval()
 
@@ -504,7 +552,9 @@ def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cach
     metrics = {
         "test_top1": report["top1"], "test_top5": report["top5"], "test_bin_accuracy": report.get("bin_accuracy"),
         "test_photos": report["count"],
-        "final_val_acc": next((h[-1].get("val_acc") for h in result["histories"] if h and "val_acc" in h[-1]), None),
+        # the last monitored phase: finetune mode's head warm start comes before its fine-tuning
+        "final_val_acc": next((h[-1].get("val_acc") for h in reversed(result["histories"])
+                               if h and "val_acc" in h[-1]), None),
         "unreadable_photos": result["skipped"],
         "wall_seconds": wall,
         **{k: result[k] for k in ("feature_seconds", "features_computed", "features_reused") if k in result},

@@ -42,7 +42,8 @@ def register(subparsers) -> None:
                               description="Train a MobileNetV2 classifier from pretrained weights. "
                               "Settings: --preset, then --config FILE (YAML or TOML), then the flags below.")
     p.add_argument("data", nargs="?", help="dataset folder (default: $BINWISE_DATA or ../shared/data/garbage26)")
-    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="starting settings (default: default)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="starting settings (default: finetune with --mode finetune, else default)")
     p.add_argument("--config", metavar="FILE", help="YAML or TOML file of config fields")
     p.add_argument("--pretrained", metavar="FILE", help="backbone weights (TFLite, MindSpore .ckpt, "
                    "torchvision .pth or binwise .safetensors; default: $BINWISE_PRETRAINED or ../shared/weights/...)")
