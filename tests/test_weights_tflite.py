@@ -32,11 +32,13 @@ TOP1 = {"cat.bmp": "Egyptian cat", "parrot.jpg": "macaw", "grace_hopper.bmp": "m
 LOGITS_RELATIVE_L2_BOUND = 0.10
 # Fed the reference's own (dequantized) input, each backbone layer (one conv, or one inverted
 # residual block of 2-3 convs with uint8 rounding in between) reproduces the reference's output to
-# within 2.3 quantization steps of that output (measured); the stem conv, with no rounding before
-# its output, to within 0.51 steps. A wrong transposition, padding or bias would be off by far more.
+# within 3.1 quantization steps of that output (measured; 2.3 with a resize that moved 0.06% of the
+# photo's pixels by one grey level: where the reference rounds is that sensitive); the stem conv,
+# with no rounding before its output, to within 0.51 steps. A wrong transposition, padding or bias
+# would be off by far more.
 # (Checked on cat.bmp. On other photos a layer can be further off where the reference saturates:
 # on grace_hopper.bmp block 15's projection reaches -14.8 in float, clipped to -13.0 by the reference.)
-LAYER_STEPS_BOUND = 3.0
+LAYER_STEPS_BOUND = 3.5
 STEM_STEPS_BOUND = 0.6
 
 

@@ -37,7 +37,7 @@ from .modelfile import atomic_write, sha256_of_file
 from .preprocessing import Preprocessing
 
 CACHE_ENV = "BINWISE_CACHE"
-FEATURE_FORMAT = 2  # bump when the meaning of a cached feature changes (2: reduced JPEG decoding)
+FEATURE_FORMAT = 3  # bump when the meaning of a cached feature changes (3: reduced JPEG decoding, box resize)
 ONNX_TOLERANCE = 1e-4
 
 
