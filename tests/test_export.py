@@ -157,7 +157,8 @@ def test_onnx_with_float_input_is_refused_with_a_clear_message(tmp_path):
         Classifier.load(old)
 
 
-def normalisation_graph(scale: list[float], offset: list[float]):
+def normalisation_graph(scale: list[float], offset: list[float], weights: np.ndarray):
+    """uint8 pixels -> Cast, Mul, Add, QuantizeLinear -> a 3x3 QLinearConv (padding 1) -> float."""
     from onnx import TensorProto, helper, numpy_helper
 
     constant = lambda values, name, dtype=np.float32: numpy_helper.from_array(np.array(values, dtype), name)  # noqa: E731
@@ -165,25 +166,36 @@ def normalisation_graph(scale: list[float], offset: list[float]):
         [helper.make_node("Cast", ["pixels"], ["x"], to=TensorProto.FLOAT),
          helper.make_node("Mul", ["x", "a"], ["ax"]), helper.make_node("Add", ["ax", "b"], ["y"]),
          helper.make_node("QuantizeLinear", ["y", "s", "z"], ["q"]),
-         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["out"])],
-        "g", [helper.make_tensor_value_info("pixels", TensorProto.UINT8, [1, 3, 2, 2])],
+         helper.make_node("QLinearConv", ["q", "s", "z", "w", "ws", "wz", "os", "oz", "bias"], ["conv"],
+                          pads=[1, 1, 1, 1]),
+         helper.make_node("DequantizeLinear", ["conv", "os", "oz"], ["out"])],
+        "g", [helper.make_tensor_value_info("pixels", TensorProto.UINT8, [1, 3, 6, 6])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
         [constant(np.reshape(scale, (1, 3, 1, 1)), "a"), constant(np.reshape(offset, (1, 3, 1, 1)), "b"),
-         constant(0.0079, "s"), constant(126, "z", np.uint8)])
+         constant(0.0079, "s"), constant(126, "z", np.uint8), constant(weights, "w", np.int8),
+         constant([0.01, 0.01], "ws"), constant([0, 0], "wz", np.int8), constant(0.05, "os"),
+         constant(128, "oz", np.uint8), constant([100, -100], "bias", np.int32)])
 
 
 def test_pixels_become_the_quantized_input_only_for_one_normalisation_for_all_channels():
     import onnxruntime as ort
+    import torch.nn.functional as F
     from onnx import helper
 
-    uniform = normalisation_graph([1 / 127.5] * 3, [-1.0] * 3)
+    rng = np.random.default_rng(0)
+    weights = rng.integers(-60, 60, size=(2, 3, 3, 3))
+    pixels = rng.integers(0, 256, size=(1, 3, 6, 6), dtype=np.uint8)
+    uniform = normalisation_graph([1 / 127.5] * 3, [-1.0] * 3, weights)
     model = helper.make_model(uniform, opset_imports=[helper.make_opsetid("", 17)])
-    pixels = np.arange(12, dtype=np.uint8).reshape(1, 3, 2, 2) * 23
     before = ort.InferenceSession(model.SerializeToString()).run(None, {"pixels": pixels})[0]
     assert pixels_as_quantized_input(model.graph)
-    assert [n.op_type for n in model.graph.node] == ["DequantizeLinear"]
+    assert [n.op_type for n in model.graph.node] == ["QLinearConv", "DequantizeLinear"]
     after = ort.InferenceSession(model.SerializeToString()).run(None, {"pixels": pixels})[0]
-    np.testing.assert_allclose(after, pixels / 127.5 - 1, atol=1 / 127.5)  # at most one step off
-    assert np.abs(after - before).max() <= 2 / 127.5  # the calibrated range was narrower
-    per_channel = normalisation_graph([1 / 58.4, 1 / 57.1, 1 / 57.4], [-2.12, -2.04, -1.80])
-    assert not pixels_as_quantized_input(per_channel) and len(per_channel.node) == 5
+    exact = F.conv2d(torch.from_numpy(pixels / 127.5 - 1), torch.from_numpy(weights * 0.01), padding=1)
+    exact = (exact + torch.tensor([100, -100]).view(1, 2, 1, 1) * 0.0079 * 0.01).numpy()
+    # inside the border the pixels-as-input model is as exact as the output's quantization allows
+    inside = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    assert np.abs(after - exact)[inside].max() <= 0.05 / 2 + 1e-6
+    assert np.abs(after - exact).max() <= np.abs(before - exact).max() + 0.05
+    per_channel = normalisation_graph([1 / 58.4, 1 / 57.1, 1 / 57.4], [-2.12, -2.04, -1.80], weights)
+    assert not pixels_as_quantized_input(per_channel) and len(per_channel.node) == 6
