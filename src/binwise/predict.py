@@ -56,61 +56,50 @@ class Prediction:
 
 
 class _TorchRunner:
-    """A binwise .safetensors model in PyTorch eager mode: uint8 NHWC pixels in, logits out."""
+    """A binwise .safetensors model in PyTorch: uint8 NHWC pixels in, logits out.
 
-    def __init__(self, path: str | os.PathLike, threads: int | None):
+    Pixels are normalised in torch (``preprocessing.with_pixel_input``), on the model's threads or
+    its GPU: on the service's one model thread, numpy's single-threaded normalize cost 0.5 ms a
+    photo. On CUDA, batch-1 calls replay a CUDA graph captured on the first one: eager batch 1 is
+    launch-bound.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None, device: str = "cpu"):
         import torch
 
         from .modelfile import load_model, read_metadata
 
+        self.device = torch.device(device)
+        cuda = self.device.type == "cuda"
+        if cuda and not torch.cuda.is_available():
+            raise BinwiseError(f"--device {device} needs a CUDA GPU, and torch finds none")
         if threads:
             torch.set_num_threads(threads)  # process-wide: torch has no per-model thread count
-        keep_freed_memory()
+        if not cuda:
+            keep_freed_memory()
         self.metadata = read_metadata(path)
         model_file = load_model(path)
-        self.model = model_file.model
-        # normalising in torch uses the model's threads: on the one model thread of the service,
-        # numpy's single-threaded normalize cost 0.5 ms a photo
-        self.pixel_model = with_pixel_input(self.model, model_file.preprocessing)
-
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            return self.pixel_model(torch.tensor(pixels)).numpy()  # a copy: crops may be read-only
-
-
-class _CudaRunner:
-    """A binwise .safetensors model on a CUDA GPU, normalising the pixels there. Batch-1 calls
-    replay a CUDA graph (captured on the first one): eager batch 1 is launch-bound."""
-
-    def __init__(self, path: str | os.PathLike, device: str):
-        import torch
-
-        from .modelfile import load_model, read_metadata
-
-        if not torch.cuda.is_available():
-            raise BinwiseError(f"--device {device} needs a CUDA GPU, and torch finds none")
-        self.device = torch.device(device)
-        self.metadata = read_metadata(path)
-        model_file = load_model(path)
-        self.model = model_file.model.to(self.device, memory_format=torch.channels_last)
+        self.model = model_file.model.to(self.device, memory_format=torch.channels_last if cuda
+                                         else torch.contiguous_format)
         self.pixel_model = with_pixel_input(self.model, model_file.preprocessing).to(self.device)
         self.graph = None
-        self.lock = threading.Lock()  # the graph's static buffers serve one call at a time
+        self.lock = threading.Lock()  # the CUDA graph's static buffers serve one call at a time
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         import torch
 
-        from .cuda_graph import CudaGraphModel
+        x = torch.tensor(pixels, device=self.device)  # a copy: crops may be read-only
+        with torch.inference_mode():
+            if self.device.type != "cuda":
+                return self.pixel_model(x).numpy()
+            with self.lock:
+                if len(x) > 1:
+                    return self.pixel_model(x).cpu().numpy()
+                if self.graph is None:
+                    from .cuda_graph import CudaGraphModel
 
-        x = torch.from_numpy(pixels).to(self.device)
-        with self.lock, torch.inference_mode():
-            if len(x) > 1:
-                return self.pixel_model(x).cpu().numpy()
-            if self.graph is None:
-                self.graph = CudaGraphModel(self.pixel_model, x)
-            return self.graph(x).cpu().numpy()
+                    self.graph = CudaGraphModel(self.pixel_model, x)
+                return self.graph(x).cpu().numpy()
 
 
 def keep_freed_memory() -> None:
@@ -182,9 +171,7 @@ class Classifier:
             return cls(OnnxRunner(path, threads), path, backend)
         if is_onnx:
             raise BinwiseError("the torch backend needs a binwise .safetensors model, not an .onnx file", path)
-        if device.startswith("cuda"):
-            return cls(_CudaRunner(path, device), path, backend)
-        return cls(_TorchRunner(path, threads), path, backend)
+        return cls(_TorchRunner(path, threads, device), path, backend)
 
     @property
     def torch_model(self):
