@@ -147,10 +147,9 @@ def resize_and_crop(img: Image.Image, pre: Preprocessing) -> Image.Image:
 def normalize(pixels: np.ndarray, pre: Preprocessing) -> np.ndarray:
     """RGB uint8 pixels (H, W, 3), or a batch (N, H, W, 3) -> float32 (3, H, W) or (N, 3, H, W),
     scaled to [0, 1] then standardised by the model's mean/std."""
-    std = np.asarray(pre.std, np.float32)
-    # one multiply-add: x * (1 / (255 std)) - mean / std == (x / 255 - mean) / std
-    scaled = np.asarray(pixels, dtype=np.float32) * (1.0 / (255.0 * std))
-    scaled += -np.asarray(pre.mean, np.float32) / std
+    scale, offset = (np.asarray(v, np.float32) for v in pre.pixel_affine())
+    scaled = np.asarray(pixels, dtype=np.float32) * scale
+    scaled += offset
     return np.ascontiguousarray(np.moveaxis(scaled, -1, -3))
 
 

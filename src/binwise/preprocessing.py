@@ -28,6 +28,11 @@ class Preprocessing:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def pixel_affine(self) -> tuple[list[float], list[float]]:
+        """Per-channel (scale, offset) with uint8 x * scale + offset == (x / 255 - mean) / std:
+        the normalisation as one multiply-add."""
+        return ([1.0 / (255.0 * s) for s in self.std], [-m / s for m, s in zip(self.mean, self.std)])
+
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocessing":
         unknown = set(data) - set(cls.__dataclass_fields__)
@@ -47,13 +52,12 @@ MINUS_ONE_TO_ONE = Preprocessing(mean=MINUS_ONE_TO_ONE_MEAN, std=MINUS_ONE_TO_ON
 def with_pixel_input(model, pre: Preprocessing):
     """``model`` behind ``images.normalize`` done in torch: uint8 RGB pixels (N, H, W, 3) in.
 
-    What ``binwise export`` writes to ONNX and what a GPU Classifier runs (normalising on the
-    device, inside its CUDA graph). A contiguous NHWC batch permuted to NCHW is channels_last.
+    What ``binwise export`` writes to ONNX and what a PyTorch Classifier runs (on a GPU inside its
+    CUDA graph). A contiguous NHWC batch permuted to NCHW is channels_last.
     """
     import torch
 
-    std = torch.tensor(pre.std).view(1, 3, 1, 1)
-    scale, offset = 1.0 / (255.0 * std), -torch.tensor(pre.mean).view(1, 3, 1, 1) / std
+    scale, offset = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in pre.pixel_affine())
 
     class PixelInput(torch.nn.Module):
         def __init__(self):
