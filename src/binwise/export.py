@@ -112,7 +112,7 @@ def fold_pads_into_convs(graph) -> int:
             continue
         mode = next((helper.get_attribute_value(a) for a in pad.attribute if a.name == "mode"), b"constant")
         pads = constants.get(pad.input[1]) if len(pad.input) > 1 else None
-        value = constants.get(pad.input[2], None) if len(pad.input) > 2 and pad.input[2] else np.zeros(())
+        value = constants.get(pad.input[2]) if len(pad.input) > 2 and pad.input[2] else np.zeros(())
         users = consumers[pad.output[0]]
         if (mode != b"constant" or pads is None or value is None or np.any(value != 0) or pads.shape != (8,)
                 or np.any(pads[[0, 1, 4, 5]]) or len(users) != 1 or users[0].op_type != "Conv"):
@@ -226,15 +226,16 @@ def pixels_as_quantized_input(graph) -> bool:
     types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.value_info]}
     a = numpy_helper.to_array(constants[mul.input[1]]).astype(np.float64)
     b = numpy_helper.to_array(constants[add.input[1]]).astype(np.float64)
-    if (types.get(cast.input[0]) != TensorProto.UINT8 or np.ptp(a) or np.ptp(b) or a.flat[0] <= 0
-            or not 0 <= -b.flat[0] / a.flat[0] <= 255):
+    if types.get(cast.input[0]) != TensorProto.UINT8 or np.ptp(a) or np.ptp(b) or a.flat[0] <= 0:
+        return False
+    exact_zero_point = -b.flat[0] / a.flat[0]
+    if not 0 <= exact_zero_point <= 255:
         return False
     convs = [n for n in graph.node if quantize.output[0] in n.input]
     if not all(n.op_type == "QLinearConv" and len(n.input) == 9 and n.input[0] == quantize.output[0]
                and {n.input[3], n.input[5], n.input[8]} <= set(constants)
                and not numpy_helper.to_array(constants[n.input[5]]).any() for n in convs):
         return False  # the bias correction below needs QLinearConvs with symmetric weights and a bias
-    exact_zero_point = -b.flat[0] / a.flat[0]
     scale, zero_point = a.flat[0], np.round(exact_zero_point + 1e-9)  # 127.5 -> 128, not to even
     for conv in convs:
         # the pixels now read (p - zero_point) a, so the true input is that plus (zero_point -
