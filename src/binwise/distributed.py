@@ -96,6 +96,18 @@ def barrier() -> None:
         dist.barrier()
 
 
+@contextlib.contextmanager
+def main_first():
+    """Run the block on rank 0, then on the other ranks, which find its results (the feature
+    cache) instead of computing the same thing at the same time."""
+    rank = current()
+    if not rank.is_main:
+        barrier()
+    yield
+    if rank.is_main:
+        barrier()
+
+
 def rank_batches(order: torch.Tensor, batch_size: int, rank: Rank) -> list[torch.Tensor]:
     """This rank's part of each global batch of ``order`` (consecutive ``batch_size`` indices,
     split into ``world_size`` consecutive parts; a short last batch may leave a part empty)."""

@@ -446,7 +446,8 @@ def train_finetune(model: MobileNetV2, pre, dataset: Dataset, train: list[Sample
     skipped: set[str] = set()
     head_features = None
     if config.warm_start_head:  # computed (or read from the cache) by the pretrained backbone, once
-        head_features = cached_features(model, pre, train + val, warm_start_config(config), cache_dir, progress)
+        with distributed.main_first():
+            head_features = cached_features(model, pre, train + val, warm_start_config(config), cache_dir, progress)
         skipped.update(head_features.skipped)
     freeze_backbone_except_last(model, config.trainable_blocks)
     initial = {k: v.clone() for k, v in model.state_dict().items()}
