@@ -172,9 +172,9 @@ def normalisation_graph(scale: list[float], offset: list[float], weights: np.nda
         "g", [helper.make_tensor_value_info("pixels", TensorProto.UINT8, [1, 3, 6, 6])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
         [constant(np.reshape(scale, (1, 3, 1, 1)), "a"), constant(np.reshape(offset, (1, 3, 1, 1)), "b"),
-         constant(0.0079, "s"), constant(126, "z", np.uint8), constant(weights, "w", np.int8),
+         constant(0.0095, "s"), constant(126, "z", np.uint8), constant(weights, "w", np.int8),
          constant([0.01, 0.01], "ws"), constant([0, 0], "wz", np.int8), constant(0.05, "os"),
-         constant(128, "oz", np.uint8), constant([100, -100], "bias", np.int32)])
+         constant(128, "oz", np.uint8), constant([3000, -3000], "bias", np.int32)])
 
 
 def test_pixels_become_the_quantized_input_only_for_one_normalisation_for_all_channels():
@@ -192,7 +192,8 @@ def test_pixels_become_the_quantized_input_only_for_one_normalisation_for_all_ch
     assert [n.op_type for n in model.graph.node] == ["QLinearConv", "DequantizeLinear"]
     after = ort.InferenceSession(model.SerializeToString()).run(None, {"pixels": pixels})[0]
     exact = F.conv2d(torch.from_numpy(pixels / 127.5 - 1), torch.from_numpy(weights * 0.01), padding=1)
-    exact = (exact + torch.tensor([100, -100]).view(1, 2, 1, 1) * 0.0079 * 0.01).numpy()
+    # the bias was quantized with the calibrated input scale (0.0095), not the pixels' 1 / 127.5
+    exact = (exact + torch.tensor([3000, -3000]).view(1, 2, 1, 1) * 0.0095 * 0.01).numpy()
     # inside the border the pixels-as-input model is as exact as the output's quantization allows
     inside = (slice(None), slice(None), slice(1, -1), slice(1, -1))
     assert np.abs(after - exact)[inside].max() <= 0.05 / 2 + 1e-6
