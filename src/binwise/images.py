@@ -69,7 +69,8 @@ def open_image(source: ImageSource, name: str | None = None, at_least: int | Non
                 if at_least:
                     img.draft(None, (at_least, at_least))  # a no-op for formats other than JPEG
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                # in place: otherwise Pillow returns a copy of every upright photo
+                ImageOps.exif_transpose(img, in_place=True)
                 return to_rgb(img)
     except BinwiseError:
         raise
