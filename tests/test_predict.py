@@ -89,17 +89,22 @@ def test_predict_is_thread_safe(classifiers):
             assert got == [expected[i] for i in list(range(16))[worker::2] + list(range(16))[::-3]]
 
 
-def test_stream_reports_bad_files_and_goes_on(classifiers, tmp_path):
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_stream_keeps_order_reports_bad_files_and_goes_on(classifiers, tmp_path, backend):
     photos = garbage26_test_photos(5)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(photos[0].read_bytes()[:300])
-    sources = [photos[0], broken, tmp_path / "missing.jpg"] + photos[1:]
-    results = list(classifiers["onnxruntime"].predict_stream(sources, batch_size=2, workers=2))
+    # batches of 2 on 2 workers: one batch mixes good and bad, the next is all bad
+    sources = [photos[0], broken, tmp_path / "missing.jpg", tmp_path / "gone.jpg"] + photos[1:]
+    results = list(classifiers[backend].predict_stream(sources, batch_size=2, workers=2))
     assert [s for s, _ in results] == [str(s) for s in sources]
     assert isinstance(results[1][1], BinwiseError) and "broken.jpg" in str(results[1][1])
     assert isinstance(results[2][1], BinwiseError) and "no such file" in str(results[2][1])
+    assert isinstance(results[3][1], BinwiseError) and "gone.jpg" in str(results[3][1])
     good = [r for _, r in results if not isinstance(r, BinwiseError)]
-    assert [p.top[0].index for p in good] == [p.top[0].index for p in classifiers["onnxruntime"].predict(photos)]
+    assert [p.top[0].index for p in good] == [p.top[0].index for p in classifiers[backend].predict(photos)]
+    assert [p.top[0].probability for p in good] == pytest.approx(
+        [p.top[0].probability for p in classifiers[backend].predict(photos)], abs=1e-5)
 
 
 def test_bad_photo_in_predict_raises_a_clear_error(classifiers, tmp_path):

@@ -4,8 +4,8 @@ Two measures, both including JPEG decoding and preprocessing (what a user waits 
 
 - one photo: ``Classifier.predict`` on a 500x375 JPEG held in memory (decode + preprocess + model),
   repeated; median (p50) and p90 latency;
-- a folder: photos read from disk through ``Classifier.predict_stream`` (a decode thread pool
-  feeding batches to the model); photos per second.
+- a folder: photos read from disk through ``Classifier.predict_stream`` (worker threads that
+  each decode a batch and run the model on it); photos per second.
 
 The ONNX files are exported from the given model file unless passed in.
 """
@@ -75,7 +75,7 @@ def run_bench(model: str | os.PathLike, onnx_fp32: str | os.PathLike | None = No
     data_dir = resolve_data(data_dir)
     folder = bench_photos(data_dir, photos)
     jpeg = sample_jpeg(folder[0])
-    results = {"settings": {"model": str(model), "threads": threads, "decode_workers": workers,
+    results = {"settings": {"model": str(model), "threads": threads, "workers": workers,
                             "batch_size": batch_size, "photo": f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEG "
                             f"({len(jpeg)} bytes) from {folder[0]}", "folder_photos": len(folder),
                             "runs": runs, "cpu": platform.processor() or platform.machine(),
@@ -115,6 +115,6 @@ def format_table(results: dict) -> str:
                 lines.append(f"{name} vs torch: photo {rows['torch']['p50_ms'] / rows[name]['p50_ms']:.1f}x "
                              f"faster, folder {rows[name]['images_per_s'] / rows['torch']['images_per_s']:.1f}x")
     s = results["settings"]
-    lines.append(f"threads {s['threads']}, decode workers {s['decode_workers']}, batch {s['batch_size']}, "
+    lines.append(f"threads {s['threads']}, folder workers {s['workers']}, batch {s['batch_size']}, "
                  f"{s['cpus_visible']} CPUs visible, malloc env {s['malloc_env'] or 'default'}")
     return "\n".join(lines)

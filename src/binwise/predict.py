@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +76,6 @@ class _TorchRunner:
             raise BinwiseError(f"--device {device} needs a CUDA GPU, and torch finds none")
         if threads:
             torch.set_num_threads(threads)  # process-wide: torch has no per-model thread count
-        if not cuda:
-            keep_freed_memory()
         self.metadata = read_metadata(path)
         model_file = load_model(path)
         self.model = model_file.model.to(self.device, memory_format=torch.channels_last if cuda
@@ -84,6 +83,11 @@ class _TorchRunner:
         self.pixel_model = with_pixel_input(self.model, model_file.preprocessing).to(self.device)
         self.graph = None
         self.lock = threading.Lock()  # the CUDA graph's static buffers serve one call at a time
+
+    def concurrent(self):
+        """This model for batches run from several threads at once: itself (torch parallelises
+        each call over its threads)."""
+        return self
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         import torch
@@ -109,7 +113,9 @@ def keep_freed_memory() -> None:
     (at most 32 MB) with mmap and unmaps them on free, so every call faults its activations back
     in page by page: measured here on MobileNetV2 1.0, batch 32, ~545,000 page faults and ~1.3 s of
     kernel time per call, gone with this (~10,000 faults, ~30 ms). tcmalloc and jemalloc avoid it
-    the same way. The cost is that the process keeps its peak heap. Process-wide; not glibc: no-op.
+    the same way. Pillow's decoded and resized images are such blocks too: about 100 faults per
+    photo without it, none with it. The cost is that the process keeps its peak heap.
+    Process-wide; not glibc: no-op.
     """
     import ctypes
     import platform
@@ -168,10 +174,13 @@ class Classifier:
             if device != "cpu":
                 raise BinwiseError(f"an .onnx model runs on the CPU here; for --device {device} pass the "
                                    ".safetensors model file", path)
-            return cls(OnnxRunner(path, threads), path, backend)
-        if is_onnx:
+            runner = OnnxRunner(path, threads)
+        elif is_onnx:
             raise BinwiseError("the torch backend needs a binwise .safetensors model, not an .onnx file", path)
-        return cls(_TorchRunner(path, threads, device), path, backend)
+        else:
+            runner = _TorchRunner(path, threads, device)
+        keep_freed_memory()
+        return cls(runner, path, backend)
 
     @property
     def torch_model(self):
@@ -183,7 +192,9 @@ class Classifier:
 
     def predict_arrays(self, pixels: np.ndarray) -> np.ndarray:
         """A batch of ``load_image`` crops (N, H, W, 3 uint8) -> class probabilities (N, num_classes)."""
-        outputs = self.runner(np.ascontiguousarray(pixels, dtype=np.uint8))
+        return self._probabilities(self.runner(np.ascontiguousarray(pixels, dtype=np.uint8)))
+
+    def _probabilities(self, outputs: np.ndarray) -> np.ndarray:
         if self.output_activation in ("softmax", "sigmoid"):
             return outputs
         outputs = outputs - outputs.max(axis=1, keepdims=True)
@@ -226,41 +237,36 @@ class Classifier:
     def predict_stream(self, sources: Iterable[ImageSource], top_k: int = 5,
                        batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
                        ) -> Iterator[tuple[str, Prediction | BinwiseError]]:
-        """Classify many photos in order, decoding in a thread pool while the model runs.
+        """Classify many photos in order, ``workers`` batches at once (default: one per CPU).
 
-        Yields ``(source, Prediction)``, or ``(source, BinwiseError)`` for a photo that could not
-        be read, so one bad file does not stop the rest.
+        Each worker thread decodes a batch and runs the model on it, the model on that thread
+        alone where the backend allows (``concurrent``): Pillow and onnxruntime release the GIL,
+        so the workers keep every core busy without handing work between threads. Yields
+        ``(source, Prediction)``, or ``(source, BinwiseError)`` for a photo that could not be
+        read, so one bad file does not stop the rest.
         """
         workers = workers or min(8, os.cpu_count() or 1)
+        run = self.runner.concurrent()
 
-        def decode(source):
-            try:
-                return self.load_image(source)
-            except BinwiseError as e:
-                return e
+        def classify(chunk: list) -> list[tuple[str, Prediction | BinwiseError]]:
+            decoded = []
+            for source in chunk:
+                try:
+                    decoded.append(self.load_image(source))
+                except BinwiseError as e:
+                    decoded.append(e)
+            good = [a for a in decoded if not isinstance(a, BinwiseError)]
+            probabilities = iter(self._probabilities(run(np.stack(good))) if good else [])
+            return [(describe(source), array if isinstance(array, BinwiseError)
+                     else self.prediction(describe(source), next(probabilities), top_k))
+                    for source, array in zip(chunk, decoded)]
 
-        # Pillow releases the GIL while decoding and resizing, so threads decode in parallel; one
-        # batch keeps decoding while the model runs on the one before it.
+        sources = iter(sources)
         with ThreadPoolExecutor(workers) as pool:
-            batches, current = deque(), []
-            for source in sources:
-                current.append((source, pool.submit(decode, source)))
-                if len(current) == batch_size:
-                    batches.append(current)
-                    current = []
-                    if len(batches) > 1:
-                        yield from self._run_batch(batches.popleft(), top_k)
-            if current:
-                batches.append(current)
-            while batches:
-                yield from self._run_batch(batches.popleft(), top_k)
-
-    def _run_batch(self, pending, top_k):
-        decoded = [(source, future.result()) for source, future in pending]
-        good = [(s, a) for s, a in decoded if not isinstance(a, BinwiseError)]
-        probabilities = iter(self.predict_arrays(np.stack([a for _, a in good])) if good else [])
-        for source, array in decoded:
-            if isinstance(array, BinwiseError):
-                yield describe(source), array
-            else:
-                yield describe(source), self.prediction(describe(source), next(probabilities), top_k)
+            pending = deque()  # at most workers + 1 batches in memory
+            while chunk := list(islice(sources, batch_size)):
+                pending.append(pool.submit(classify, chunk))
+                if len(pending) > workers:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()

@@ -17,7 +17,8 @@ def register(subparsers) -> None:
     p.add_argument("--photos", type=int, default=500, help="photos in the folder run (default 500)")
     p.add_argument("--runs", type=int, default=100, help="timed one-photo calls (default 100)")
     p.add_argument("--threads", type=int, help="model threads (default: all CPUs)")
-    p.add_argument("--workers", type=int, help="decode threads for the folder run (default: --threads)")
+    p.add_argument("--workers", type=int, help="batches in flight in the folder run, each decoded and run "
+                   "by its own thread (default: --threads)")
     p.add_argument("--batch-size", type=int, default=32, help="folder batch size (default 32)")
     p.add_argument("--backends", default="torch,onnx-fp32,onnx-int8",
                    help="comma-separated subset of torch,onnx-fp32,onnx-int8")
