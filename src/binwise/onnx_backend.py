@@ -40,9 +40,8 @@ class OnnxRunner:
 
     def concurrent(self):
         """This model for batches run from several threads at once, each call on its calling
-        thread alone (a second session with one intra-op thread). Two such calls side by side got
-        more photos per second through 2 cores than one call at a time on two threads, which
-        spends part of each layer waiting for the other thread."""
+        thread alone (a second session with one intra-op thread), so that a worker that decodes
+        and classifies its own batches never shares its core with onnxruntime's threads."""
         with self._lock:
             if self._single_threaded is None:
                 session = _session(self.path, 1)
