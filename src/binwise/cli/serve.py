@@ -44,5 +44,9 @@ def run(args) -> int:
                      max_queue=args.max_queue, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
     print(f"binwise serve: {classifier.model_id} at http://{args.host}:{args.port}/ (API docs at /docs)",
           flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # Idle keep-alive connections stay open 65 s (uvicorn's default is 5 s, the same as httpx's
+    # own expiry): a client reusing a connection just as the server drops it gets no answer at
+    # all, likely the one ReadError in 3,385 requests of benchmarks/load.py. 65 s outlasts the
+    # 60 s idle timeout of common proxies too, so clients and proxies close first.
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=65)
     return 0
