@@ -83,11 +83,16 @@ class _TorchRunner:
         self.pixel_model = with_pixel_input(self.model, model_file.preprocessing).to(self.device)
         self.graph = None
         self.lock = threading.Lock()  # the CUDA graph's static buffers serve one call at a time
+        self.concurrent_lock = threading.Lock()
 
     def concurrent(self):
-        """This model for batches run from several threads at once: itself (torch parallelises
-        each call over its threads)."""
-        return self
+        """This model for batches run from several threads at once: one call at a time, since
+        each call already spreads over all of torch's threads (concurrent calls would start a
+        thread team each: workers x threads busy threads on as many cores as threads)."""
+        def one_at_a_time(pixels: np.ndarray) -> np.ndarray:
+            with self.concurrent_lock:
+                return self(pixels)
+        return one_at_a_time
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         import torch
