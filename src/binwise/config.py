@@ -14,7 +14,6 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-
 from .errors import BinwiseError
 from .schedules import ScheduleConfig
 

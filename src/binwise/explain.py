@@ -13,7 +13,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from .images import ImageSource, normalize, open_image, resize_and_crop
+from .images import ImageSource, load_for_model, open_image, resize_and_crop
 from .predict import Classifier
 from .preprocessing import Preprocessing
 
@@ -31,7 +31,7 @@ def grad_cam(model_file_or_classifier: str | os.PathLike | Classifier, image: Im
     num_classes = classifier.taxonomy.num_classes
     if class_index is not None and not 0 <= class_index < num_classes:
         raise ValueError(f"class index {class_index} is out of range (the model has {num_classes} classes)")
-    pixels = normalize(classifier.load_image(image), classifier.preprocessing)[None]
+    pixels = load_for_model(image, classifier.preprocessing)[None]
     x = torch.from_numpy(pixels).to(next(model.parameters()).device)
     # torch.autograd.grad computes only this gradient: no parameter .grad is written, so
     # concurrent calls on one model do not interfere.
