@@ -4,8 +4,8 @@ A Classifier wraps either backend behind one call: a .safetensors model file run
 .onnx file (from ``binwise export``) runs in onnxruntime without importing torch. Both take the same
 uint8 pixels, from ``binwise.images.load_crop``, and normalise them the same way
 (``preprocessing.with_pixel_input`` in PyTorch, the ONNX graph inside itself), so they see what
-evaluation sees. Classifiers
-hold no per-call state, so ``predict`` may be called from many threads at once.
+evaluation sees. Classifiers hold no per-call state, so ``predict`` may be called from many
+threads at once.
 """
 
 from __future__ import annotations

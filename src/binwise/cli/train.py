@@ -93,7 +93,7 @@ def run(args) -> int:
             distributed.leave()
     import torch.multiprocessing as mp
 
-    distributed.check_config(job[0], args.devices)  # once here rather than in every process
+    distributed.check_config(job[0], args.devices)  # before starting any process
     try:
         distributed.launch(args.devices, rank_main, *job)
     except mp.ProcessExitedException as e:  # its error is printed by the process
