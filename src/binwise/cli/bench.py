@@ -22,6 +22,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="folder batch size (default 32)")
     p.add_argument("--backends", default="torch,onnx-fp32,onnx-int8",
                    help="comma-separated subset of torch,onnx-fp32,onnx-int8")
+    p.add_argument("--repeat", type=int, default=1, help="rounds of every backend, interleaved; the "
+                   "table gives each backend's median and range over them (default 1)")
     p.add_argument("--json", metavar="FILE", help="also write the numbers and settings as JSON")
     p.set_defaults(func=run)
 
@@ -34,8 +36,10 @@ def run(args) -> int:
     unknown = set(backends) - {"torch", "onnx-fp32", "onnx-int8"}
     if unknown or not backends:
         raise BinwiseError(f"unknown backends {sorted(unknown)}; choose from torch, onnx-fp32, onnx-int8")
+    if args.repeat < 1 or args.runs < 1 or args.photos < 1:
+        raise BinwiseError("--repeat, --runs and --photos must be at least 1")
     results = run_bench(args.model, args.onnx, args.int8, args.data, args.photos, args.runs,
-                        args.threads, args.batch_size, args.workers, backends,
+                        args.threads, args.batch_size, args.workers, backends, args.repeat,
                         log=lambda line: print(line, file=sys.stderr))
     print(format_table(results))
     if args.json:
