@@ -31,6 +31,22 @@ def test_eval_preprocessing_equals_torchvision(size):
     assert levels.max() < 1.001 and (levels > 0.5).mean() < 0.005
 
 
+def test_crops_of_real_photos_equal_torch_own_antialiased_resize():
+    # torch's resize of a uint8 tensor is its own code, not Pillow's: this holds whichever Pillow
+    # (or Pillow-SIMD, see scripts/install-pillow-simd.sh) decodes and resizes the photos
+    photos = sorted((resolve_data() / "test").rglob("*.jpg"))
+    reference = v2.Compose([v2.Resize(256, antialias=True), v2.CenterCrop(224)])
+    differing = []
+    for photo in photos:
+        img = open_image(photo)
+        ours = load_crop(img, IMAGENET).astype(np.int16)
+        theirs = reference(torch.from_numpy(np.array(img)).permute(2, 0, 1)).permute(1, 2, 0).numpy()
+        levels = np.abs(ours - theirs)
+        assert levels.max() <= 1, photo
+        differing.append((levels > 0).mean())
+    assert len(photos) == 130 and np.mean(differing) < 0.001
+
+
 def test_minus_one_to_one_range():
     white = load_for_model(Image.new("RGB", (300, 300), (255, 255, 255)), MINUS_ONE_TO_ONE)
     black = load_for_model(Image.new("RGB", (300, 300), (0, 0, 0)), MINUS_ONE_TO_ONE)

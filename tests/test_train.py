@@ -163,10 +163,13 @@ def test_warm_start_trains_the_head_before_finetuning(pretrained, data, tmp_path
                                           + ["head warm start (all train)"] * head_epochs + ["finetune (all train)"])
     assert (tmp_path / "warm" / "checkpoints" / "monitored-head").is_dir()
     # fine-tuning starts from a trained head: after its first epoch the validation loss is far below
-    # a random head's (the training loss is not: the tutorial's colour jitter blurs these one-colour classes)
+    # a random head's (the training loss is not: the tutorial's colour jitter blurs these one-colour
+    # classes). Measured 0.40 vs 1.03 with Pillow and 0.60 vs 1.03 with Pillow-SIMD, whose resize
+    # moves a few augmented pixels by one grey level: on this tiny generated set, after one epoch,
+    # that is the spread.
     warm_loss = float(rows[head_epochs]["val_loss"])
     cold_loss = float(finetune_log(tmp_path / "cold")[0]["val_loss"])
-    assert warm_loss < 0.5 * cold_loss, (warm_loss, cold_loss)
+    assert warm_loss < 0.75 * cold_loss, (warm_loss, cold_loss)
     # the reported validation accuracy is the fine-tuned model's, not the warm start's
     assert warm["final_val_acc"] == pytest.approx(float(rows[head_epochs]["val_acc"]))
 

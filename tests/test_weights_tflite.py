@@ -32,13 +32,18 @@ TOP1 = {"cat.bmp": "Egyptian cat", "parrot.jpg": "macaw", "grace_hopper.bmp": "m
 LOGITS_RELATIVE_L2_BOUND = 0.10
 # Fed the reference's own (dequantized) input, each backbone layer (one conv, or one inverted
 # residual block of 2-3 convs with uint8 rounding in between) reproduces the reference's output to
-# within 3.1 quantization steps of that output (measured; 2.3 with a resize that moved 0.06% of the
-# photo's pixels by one grey level: where the reference rounds is that sensitive); the stem conv,
-# with no rounding before its output, to within 0.51 steps. A wrong transposition, padding or bias
-# would be off by far more.
-# (Checked on cat.bmp. On other photos a layer can be further off where the reference saturates:
-# on grace_hopper.bmp block 15's projection reaches -14.8 in float, clipped to -13.0 by the reference.)
-LAYER_STEPS_BOUND = 3.5
+# within 0.36 quantization steps of that output on average and 1.4 steps at the 99.9th percentile
+# (measured on cat.bmp). The largest single error is a few outputs where the reference's rounding
+# inside a block tips the other way, and it depends on the exact pixels: 3.1 steps (block 17) with
+# Pillow's resize, 4.4 with Pillow-SIMD's (0.03% of pixels one grey level apart), 2.3 with a resize
+# that moved 0.06% of pixels by one level; the bulk does not move. The stem conv, with no rounding
+# before its output, is within 0.51 steps everywhere. A wrong transposition, padding or bias would
+# be off by far more, and in the bulk.
+# (On other photos a layer can be further off where the reference saturates: on grace_hopper.bmp
+# block 15's projection reaches -14.8 in float, clipped to -13.0 by the reference.)
+LAYER_MEAN_STEPS_BOUND = 0.45
+LAYER_P999_STEPS_BOUND = 1.6
+LAYER_MAX_STEPS_BOUND = 6.0
 STEM_STEPS_BOUND = 0.6
 
 
@@ -134,8 +139,13 @@ def test_each_layer_matches_reference_interpreter(imported, reference, matched):
         expected, step = reference_tensor(reference, output)
         with torch.no_grad():
             ours = layer(layer_input)
-        steps = float((ours - expected).abs().max()) / step
-        assert steps < (STEM_STEPS_BOUND if i == 0 else LAYER_STEPS_BOUND), f"layer {i}: {steps:.2f} steps"
+        steps = (ours - expected).abs().flatten() / step
+        if i == 0:
+            assert steps.max() < STEM_STEPS_BOUND, f"stem: {steps.max():.2f} steps"
+        else:
+            assert steps.mean() < LAYER_MEAN_STEPS_BOUND, f"layer {i}: {steps.mean():.2f} steps on average"
+            assert steps.quantile(0.999) < LAYER_P999_STEPS_BOUND, f"layer {i}: {steps.quantile(0.999):.2f} steps (99.9%)"
+            assert steps.max() < LAYER_MAX_STEPS_BOUND, f"layer {i}: {steps.max():.2f} steps"
         layer_input = expected
 
 
