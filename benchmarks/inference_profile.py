@@ -27,7 +27,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from binwise.bench import bench_photos, sample_jpeg
+from binwise.bench import bench_photos, image_library, sample_jpeg
 from binwise.onnx_backend import _session
 from binwise.paths import resolve_data
 from binwise.predict import Classifier
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     jpeg = sample_jpeg(bench_photos(resolve_data(args.data), 1)[0])
-    results = {"predict_ms_under_cprofile": predict_breakdown(args.model, jpeg, args.calls),
+    results = {"image_library": image_library(), "predict_ms_under_cprofile": predict_breakdown(args.model, jpeg, args.calls),
                **model_alone(args.model), "costliest_nodes_one_thread_batch1": costliest_nodes(args.model)}
     print(json.dumps(results, indent=2))
     if args.json:

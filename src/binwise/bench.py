@@ -35,6 +35,15 @@ def sample_jpeg(photo: str | os.PathLike, size: tuple[int, int] = PHOTO_SIZE) ->
     return buffer.getvalue()
 
 
+def image_library() -> str:
+    """Which distribution provides PIL (Pillow, or Pillow-SIMD, whose resize is faster) and its version."""
+    from importlib.metadata import packages_distributions
+
+    from PIL import Image
+
+    return f"{'/'.join(packages_distributions().get('PIL', ['?']))} {Image.__version__}"
+
+
 def bench_photos(data_dir: Path, count: int) -> list[Path]:
     """All test photos, topped up with training photos to ``count``."""
     splits = [data_dir / "test", data_dir / "train"] if (data_dir / "test").is_dir() else [data_dir]
@@ -86,7 +95,7 @@ def run_bench(model: str | os.PathLike, onnx_fp32: str | os.PathLike | None = No
                             "batch_size": batch_size, "photo": f"{PHOTO_SIZE[0]}x{PHOTO_SIZE[1]} JPEG "
                             f"({len(jpeg)} bytes) from {folder[0]}", "folder_photos": len(folder),
                             "runs": runs, "repeat": repeat, "cpu": platform.processor() or platform.machine(),
-                            "cpus_visible": os.cpu_count(),
+                            "cpus_visible": os.cpu_count(), "image_library": image_library(),
                             "malloc_env": {k: v for k, v in os.environ.items()
                                            if k.startswith("MALLOC_") or k == "LD_PRELOAD"}},
                "backends": {}}
@@ -144,5 +153,6 @@ def format_table(results: dict) -> str:
                 lines.append(line)
     s = results["settings"]
     lines.append(f"threads {s['threads']}, folder workers {s['workers']}, batch {s['batch_size']}, "
-                 f"{s['cpus_visible']} CPUs visible, malloc env {s['malloc_env'] or 'default'}")
+                 f"{s['cpus_visible']} CPUs visible, malloc env {s['malloc_env'] or 'default'}, "
+                 f"{s['image_library']}")
     return "\n".join(lines)
