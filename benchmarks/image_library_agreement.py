@@ -66,10 +66,10 @@ def main(argv=None) -> int:
         return 0
     if len(args.python) != 2:
         parser.error("give --python twice: the two environments to compare")
-    results = compare(args.python, args.models, args.data)
-    print(json.dumps(results, indent=2))
+    report = json.dumps(compare(args.python, args.models, args.data), indent=2)
+    print(report)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(report + "\n")
     return 0
 
 
