@@ -38,8 +38,10 @@ def test_features_are_cached_and_reused(tiny, tree, tmp_path):
     assert more.computed == 9 and torch.equal(more.features[:, :2], first.features)
     # augmented views differ from the eval view but are the same in a fresh cache
     assert not torch.allclose(first.features[:, 0], first.features[:, 1])
+    state = torch.random.get_rng_state()
     fresh = extract(tiny, tree.train, tmp_path / "other", views=1)
     torch.testing.assert_close(fresh.features, first.features, atol=1e-5, rtol=0)
+    assert torch.equal(torch.random.get_rng_state(), state)  # seeding the views left the caller's generator alone
 
 
 def test_changed_photo_or_weights_miss_the_cache(tiny, tree, tmp_path):

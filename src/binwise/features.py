@@ -195,9 +195,10 @@ def extract_features(model, pre: Preprocessing, samples: list[Sample], views: in
         for v in missing[i]:
             if v == 0:  # the eval view decodes as predict does; augmented views need full resolution
                 images.append(eval_view(img if views == 0 else open_image(samples[i].path, at_least=pre.resize_size)))
-            else:
-                torch.manual_seed(view_seed(digests[i], names[v]))
-                images.append(augment(img))
+            else:  # seeded from the photo and the view alone; the caller's generator is left as it was
+                with torch.random.fork_rng():
+                    torch.manual_seed(view_seed(digests[i], names[v]))
+                    images.append(augment(img))
         return torch.stack(images), missing[i]
 
     new: list[dict[str, torch.Tensor]] = [{} for _ in names]
