@@ -24,15 +24,16 @@ import numpy as np
 def dump(out: str, models: list[str], data: str | None) -> None:
     """In one environment: crops and top-1 classes of the test photos, saved to ``out`` (.npz)."""
     from binwise.bench import image_library
+    from binwise.images import is_image_file
     from binwise.paths import resolve_data
     from binwise.predict import Classifier
 
-    photos = sorted(str(p) for p in (resolve_data(data) / "test").rglob("*.jpg"))
+    photos = sorted(str(p) for p in (resolve_data(data) / "test").rglob("*") if is_image_file(p))
     top1 = {}
-    for model in models:
+    for model in models:  # each model crops with its own preprocessing; the last one's crops are kept
         classifier = Classifier.load(model)
-        top1[model] = [p.top[0].index for p in classifier.predict(photos)]
-    crops = np.stack([classifier.load_image(p) for p in photos])
+        crops = np.stack([classifier.load_image(p) for p in photos])
+        top1[model] = classifier.predict_arrays(crops).argmax(1).tolist()
     np.savez(out, crops=crops, meta=json.dumps({"library": image_library(), "photos": photos, "top1": top1}))
 
 

@@ -215,10 +215,11 @@ def pixels_as_quantized_input(graph) -> bool:
     the quantized value of p a + b with scale a and zero point -b / a, rounded to an integer (for
     [-1, 1], 127.5 becomes 128). The convolution's int32 bias is rescaled from the calibrated
     input scale to a, and the half step that rounding takes off every input is added back
-    through it (exact except where the kernel covers the zero padding at the border). The float Cast, Mul, Add and QuantizeLinear it removes took a third of the
-    int8 model's time on a batch of 32 (4.8 million values each); onnxruntime's per-channel
-    QuantizeLinear, the exact alternative for per-channel normalisation, was slower still, so
-    per-channel normalisation stays float. Returns whether the graph was changed.
+    through it (exact except where the kernel covers the zero padding at the border). The float
+    Cast, Mul, Add and QuantizeLinear it removes took a third of the int8 model's time on a batch
+    of 32 (4.8 million values each); onnxruntime's per-channel QuantizeLinear, the exact
+    alternative for per-channel normalisation, was slower still, so per-channel normalisation
+    stays float. Returns whether the graph was changed.
     """
     from onnx import TensorProto, numpy_helper
 
