@@ -21,9 +21,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from binwise.config import FINETUNE
+from binwise.training.config import FINETUNE
 from binwise.paths import resolve_data, resolve_pretrained
-from binwise.train import train
+from binwise.training.run import train
 
 # every tuned field is set by each candidate, so the results do not depend on the preset's values
 CANDIDATES = {
@@ -61,7 +61,7 @@ def main() -> None:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             metrics = train(config, train_only, Path(tmp) / "run", pretrained,
-                            Path(args.cache_dir) if args.cache_dir else None, progress=False)
+                            Path(args.cache_dir) if args.cache_dir else None)
             log = list(csv.DictReader(open(Path(tmp) / "run" / "log.csv")))
         head = [r for r in log if r["phase"].startswith("head")]
         results["candidates"][name] = {

@@ -19,10 +19,12 @@ from pathlib import Path
 import torch
 
 from binwise import features
-from binwise.config import DEFAULT
+from binwise.training.config import DEFAULT
 from binwise.data import load_dataset, stratified_split
 from binwise.paths import resolve_data, resolve_pretrained
-from binwise.train import build_model, fit, head_phase, load_pretrained, reset_head
+from binwise.training.head import head_phase
+from binwise.training.loop import fit
+from binwise.training.run import build_model, load_pretrained
 
 
 def main() -> None:
@@ -59,8 +61,8 @@ def main() -> None:
                 phase = head_phase("tune", model, x[~in_val], f.labels[~in_val],
                                    (x[in_val, 0], f.labels[in_val]), config, Path(tmp), torch.device("cpu"))
                 torch.manual_seed(0)
-                reset_head(model)
-                history = fit(phase, config, progress=False)
+                model.reset_head()
+                history = fit(phase, config)
             accuracies.append(history[-1]["val_acc"])
         results.append({**setting, "val_acc": sum(accuracies) / len(accuracies), "val_acc_per_split": accuracies})
         print(json.dumps(results[-1]))

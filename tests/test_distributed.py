@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from binwise import distributed
 from binwise.cli import main
-from binwise.config import TUTORIAL, save_config
+from binwise.training.config import TUTORIAL, save_config
 
 from test_data import make_tree
 from test_train import pretrained  # noqa: F401  (the tiny pretrained model fixture)

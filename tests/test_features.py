@@ -24,7 +24,7 @@ def tree(tmp_path):
 
 def extract(model, samples, cache, **kw):
     kw.setdefault("engine", "torch")  # ONNX export has its own test
-    return extract_features(model, SMALL, samples, cache_dir=cache, workers=0, progress=False, **kw)
+    return extract_features(model, SMALL, samples, cache_dir=cache, workers=0, **kw)
 
 
 def test_features_are_cached_and_reused(tiny, tree, tmp_path):

@@ -3,7 +3,8 @@
 import torch
 
 from binwise.data import Sample
-from binwise.gpu_data import BatchAugment, DeviceImages, decode_square, fits_on_device
+from binwise.training.augment import BatchAugment
+from binwise.training.device_data import DeviceImages, decode_square, fits_on_device
 from binwise.paths import resolve_data
 from binwise.preprocessing import MINUS_ONE_TO_ONE
 

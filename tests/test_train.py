@@ -8,14 +8,16 @@ import torch
 from safetensors.torch import load_file
 
 from binwise.cli import main
-from binwise.config import DEFAULT, FINETUNE, TUTORIAL, TrainConfig, resolve_config
+from binwise.training.config import DEFAULT, FINETUNE, TUTORIAL, TrainConfig, resolve_config
 from binwise.errors import BinwiseError
 from binwise.modelfile import ModelFile, load_model, save_model
 from binwise.model import MobileNetV2
 from binwise.preprocessing import Preprocessing
 from binwise.schedules import ScheduleConfig
 from binwise.taxonomy import Taxonomy
-from binwise.train import fit, head_phase, train
+from binwise.training.head import head_phase
+from binwise.training.loop import fit
+from binwise.training.run import train
 
 from test_data import make_tree
 
@@ -50,7 +52,7 @@ def quick(**changes) -> TrainConfig:
 
 
 def test_head_training_writes_a_complete_run(pretrained, data, tmp_path):
-    metrics = train(quick(), data, tmp_path / "run", pretrained, tmp_path / "cache", progress=False)
+    metrics = train(quick(), data, tmp_path / "run", pretrained, tmp_path / "cache")
     run = tmp_path / "run"
     for name in ("model.safetensors", "metrics.json", "log.csv", "curves.png", "confusion.png", "config.yaml"):
         assert (run / name).is_file(), name
@@ -68,7 +70,7 @@ def test_head_training_writes_a_complete_run(pretrained, data, tmp_path):
     trained = load_file(run / "model.safetensors")
     assert all(torch.equal(trained[k], v) for k, v in tiny.items() if k.startswith("backbone."))
     # a second run reuses every cached feature and gives the same model
-    again = train(quick(), data, tmp_path / "run2", pretrained, tmp_path / "cache", progress=False)
+    again = train(quick(), data, tmp_path / "run2", pretrained, tmp_path / "cache")
     assert again["features_computed"] == 0 and again["features_reused"] == metrics["features_computed"]
     assert torch.equal(load_file(tmp_path / "run2" / "model.safetensors")["head.classifier.weight"],
                        trained["head.classifier.weight"])
@@ -76,9 +78,9 @@ def test_head_training_writes_a_complete_run(pretrained, data, tmp_path):
 
 def test_killed_run_resumes_to_the_same_model(pretrained, data, tmp_path):
     config = quick(val_fraction=0.0)
-    train(config, data, tmp_path / "full", pretrained, tmp_path / "cache", progress=False)
+    train(config, data, tmp_path / "full", pretrained, tmp_path / "cache")
     killed = tmp_path / "killed"
-    train(config, data, killed, pretrained, tmp_path / "cache", progress=False)
+    train(config, data, killed, pretrained, tmp_path / "cache")
     # as if killed after the oldest checkpoint still kept: the later ones were never written
     checkpoints = sorted((killed / "checkpoints" / "final").glob("ckpt-*.safetensors"))
     assert len(checkpoints) >= 5  # the last 5, and the best if older
@@ -101,7 +103,7 @@ def test_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path):
         return model, head_phase("head", model, x, y, None, config, folder, torch.device("cpu"))
 
     reference, phase = head_and_phase(tmp_path / "a")
-    fit(phase, config, progress=False)
+    fit(phase, config)
 
     model, phase = head_and_phase(tmp_path / "b")
     batches, calls = phase.batches, [0]
@@ -113,11 +115,11 @@ def test_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path):
                 raise KeyboardInterrupt
             yield batch
     with pytest.raises(KeyboardInterrupt):
-        fit(replace(phase, batches=interrupted), config, progress=False)
+        fit(replace(phase, batches=interrupted), config)
     saved = sorted(p.name for p in (tmp_path / "b").glob("*.safetensors"))
     assert saved[-1] == "ckpt-000000012.safetensors"
     resumed, phase = head_and_phase(tmp_path / "b")
-    history = fit(phase, config, progress=False)
+    history = fit(phase, config)
     assert len(history) == 3
     torch.testing.assert_close(resumed.head.classifier.weight, reference.head.classifier.weight)
 
@@ -125,7 +127,7 @@ def test_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path):
 def test_finetune_trains_only_the_last_blocks(pretrained, data, tmp_path):
     config = replace(TUTORIAL, epochs=1, batch_size=8, workers=0, trainable_blocks=2,
                      schedule=ScheduleConfig(lr_max=0.01)).validate()
-    metrics = train(config, data, tmp_path / "run", pretrained, progress=False)
+    metrics = train(config, data, tmp_path / "run", pretrained)
     before, after = load_file(pretrained), load_file(tmp_path / "run" / "model.safetensors")
     last = len(MobileNetV2(width_mult=0.35).backbone.features) - 1
     changed = {k.split(".")[2] for k in before if k.startswith("backbone.") and not torch.equal(before[k], after[k])}
@@ -137,7 +139,7 @@ def test_finetune_with_photos_kept_on_the_device(pretrained, data, tmp_path):
     # the GPU path (decode once, augment whole batches on the device), run here on CPU tensors
     config = replace(TUTORIAL, epochs=2, batch_size=8, workers=0, trainable_blocks=1, data_on_device="yes",
                      val_fraction=0, schedule=ScheduleConfig(lr_max=0.01)).validate()
-    metrics = train(config, data, tmp_path / "run", pretrained, progress=False)
+    metrics = train(config, data, tmp_path / "run", pretrained)
     before, after = load_file(pretrained), load_file(tmp_path / "run" / "model.safetensors")
     last = len(MobileNetV2(width_mult=0.35).backbone.features) - 1
     changed = {k.split(".")[2] for k in before if k.startswith("backbone.") and not torch.equal(before[k], after[k])}
@@ -155,8 +157,8 @@ def test_warm_start_trains_the_head_before_finetuning(pretrained, data, tmp_path
                      batchnorm="train", val_fraction=0.25, retrain_on_all=True,
                      schedule=ScheduleConfig(lr_max=0.01)).validate()
     warm = train(replace(config, warm_start_head=True), data, tmp_path / "warm", pretrained, tmp_path / "cache",
-                 progress=False)
-    train(replace(config, warm_start_head=False), data, tmp_path / "cold", pretrained, progress=False)
+                 )
+    train(replace(config, warm_start_head=False), data, tmp_path / "cold", pretrained)
     rows = finetune_log(tmp_path / "warm")
     head_epochs = DEFAULT.epochs  # the warm start trains with head mode's recipe
     assert [r["phase"] for r in rows] == (["head warm start (train - val)"] * head_epochs + ["finetune (train - val)"]
@@ -180,7 +182,7 @@ def test_frozen_batchnorm_keeps_the_running_statistics(pretrained, data, tmp_pat
     before = load_file(pretrained)
     for batchnorm, kept in (("frozen", True), ("train", False)):
         train(replace(config, batchnorm=batchnorm).validate(), data, tmp_path / batchnorm, pretrained,
-              progress=False)
+              )
         after = load_file(tmp_path / batchnorm / "model.safetensors")
         statistics = [k for k in before if k.endswith(("running_mean", "running_var"))]
         assert all(torch.equal(before[k], after[k]) for k in statistics) == kept, batchnorm
@@ -191,9 +193,9 @@ def test_killed_warm_started_finetune_resumes_to_the_same_model(pretrained, data
     config = replace(FINETUNE, epochs=2, batch_size=8, workers=0, engine="torch", trainable_blocks=1,
                      warm_start_head=True, val_fraction=0.0, keep_checkpoints=5,
                      schedule=ScheduleConfig(lr_max=0.01)).validate()
-    train(config, data, tmp_path / "full", pretrained, tmp_path / "cache", progress=False)
+    train(config, data, tmp_path / "full", pretrained, tmp_path / "cache")
     killed = tmp_path / "killed"
-    train(config, data, killed, pretrained, tmp_path / "cache", progress=False)
+    train(config, data, killed, pretrained, tmp_path / "cache")
     # as if killed after the first fine-tune epoch: the head warm start is done, fine-tuning is not
     checkpoints = sorted((killed / "checkpoints" / "final").glob("ckpt-*.safetensors"))
     assert len(checkpoints) == 2
@@ -218,7 +220,7 @@ def test_finetune_mode_starts_from_the_finetune_preset(tmp_path, monkeypatch):
     def fake_train(config, *args, **kwargs):
         seen.append(config)
         return {"test_top1": 1.0, "test_top5": 1.0, "test_photos": 1, "wall_seconds": 0.0, "unreadable_photos": []}
-    monkeypatch.setattr("binwise.train.train", fake_train)
+    monkeypatch.setattr("binwise.training.run.train", fake_train)
     (tmp_path / "w.tflite").touch()
     common = [str(tmp_path), "--pretrained", str(tmp_path / "w.tflite"), "--run-dir", str(tmp_path / "run"), "--quiet"]
     assert main(["train", *common, "--mode", "finetune", "--lr-max", "0.001"]) == 0
@@ -281,7 +283,7 @@ def test_real_backbone_head_on_garbage26_subset(garbage26_data, tmp_path):
         pytest.skip(str(e))
     data = garbage26_subset(garbage26_data, tmp_path / "data", 5, 2)
     config = replace(DEFAULT, views=0, val_fraction=0.0).validate()
-    metrics = train(config, data, tmp_path / "run", weights, tmp_path / "cache", progress=False)
+    metrics = train(config, data, tmp_path / "run", weights, tmp_path / "cache")
     model_file = load_model(tmp_path / "run" / "model.safetensors")
     assert model_file.taxonomy is not None and model_file.taxonomy.classes_en == GARBAGE26.classes_en
     assert model_file.preprocessing.mean == (0.5, 0.5, 0.5) and model_file.model.config.padding == "tf_same"

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import random
-import sys
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.transforms import v2
 
 from .errors import BinwiseError
 from .images import is_image_file, normalize, open_image, resize_and_crop
@@ -27,6 +26,8 @@ from .preprocessing import Preprocessing
 from .taxonomy import PRESETS, Taxonomy
 
 TRAIN_DIR, TEST_DIRS = "train", ("test", "val")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -115,18 +116,6 @@ def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple
         held_out += members[:k]
         rest += members[k:]
     return rest, held_out
-
-
-def train_transform(pre: Preprocessing) -> v2.Compose:
-    """The tutorial's training augmentation, ending in the model's own normalisation."""
-    return v2.Compose([
-        v2.RandomResizedCrop(pre.input_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
-        v2.RandomHorizontalFlip(0.5),
-        v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4),
-        v2.ToImage(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(pre.mean, pre.std),
-    ])
 
 
 def eval_transform(pre: Preprocessing):
@@ -225,7 +214,7 @@ def photo_loader(dataset: PhotoDataset, batch_size: int, workers: int, batches=N
 
 def warn_skipped(errors: list[str]) -> None:
     for e in errors:
-        print(f"warning: skipped unreadable photo: {e}", file=sys.stderr)
+        log.warning("skipped unreadable photo: %s", e)
 
 
 def check_dataset(root: str | Path, threads: int = 4) -> dict:

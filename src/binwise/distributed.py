@@ -83,9 +83,10 @@ def check_config(config, world_size: int) -> None:
     """What data-parallel training needs of a config; raises BinwiseError otherwise."""
     if world_size == 1:
         return
-    if config.mode != "finetune":
-        raise BinwiseError(f"{world_size} processes requested, but head mode trains on cached features in "
-                           "one process (in seconds); run it without --devices/torchrun, or use --mode finetune")
+    if config.mode != "finetune" or config.cached_views:
+        raise BinwiseError(f"{world_size} processes requested, but {config.mode} mode trains on cached features "
+                           "or activations in one process; run it without --devices/torchrun, or use --mode "
+                           "finetune --cached-views 0")
     if config.batch_size % world_size:
         raise BinwiseError(f"batch_size {config.batch_size} is the global batch and must divide evenly "
                            f"among {world_size} processes")

@@ -8,6 +8,7 @@ the class- and bin-level confusion matrices, and names every misclassified photo
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -51,6 +52,17 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else 0.0
 
 
+def wilson_interval(successes: int, count: int, z: float = 1.96) -> list[float]:
+    """The Wilson score interval of a proportion (95% for z = 1.96): sound for small counts and
+    for proportions near 0 or 1, where the normal approximation is not."""
+    if count == 0:
+        return [0.0, 1.0]
+    p = successes / count
+    centre = (p + z * z / (2 * count)) / (1 + z * z / count)
+    half = z * math.sqrt(p * (1 - p) / count + z * z / (4 * count * count)) / (1 + z * z / count)
+    return [max(0.0, centre - half), min(1.0, centre + half)]
+
+
 def confusion_matrix(truth: torch.Tensor, predicted: torch.Tensor, n: int) -> torch.Tensor:
     """Rows: true class, columns: predicted class."""
     return torch.bincount(truth * n + predicted, minlength=n * n).reshape(n, n)
@@ -74,6 +86,7 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, taxonomy: 
     report = {
         "count": count,
         "top1": (predicted == labels).float().mean().item(),
+        "top1_ci95": wilson_interval(int((predicted == labels).sum()), count),
         "top5": (top5 == labels[:, None]).any(1).float().mean().item(),
         "macro_f1": sum(c["f1"] for c in per_class) / n,
         "per_class": per_class,
@@ -85,19 +98,44 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, taxonomy: 
         true_bins, predicted_bins = bin_of[labels], bin_of[predicted]
         report["bins"] = [b.id for b in taxonomy.bins]
         report["bin_accuracy"] = (true_bins == predicted_bins).float().mean().item()
+        report["bin_accuracy_ci95"] = wilson_interval(int((true_bins == predicted_bins).sum()), count)
         report["bin_confusion"] = confusion_matrix(true_bins, predicted_bins, len(taxonomy.bins)).tolist()
     return report
 
 
+def select_split(dataset, split: str, recorded: list[dict] | None, data) -> tuple[list[Sample], int]:
+    """The photos of ``split`` and how many were left out because the model trained on them.
+
+    A dataset with a test folder: its folders decide. A flat folder: ``test`` is every photo the
+    model did not train or validate on, by SHA-256 against the split recorded in the model file (its
+    own test split, and any photo it never saw); ``all`` is every photo.
+    """
+    from .modelfile import sha256_of_file
+
+    if dataset.test or split == "train":
+        samples = {"test": dataset.test, "train": dataset.train, "all": dataset.train + dataset.test}[split]
+        if not samples:
+            raise BinwiseError(f"no photos in the {split!r} split", data)
+        return samples, 0
+    if split == "all":
+        return dataset.train, 0
+    if recorded is None:
+        raise BinwiseError("a flat folder (no test/ inside) and a model that records no split of it: "
+                           "the test photos are unknown; use --split all for every photo", data)
+    seen = {row["sha256"] for row in recorded if row.get("split") in ("train", "val")}
+    samples = [s for s in dataset.train if sha256_of_file(s.path) not in seen]
+    if not samples:
+        raise BinwiseError("every photo here trained or validated the model; no unseen photo to test on", data)
+    return samples, len(dataset.train) - len(samples)
+
+
 def evaluate(model_path: str | Path, data: str | Path, out_dir: str | Path | None = None,
              batch_size: int = 32, workers: int = 2, device: str = "cpu", split: str = "test") -> dict:
-    """Evaluate a model file on a dataset's ``split`` ('test', or 'train' / 'all' for a tree without
-    test/); with ``out_dir`` write report.json, confusion.png, bin_confusion.png and misclassified.png."""
+    """Evaluate a model file on a dataset's ``split`` ('test', 'train' or 'all'; see ``select_split``);
+    with ``out_dir`` write report.json, confusion.png, bin_confusion.png and misclassified.png."""
     model_file = load_model(model_path, device)
     dataset = load_dataset(data)
-    samples = {"test": dataset.test, "train": dataset.train, "all": dataset.train + dataset.test}[split]
-    if not samples:
-        raise BinwiseError(f"no photos in the {split!r} split (a test split needs DIR/test/<class>/)", data)
+    samples, excluded = select_split(dataset, split, model_file.provenance.get("splits"), data)
     model_classes = list(model_file.taxonomy.classes_en)
     unknown = sorted(set(dataset.taxonomy.classes_en) - set(model_classes))
     if unknown:
@@ -119,6 +157,7 @@ def evaluate(model_path: str | Path, data: str | Path, out_dir: str | Path | Non
     report["model"] = str(model_path)
     report["data"] = str(data)
     report["split"] = split
+    report["excluded_as_seen"] = excluded
     if out_dir:
         from . import plots
         out_dir = Path(out_dir)

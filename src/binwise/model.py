@@ -194,6 +194,11 @@ class MobileNetV2(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
+    def reset_head(self) -> None:
+        """The tutorial's head init (N(0, 0.01) weights, zero bias), drawn from torch's generator."""
+        nn.init.normal_(self.head.classifier.weight, 0, 0.01)
+        nn.init.zeros_(self.head.classifier.bias)
+
 
 def initialize_weights(module: nn.Module) -> None:
     """The tutorial's init: conv He-normal (fan_out), BN weight 1 / bias 0, linear N(0, 0.01) / bias 0."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from ..errors import BinwiseError
@@ -28,8 +29,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.Handler):
+    """The library's log records as ``warning: ...`` lines on the current standard error."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        print(f"{level}{record.getMessage()}", file=sys.stderr)
+
+
+def show_library_log() -> None:
+    logger = logging.getLogger("binwise")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    show_library_log()
     try:
         return args.func(args) or 0
     except BinwiseError as e:

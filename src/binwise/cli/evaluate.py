@@ -7,7 +7,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate a model file on a dataset's test split")
     p.add_argument("model", help="a binwise .safetensors model file")
     p.add_argument("data", nargs="?", help="dataset folder (default: $BINWISE_DATA or ../shared/data/garbage26)")
-    p.add_argument("--split", default="test", choices=["test", "train", "all"], help="which photos (default: test)")
+    p.add_argument("--split", default="test", choices=["test", "train", "all"], help="which photos (default: test; in a flat folder, the photos the model never trained or validated on)")
     p.add_argument("--out", metavar="DIR", help="write report.json, confusion.png, bin_confusion.png and "
                    "misclassified.png here (default: eval-<model name>/ beside the model)")
     p.add_argument("--batch-size", type=int, default=32)
@@ -25,9 +25,15 @@ def run(args) -> int:
     model = Path(args.model)
     out = Path(args.out) if args.out else model.parent / f"eval-{model.stem}"
     report = evaluate(model, resolve_data(args.data), out, args.batch_size, args.workers, args.device, args.split)
-    print(f"{report['count']} photos  top-1 {report['top1']:.2%}  top-5 {report['top5']:.2%}  "
-          f"macro F1 {report['macro_f1']:.3f}" +
-          (f"  bin accuracy {report['bin_accuracy']:.2%}" if "bin_accuracy" in report else ""))
+    from .train import with_interval
+
+    print(f"{report['count']} photos  top-1 {with_interval(report['top1'], report['top1_ci95'])}  "
+          f"top-5 {report['top5']:.2%}  macro F1 {report['macro_f1']:.3f}" +
+          (f"  bin accuracy {with_interval(report['bin_accuracy'], report['bin_accuracy_ci95'])}"
+           if "bin_accuracy" in report else ""))
+    if report["excluded_as_seen"]:
+        print(f"{report['excluded_as_seen']} photos the model trained or validated on were left out "
+              "(--split all keeps them)")
     print(f"{'class':28s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'n':>5s}")
     for c in report["per_class"]:
         print(f"{c['class'][:28]:28s} {c['precision']:9.3f} {c['recall']:7.3f} {c['f1']:6.3f} {c['support']:5d}")

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from ..config import PRESETS, flat_fields
+from ..training.config import PRESETS, flat_fields
 
 
 def _flag(dotted: str) -> str:
@@ -43,7 +43,7 @@ def register(subparsers) -> None:
                               "Settings: --preset, then --config FILE (YAML or TOML), then the flags below.")
     p.add_argument("data", nargs="?", help="dataset folder (default: $BINWISE_DATA or ../shared/data/garbage26)")
     p.add_argument("--preset", choices=sorted(PRESETS),
-                   help="starting settings (default: finetune with --mode finetune, else default)")
+                   help="starting settings (default: the preset of --mode finetune / head, else default, which is auto)")
     p.add_argument("--config", metavar="FILE", help="YAML or TOML file of config fields")
     p.add_argument("--pretrained", metavar="FILE", help="backbone weights (TFLite, MindSpore .ckpt, "
                    "torchvision .pth or binwise .safetensors; default: $BINWISE_PRETRAINED or ../shared/weights/...)")
@@ -73,9 +73,9 @@ def run(args) -> int:
     from pathlib import Path
 
     from .. import distributed
-    from ..config import resolve_config
+    from ..training.config import resolve_config
     from ..paths import resolve_data, resolve_pretrained
-    from ..train import saved_run
+    from ..training.run import saved_run
 
     if args.resume:
         job = saved_run(Path(args.resume))
@@ -101,6 +101,11 @@ def run(args) -> int:
     return 0
 
 
+def with_interval(value: float, interval: list[float]) -> str:
+    """94.1% [90.2-96.5] : the value and its 95% confidence interval."""
+    return f"{value:.1%} [95% CI {interval[0]:.1%}-{interval[1]:.1%}]"
+
+
 def rank_main(*job) -> None:
     """One process of ``--devices N``: errors are printed here and end it with status 2."""
     from ..errors import BinwiseError
@@ -114,15 +119,20 @@ def rank_main(*job) -> None:
 
 def train_and_report(config, data, run_dir, pretrained, cache_dir, progress) -> int:
     from .. import distributed
-    from ..train import train
+    from ..progress import SILENT
+    from ..training.run import train
+    from .progress import ProgressBar
 
-    metrics = train(config, data, run_dir, pretrained, cache_dir, progress)
+    metrics = train(config, data, run_dir, pretrained, cache_dir, ProgressBar() if progress else SILENT)
     if not distributed.current().is_main:
         return 0
-    line = f"test top-1 {metrics['test_top1']:.2%}  top-5 {metrics['test_top5']:.2%}"
+    if metrics["reason"]:
+        print(f"chose {metrics['chosen']}: {metrics['reason']}")
+    line = f"test top-1 {with_interval(metrics['test_top1'], metrics['test_top1_ci95'])}  top-5 {metrics['test_top5']:.2%}"
     if metrics.get("test_bin_accuracy") is not None:
-        line += f"  bin {metrics['test_bin_accuracy']:.2%}"
-    print(f"{line}  on {metrics['test_photos']} photos  ({metrics['wall_seconds']:.1f} s)")
+        line += f"  bin {with_interval(metrics['test_bin_accuracy'], metrics['test_bin_accuracy_ci95'])}"
+    print(f"{line}  on {metrics['test_photos']} test photos ({metrics['test_split']})  "
+          f"({metrics['wall_seconds']:.1f} s)")
     if metrics["unreadable_photos"]:
         print(f"{len(metrics['unreadable_photos'])} unreadable photos skipped (named above)")
     print(f"model: {run_dir / 'model.safetensors'}")

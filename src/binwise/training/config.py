@@ -1,7 +1,8 @@
 """The training configuration: one typed dataclass, named presets, YAML/TOML files, CLI overrides.
 
 Precedence: preset < ``--config FILE`` < command-line flags; without a preset, ``mode: finetune``
-(from the file or a flag) starts from the ``finetune`` preset, anything else from ``default``.
+(from the file or a flag) starts from the ``finetune`` preset, ``mode: head`` from ``head``, anything
+else from ``default`` (``mode: auto``).
 Every field is also a flag (``lr_max`` -> ``--lr-max``); the resolved config is saved in the run
 directory and the model file.
 """
@@ -14,22 +15,36 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from .errors import BinwiseError
-from .schedules import ScheduleConfig
+from ..errors import BinwiseError
+from ..schedules import ScheduleConfig
+from .augment import FINETUNE_AUGMENT, TUTORIAL_AUGMENT, AugmentConfig
+
+MODES = ("auto", "head", "finetune")
+OPTIMIZERS = ("sgd", "adamw")
+CLASS_BALANCE = ("none", "loss")
 
 
 @dataclass
 class TrainConfig:
-    mode: str = "head"  # head: frozen backbone, cached features; finetune: backprop into the backbone
+    # auto: head first, then fine-tuning when validation says it can help and time allows;
+    # head: frozen backbone, cached features; finetune: backprop into the backbone
+    mode: str = "head"
     epochs: int = 10
     batch_size: int = 16
+    optimizer: str = "sgd"  # sgd (momentum) | adamw
     momentum: float = 0.9
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
     dropout: float = 0.0  # before the classifier
+    # loss: cross-entropy weighted by inverse class frequency, so a small class counts as much as a large one
+    class_balance: str = "none"
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     # head mode: augmented views cached per photo (each costs one backbone pass per photo, once)
     views: int = 0
+    # finetune mode: > 0 caches the frozen prefix's activations for this many augmented views of each
+    # photo and trains the suffix on them (``training.activations``); 0 decodes and augments every step
+    cached_views: int = 0
     # finetune mode: how many of the last backbone blocks train (None: all, 0: head only, backbone
     # recomputed every step as in the tutorial)
     trainable_blocks: int | None = None
@@ -41,7 +56,12 @@ class TrainConfig:
     # "frozen" keeps every BN in eval mode (running statistics fixed, gamma/beta still trained)
     batchnorm: str = "train"
     val_fraction: float = 0.1  # held out of train (seeded, stratified) to monitor and choose settings
+    # a dataset without a test folder: this fraction of its photos is its test split, and val_fraction
+    # is taken of all its photos too (default 80/10/10)
+    test_fraction: float = 0.1
     retrain_on_all: bool = True  # after the monitored run, train again on all of train for the final model
+    keep_best: bool = False  # end a monitored phase with its best epoch by validation accuracy
+    time_budget: float = 600.0  # auto mode: seconds the whole run may take (fine-tuning fits in what is left)
     seed: int = 0
     workers: int = 2  # DataLoader processes decoding photos
     feature_batch_size: int = 32
@@ -54,7 +74,15 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         checks = [
-            (self.mode in ("head", "finetune"), f"mode must be 'head' or 'finetune', got {self.mode!r}"),
+            (self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (self.class_balance in CLASS_BALANCE,
+             f"class_balance must be one of {', '.join(CLASS_BALANCE)}, got {self.class_balance!r}"),
+            (self.cached_views >= 0, f"cached_views must be >= 0, got {self.cached_views}"),
+            (0 < self.test_fraction < 1, f"test_fraction must be in (0, 1), got {self.test_fraction}"),
+            (self.val_fraction + self.test_fraction < 1, "val_fraction + test_fraction must be below 1"),
+            (self.time_budget > 0, f"time_budget must be positive, got {self.time_budget}"),
+            *self.augment.validate(),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
             (0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
@@ -99,35 +127,44 @@ def _merge(base, data: dict, source: str):
 
 
 # The MindSpore tutorial's recipe: frozen backbone recomputed for every batch, Momentum SGD,
-# cosine decay from 0.05 over 10 epochs of batch 16.
+# cosine decay from 0.05 over 10 epochs of batch 16, the tutorial's augmentation.
 TUTORIAL = TrainConfig(mode="finetune", trainable_blocks=0, epochs=10, batch_size=16, val_fraction=0.0,
-                       retrain_on_all=False, schedule=ScheduleConfig(name="cosine", lr_max=0.05))
+                       retrain_on_all=False, schedule=ScheduleConfig(name="cosine", lr_max=0.05),
+                       augment=TUTORIAL_AUGMENT)
 
-# binwise's default: the same optimiser on cached features of a frozen backbone, so the head can
+# The linear probe: the same optimiser on cached features of a frozen backbone, so the head can
 # train for many epochs in seconds. Values chosen by validation accuracy on two seeded 10% splits
 # of train (benchmarks/tune_head.py, results in benchmarks/results/tune_head.json), never on test.
 # Cached augmented views did not help there (the tutorial's crops reach down to 8% of the photo,
 # far from the centre crop seen at test time), so by default none are computed.
-DEFAULT = TrainConfig(mode="head", epochs=30, batch_size=64, views=0, label_smoothing=0.1,
-                      weight_decay=1e-4, schedule=ScheduleConfig(name="cosine", lr_max=0.02, warmup_epochs=1))
+HEAD = TrainConfig(mode="head", epochs=30, batch_size=64, views=0, label_smoothing=0.1,
+                   weight_decay=1e-4, schedule=ScheduleConfig(name="cosine", lr_max=0.02, warmup_epochs=1))
 
 # "Linear probe, then fine-tune": the head trained on cached features as in head mode, then the last
-# 5 backbone blocks fine-tuned for 2 epochs at a small rate with BN frozen, once on all of train.
-# Chosen by validation accuracy on a seeded 10% split of train (benchmarks/tune_finetune.py,
-# results in benchmarks/results/tune_finetune.json), never on test. A 10x larger rate on every
-# block wrecked the features (validation 96% -> 32% in one epoch).
-FINETUNE = TrainConfig(mode="finetune", warm_start_head=True, trainable_blocks=5, batchnorm="frozen", epochs=2,
-                       batch_size=32, label_smoothing=0.1, val_fraction=0.0, retrain_on_all=False,
-                       schedule=ScheduleConfig(name="cosine", lr_max=0.0005))
+# 5 backbone blocks fine-tuned on cached activations of the frozen prefix (4 augmented views of
+# each photo) with AdamW, BN frozen, the best epoch by validation kept. AdamW because the imported
+# weights have batch norm folded into them, which leaves per-channel weight scales 100x apart: one
+# SGD rate is far too large for some channels (measured: training accuracy 0.91 -> 0.51 in 40 steps)
+# while Adam's per-parameter step is scale-free. Values chosen on validation splits of proxy datasets
+# (benchmarks/tune_finetune.py, docs/training.md), never on a test split.
+FINETUNE = TrainConfig(mode="finetune", warm_start_head=True, trainable_blocks=5, batchnorm="frozen", epochs=8,
+                       batch_size=32, optimizer="adamw", weight_decay=0.05, label_smoothing=0.1,
+                       cached_views=4, augment=FINETUNE_AUGMENT, val_fraction=0.1, retrain_on_all=False,
+                       keep_best=True, schedule=ScheduleConfig(name="cosine", lr_max=3e-4, warmup_epochs=1))
 
-PRESETS = {"default": DEFAULT, "tutorial": TUTORIAL, "finetune": FINETUNE}
+# binwise's default: the probe, then FINETUNE's fine-tuning when validation says it can add and
+# the time budget allows; the better of the two by validation accuracy is kept (``training.auto``).
+DEFAULT = replace(FINETUNE, mode="auto")
+
+PRESETS = {"default": DEFAULT, "head": HEAD, "finetune": FINETUNE, "tutorial": TUTORIAL}
 
 
 def warm_start_config(config: TrainConfig) -> TrainConfig:
-    """How finetune mode's head warm start trains: head mode's recipe (DEFAULT's values, chosen on
-    validation for exactly this job) with this run's seed, data loading and devices."""
-    run_settings = ("seed", "workers", "feature_batch_size", "engine", "device", "keep_checkpoints")
-    return replace(DEFAULT, **{name: getattr(config, name) for name in run_settings})
+    """How the probe trains inside finetune and auto mode: head mode's recipe (HEAD's values, chosen
+    on validation for exactly this job) with this run's seed, split, data loading and devices."""
+    run_settings = ("seed", "workers", "feature_batch_size", "engine", "device", "keep_checkpoints",
+                    "val_fraction", "test_fraction", "class_balance")
+    return replace(HEAD, **{name: getattr(config, name) for name in run_settings})
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -177,13 +214,12 @@ def nest(dotted: dict) -> dict:
 
 def resolve_config(preset: str | None = None, config_file: str | Path | None = None,
                    overrides: dict | None = None) -> TrainConfig:
-    """The preset, then the file, then the overrides. Without a preset, the base is ``finetune``
-    when the file or the overrides set ``mode: finetune`` (head mode's 30 epochs of batch 64 would
-    be absurd there), else ``default``."""
+    """The preset, then the file, then the overrides. Without a preset, the base is the preset of
+    the mode the file or the overrides set (``finetune``, ``head``), else ``default`` (auto)."""
     from_file = read_config_file(config_file) if config_file else {}
     if preset is None:
         mode = (overrides or {}).get("mode", from_file.get("mode"))
-        preset = "finetune" if mode == "finetune" else "default"
+        preset = mode if mode in ("finetune", "head") else "default"
     if preset not in PRESETS:
         raise BinwiseError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     config = PRESETS[preset]

@@ -2,7 +2,7 @@
 
 On a GPU, MobileNetV2 trains faster than two CPU cores can decode JPEGs, so for datasets that fit
 (garbage26 at 256x256 is 0.4 GB as uint8) binwise decodes every photo once, stores it on the device
-and runs the tutorial's augmentation there with per-sample random parameters (kornia). It works on
+and runs the training augmentation there (``augment.BatchAugment``). It works on
 CPU tensors too, which is how the tests check it.
 """
 
@@ -10,22 +10,20 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import kornia.augmentation as K
 import numpy as np
 import torch
 
-from .errors import BinwiseError
-from .images import open_image, resize_and_crop
-from .preprocessing import Preprocessing
+from ..errors import BinwiseError
+from ..images import open_image
+from .augment import store_square
 
-# Photos are stored square at this size; random resized crops are then taken from it.
+# Photos are stored square at this size (``AugmentConfig.store_size``); crops are then taken from it.
 STORE_SIZE = 256
 
 
 def decode_square(path, size: int) -> np.ndarray:
-    """Shorter side to ``size``, centre crop ``size`` x ``size``, as uint8 CHW."""
-    square = Preprocessing(input_size=size, resize_size=size)
-    return np.array(resize_and_crop(open_image(path), square), dtype=np.uint8).transpose(2, 0, 1)
+    """Shorter side to ``size``, centre crop ``size`` x ``size``, as uint8 CHW (``augment.store_square``)."""
+    return np.array(store_square(open_image(path, at_least=size), size), dtype=np.uint8).transpose(2, 0, 1)
 
 
 def fits_on_device(num_images: int, device: torch.device, size: int = STORE_SIZE, fraction: float = 0.25) -> bool:
@@ -65,24 +63,3 @@ class DeviceImages:
         for index in index_batches:
             index = torch.as_tensor(index, dtype=torch.long, device=self.images.device)
             yield self.images[index], self.labels[index]
-
-
-class BatchAugment(torch.nn.Module):
-    """The tutorial's training augmentation with per-sample randomness, on uint8 batches:
-    random resized crop (scale 0.08-1, ratio 3/4-4/3), horizontal flip, colour jitter 0.4, then
-    the model's normalisation."""
-
-    def __init__(self, pre: Preprocessing, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), jitter: float = 0.4):
-        super().__init__()
-        self.augment = torch.nn.Sequential(
-            K.RandomResizedCrop((pre.input_size, pre.input_size), scale=scale, ratio=ratio),
-            K.RandomHorizontalFlip(),
-            K.ColorJitter(jitter, jitter, jitter, p=1.0),
-        )
-        self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1))
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.augment(images.float() / 255.0)
-        return (x - self.mean) / self.std

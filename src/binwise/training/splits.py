@@ -1,0 +1,51 @@
+"""Which photos train, which validate and which test: honest splits, recorded.
+
+A dataset with ``train/`` and ``test/`` folders keeps its own test split; validation is a seeded,
+stratified ``val_fraction`` of train. A flat folder (``DIR/<class>/``) is split by binwise, seeded
+and stratified: ``test_fraction`` of its photos are the test split and ``val_fraction`` of them
+validation (default 80/10/10). Test photos never train, never choose a setting and are never part
+of retrain-on-all. For a flat folder the split is recorded (relative path, SHA-256 and split of
+every photo) in the run and in the model file, so ``binwise eval`` can score exactly the photos
+the model never saw.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..data import Dataset, Sample, stratified_split
+from ..modelfile import sha256_of_file
+from .config import TrainConfig
+
+
+@dataclass
+class Splits:
+    train: list[Sample]  # trains the model (the monitored phases)
+    val: list[Sample]  # monitors training and chooses between settings
+    test: list[Sample]  # the final report only
+    seeded: bool  # split by binwise (a flat folder), not by the dataset's own folders
+
+
+def make_splits(dataset: Dataset, config: TrainConfig) -> Splits:
+    if dataset.test:
+        rest, val = _held_out(dataset.train, config.val_fraction, config.seed)
+        return Splits(rest, val, dataset.test, seeded=False)
+    rest, test = stratified_split(dataset.train, config.test_fraction, config.seed)
+    # val_fraction of all photos, taken from what the test split left
+    rest, val = _held_out(rest, config.val_fraction / (1 - config.test_fraction), config.seed + 1)
+    return Splits(rest, val, test, seeded=True)
+
+
+def _held_out(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    return stratified_split(samples, fraction, seed) if fraction > 0 else (samples, [])
+
+
+def manifest(splits: Splits, dataset: Dataset) -> list[dict]:
+    """Every photo's path relative to the dataset, SHA-256 and split (train / val / test)."""
+    rows = []
+    for name in ("train", "val", "test"):
+        for s in getattr(splits, name):
+            rows.append({"path": os.path.relpath(s.path, dataset.root), "sha256": sha256_of_file(s.path),
+                         "split": name})
+    return rows
