@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from binwise import features
-from binwise.training.config import DEFAULT
+from binwise.training.config import HEAD
 from binwise.data import load_dataset, stratified_split
 from binwise.paths import resolve_data, resolve_pretrained
 from binwise.training.head import head_phase
@@ -48,9 +48,9 @@ def main() -> None:
     results = []
     for values in itertools.product(*grid.values()):
         setting = dict(zip(grid, values))
-        config = replace(DEFAULT, epochs=setting["epochs"], batch_size=setting["batch_size"],
+        config = replace(HEAD, epochs=setting["epochs"], batch_size=setting["batch_size"],
                          label_smoothing=setting["label_smoothing"],
-                         schedule=replace(DEFAULT.schedule, lr_max=setting["lr_max"]))
+                         schedule=replace(HEAD.schedule, lr_max=setting["lr_max"]))
         accuracies = []
         for split_seed in (0, 1):
             train, val = stratified_split(f.samples, 0.1, split_seed)

@@ -6,8 +6,9 @@ import torch
 from PIL import Image
 
 from binwise.cli import main
-from binwise.data import (PhotoDataset, check_dataset, collate, load_dataset, single_view, stratified_split,
-                          train_transform)
+from binwise.data import (PhotoDataset, check_dataset, collate, load_dataset, single_view, stratified_split)
+from binwise.training.augment import cpu_transform
+from binwise.training.config import TUTORIAL_AUGMENT
 from binwise.errors import BinwiseError
 from binwise.preprocessing import IMAGENET, MINUS_ONE_TO_ONE
 from binwise.taxonomy import GARBAGE26
@@ -79,11 +80,11 @@ def test_stratified_split_is_seeded_and_per_class(tmp_path):
 
 def test_train_transform_shape_and_normalisation():
     img = Image.new("RGB", (300, 200), (255, 255, 255))
-    out = train_transform(MINUS_ONE_TO_ONE)(img)
+    out = cpu_transform(MINUS_ONE_TO_ONE, TUTORIAL_AUGMENT)(img)
     assert out.shape == (3, 224, 224) and out.dtype == torch.float32
     # white stays white under jitter of a flat image except brightness, which only darkens it here
     assert out.max() <= 1.0 + 1e-6 and out.min() >= -1.0 - 1e-6
-    other = train_transform(IMAGENET)(Image.new("RGB", (300, 200), (0, 0, 0)))
+    other = cpu_transform(IMAGENET, TUTORIAL_AUGMENT)(Image.new("RGB", (300, 200), (0, 0, 0)))
     assert torch.allclose(other[0], torch.full((224, 224), -0.485 / 0.229), atol=1e-5)
 
 
@@ -92,7 +93,7 @@ def test_unreadable_photos_are_skipped_and_named(tmp_path):
     broken = tmp_path / "train" / "red" / "broken.jpg"
     broken.write_bytes(b"not a jpeg at all")
     ds = load_dataset(tmp_path)
-    items = [PhotoDataset(ds.train, single_view(train_transform(IMAGENET)))[i] for i in range(len(ds.train))]
+    items = [PhotoDataset(ds.train, single_view(cpu_transform(IMAGENET, TUTORIAL_AUGMENT)))[i] for i in range(len(ds.train))]
     batch = collate(items)
     assert batch.images.shape == (6, 3, 224, 224)
     assert len(batch.skipped) == 1 and str(broken) in batch.skipped[0]

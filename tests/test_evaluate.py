@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from binwise.cli import main
-from binwise.training.config import DEFAULT
+from binwise.training.config import HEAD
 from binwise.evaluate import classification_report, evaluate
 from binwise.schedules import ScheduleConfig
 from binwise.taxonomy import GARBAGE26, Taxonomy
@@ -45,7 +45,7 @@ def test_bin_accuracy_counts_wrong_class_in_the_right_bin():
 def test_eval_command_on_a_trained_model(pretrained, tmp_path, capsys):  # noqa: F811
     data = make_tree(tmp_path / "data", per_class=6, test_per_class=3)
     (data / "test" / "red" / "broken.jpg").write_bytes(b"nope")
-    config = replace(DEFAULT, epochs=3, batch_size=8, views=0, workers=0, engine="torch", val_fraction=0.0,
+    config = replace(HEAD, epochs=3, batch_size=8, views=0, workers=0, engine="torch", val_fraction=0.0,
                      schedule=ScheduleConfig(lr_max=0.01))
     metrics = train(config, data, tmp_path / "run", pretrained, tmp_path / "cache")
     assert metrics["unreadable_photos"] and "broken.jpg" in metrics["unreadable_photos"][0]
@@ -65,7 +65,7 @@ def test_eval_command_on_a_trained_model(pretrained, tmp_path, capsys):  # noqa:
 
 def test_eval_relabels_to_the_model_class_order(pretrained, tmp_path):  # noqa: F811
     data = make_tree(tmp_path / "data", per_class=4, test_per_class=2)
-    config = replace(DEFAULT, epochs=2, batch_size=8, views=0, workers=0, engine="torch", val_fraction=0.0)
+    config = replace(HEAD, epochs=2, batch_size=8, views=0, workers=0, engine="torch", val_fraction=0.0)
     train(config, data, tmp_path / "run", pretrained, tmp_path / "cache")
     # a one-folder dataset of red and blue photos: its own order is (blue, red), the model's (blue, green, red)
     other = tmp_path / "other"

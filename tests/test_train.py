@@ -8,13 +8,14 @@ import torch
 from safetensors.torch import load_file
 
 from binwise.cli import main
-from binwise.training.config import DEFAULT, FINETUNE, TUTORIAL, TrainConfig, resolve_config
+from binwise.training.config import DEFAULT, FINETUNE, HEAD, TUTORIAL, TrainConfig, resolve_config
 from binwise.errors import BinwiseError
 from binwise.modelfile import ModelFile, load_model, save_model
 from binwise.model import MobileNetV2
 from binwise.preprocessing import Preprocessing
 from binwise.schedules import ScheduleConfig
 from binwise.taxonomy import Taxonomy
+from binwise.training.config import TUTORIAL_AUGMENT
 from binwise.training.head import head_phase
 from binwise.training.loop import fit
 from binwise.training.run import train
@@ -48,7 +49,7 @@ def data(tmp_path_factory):
 def quick(**changes) -> TrainConfig:
     changes = {"epochs": 8, "batch_size": 8, "views": 1, "workers": 0, "engine": "torch", "keep_checkpoints": 5,
                "schedule": ScheduleConfig(lr_max=0.01), **changes}
-    return replace(DEFAULT, **changes).validate()
+    return replace(HEAD, **changes).validate()
 
 
 def test_head_training_writes_a_complete_run(pretrained, data, tmp_path):
@@ -154,13 +155,13 @@ def finetune_log(run: Path) -> list[dict]:
 
 def test_warm_start_trains_the_head_before_finetuning(pretrained, data, tmp_path):
     config = replace(FINETUNE, epochs=1, batch_size=8, workers=0, engine="torch", trainable_blocks=1,
-                     batchnorm="train", val_fraction=0.25, retrain_on_all=True,
-                     schedule=ScheduleConfig(lr_max=0.01)).validate()
+                     batchnorm="train", val_fraction=0.25, retrain_on_all=True, optimizer="sgd", weight_decay=1e-4,
+                     cached_views=0, augment=TUTORIAL_AUGMENT, schedule=ScheduleConfig(lr_max=0.01)).validate()
     warm = train(replace(config, warm_start_head=True), data, tmp_path / "warm", pretrained, tmp_path / "cache",
                  )
     train(replace(config, warm_start_head=False), data, tmp_path / "cold", pretrained)
     rows = finetune_log(tmp_path / "warm")
-    head_epochs = DEFAULT.epochs  # the warm start trains with head mode's recipe
+    head_epochs = HEAD.epochs  # the warm start trains with head mode's recipe
     assert [r["phase"] for r in rows] == (["head warm start (train - val)"] * head_epochs + ["finetune (train - val)"]
                                           + ["head warm start (all train)"] * head_epochs + ["finetune (all train)"])
     assert (tmp_path / "warm" / "checkpoints" / "monitored-head").is_dir()
@@ -173,7 +174,7 @@ def test_warm_start_trains_the_head_before_finetuning(pretrained, data, tmp_path
     cold_loss = float(finetune_log(tmp_path / "cold")[0]["val_loss"])
     assert warm_loss < 0.75 * cold_loss, (warm_loss, cold_loss)
     # the reported validation accuracy is the fine-tuned model's, not the warm start's
-    assert warm["final_val_acc"] == pytest.approx(float(rows[head_epochs]["val_acc"]))
+    assert warm["val_acc"] == pytest.approx(float(rows[head_epochs]["val_acc"]))
 
 
 def test_frozen_batchnorm_keeps_the_running_statistics(pretrained, data, tmp_path):
@@ -219,7 +220,9 @@ def test_finetune_mode_starts_from_the_finetune_preset(tmp_path, monkeypatch):
 
     def fake_train(config, *args, **kwargs):
         seen.append(config)
-        return {"test_top1": 1.0, "test_top5": 1.0, "test_photos": 1, "wall_seconds": 0.0, "unreadable_photos": []}
+        return {"test_top1": 1.0, "test_top1_ci95": [0.2, 1.0], "test_top5": 1.0, "test_photos": 1,
+                "test_split": "the dataset's test folder", "wall_seconds": 0.0, "unreadable_photos": [],
+                "chosen": config.mode, "reason": ""}
     monkeypatch.setattr("binwise.training.run.train", fake_train)
     (tmp_path / "w.tflite").touch()
     common = [str(tmp_path), "--pretrained", str(tmp_path / "w.tflite"), "--run-dir", str(tmp_path / "run"), "--quiet"]
@@ -282,7 +285,7 @@ def test_real_backbone_head_on_garbage26_subset(garbage26_data, tmp_path):
     except BinwiseError as e:
         pytest.skip(str(e))
     data = garbage26_subset(garbage26_data, tmp_path / "data", 5, 2)
-    config = replace(DEFAULT, views=0, val_fraction=0.0).validate()
+    config = replace(HEAD, views=0, val_fraction=0.0).validate()
     metrics = train(config, data, tmp_path / "run", weights, tmp_path / "cache")
     model_file = load_model(tmp_path / "run" / "model.safetensors")
     assert model_file.taxonomy is not None and model_file.taxonomy.classes_en == GARBAGE26.classes_en

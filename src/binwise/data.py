@@ -78,8 +78,14 @@ def list_samples(split_dir: Path, taxonomy: Taxonomy) -> list[Sample]:
     return samples
 
 
-def load_dataset(root: str | Path) -> Dataset:
-    """Read the layout of an ImageFolder dataset (no image is decoded here)."""
+def load_dataset(root: str | Path, taxonomy_file: str | Path | None = None) -> Dataset:
+    """Read the layout of an ImageFolder dataset (no image is decoded here).
+
+    Classes and bins come from ``taxonomy_file``, else from a ``taxonomy.yaml`` at the root, else
+    from a preset matching the folders (garbage26), else the sorted folder names without bins.
+    """
+    from . import taxonomy_file as taxonomy_files
+
     root = Path(root)
     if not root.is_dir():
         raise BinwiseError("dataset folder not found", root)
@@ -87,7 +93,12 @@ def load_dataset(root: str | Path) -> Dataset:
     names = class_folders(train_dir)
     if not names:
         raise BinwiseError("no class folders: expected DIR/train/<class>/*.jpg or DIR/<class>/*.jpg", train_dir)
-    taxonomy = taxonomy_for(names, name=root.name)
+    if taxonomy_file is None and (root / taxonomy_files.DATASET_FILE).is_file():
+        taxonomy_file = root / taxonomy_files.DATASET_FILE
+    if taxonomy_file is not None:
+        taxonomy = taxonomy_files.for_folders(taxonomy_files.read_taxonomy(taxonomy_file)[0], names, str(train_dir))
+    else:
+        taxonomy = taxonomy_for(names, name=root.name)
     train = list_samples(train_dir, taxonomy)
     if not train:
         raise BinwiseError("no image files in the class folders", train_dir)

@@ -60,7 +60,8 @@ def wilson_interval(successes: int, count: int, z: float = 1.96) -> list[float]:
     p = successes / count
     centre = (p + z * z / (2 * count)) / (1 + z * z / count)
     half = z * math.sqrt(p * (1 - p) / count + z * z / (4 * count * count)) / (1 + z * z / count)
-    return [max(0.0, centre - half), min(1.0, centre + half)]
+    # at p = 0 or 1 one end is exactly 0 or 1; say so rather than leave float rounding there
+    return [0.0 if successes == 0 else max(0.0, centre - half), 1.0 if successes == count else min(1.0, centre + half)]
 
 
 def confusion_matrix(truth: torch.Tensor, predicted: torch.Tensor, n: int) -> torch.Tensor:

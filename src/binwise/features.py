@@ -35,7 +35,8 @@ from torch import nn
 
 from .data import PhotoDataset, Sample, eval_transform, photo_loader, warn_skipped
 from .images import open_image
-from .training.augment import TUTORIAL_AUGMENT, AugmentConfig, cpu_transform, describe
+from .training.augment import cpu_transform, describe
+from .training.config import TUTORIAL_AUGMENT, AugmentConfig
 from .modelfile import atomic_write, sha256_of_file
 from .preprocessing import Preprocessing
 from .progress import SILENT, Progress

@@ -14,7 +14,8 @@ import sys
 from ..errors import BinwiseError
 
 # Subcommand modules, in the order ``binwise --help`` lists them.
-COMMAND_MODULES = ["info", "serve", "predict", "export", "bench", "explain", "weights", "train", "evaluate", "data", "schedules"]
+COMMAND_MODULES = ["info", "serve", "predict", "export", "bench", "explain", "weights", "train", "rebin", "evaluate",
+                   "data", "schedules"]
 
 
 def build_parser() -> argparse.ArgumentParser:

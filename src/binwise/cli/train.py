@@ -50,6 +50,8 @@ def register(subparsers) -> None:
     p.add_argument("--run-dir", metavar="DIR", help="where the run is written (default: runs/<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run with its own settings")
     p.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: $BINWISE_CACHE or ~/.cache/binwise)")
+    p.add_argument("--taxonomy", metavar="FILE", help="classes and bins (YAML, TOML, JSON or CSV; default: "
+                   "DATA/taxonomy.yaml when present); see docs/training.md")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--devices", type=_positive_int, default=1, metavar="N",
                    help="fine-tune data-parallel in N processes on this machine, one GPU each (gloo on CPU); "
@@ -84,7 +86,7 @@ def run(args) -> int:
         config = resolve_config(args.preset, args.config, overrides)
         run_dir = Path(args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
         job = (config, resolve_data(args.data), run_dir, resolve_pretrained(args.pretrained),
-               Path(args.cache_dir) if args.cache_dir else None)
+               Path(args.cache_dir) if args.cache_dir else None, Path(args.taxonomy) if args.taxonomy else None)
     job += (not args.quiet,)
     if args.devices == 1:  # one process, or one of torchrun's
         try:
@@ -117,13 +119,13 @@ def rank_main(*job) -> None:
         sys.exit(2)
 
 
-def train_and_report(config, data, run_dir, pretrained, cache_dir, progress) -> int:
+def train_and_report(config, data, run_dir, pretrained, cache_dir, taxonomy, progress) -> int:
     from .. import distributed
     from ..progress import SILENT
     from ..training.run import train
     from .progress import ProgressBar
 
-    metrics = train(config, data, run_dir, pretrained, cache_dir, ProgressBar() if progress else SILENT)
+    metrics = train(config, data, run_dir, pretrained, cache_dir, taxonomy, ProgressBar() if progress else SILENT)
     if not distributed.current().is_main:
         return 0
     if metrics["reason"]:

@@ -17,11 +17,45 @@ from pathlib import Path
 
 from ..errors import BinwiseError
 from ..schedules import ScheduleConfig
-from .augment import FINETUNE_AUGMENT, TUTORIAL_AUGMENT, AugmentConfig
 
 MODES = ("auto", "head", "finetune")
 OPTIMIZERS = ("sgd", "adamw")
 CLASS_BALANCE = ("none", "loss")
+
+
+# The augmentation spec; ``augment`` builds it for the CPU and the device path.
+POLICIES = ("none", "trivialaugment", "randaugment")
+
+
+@dataclass
+class AugmentConfig:
+    store_size: int = 256  # photos are reduced to this square before cropping
+    scale_min: float = 0.08  # random resized crop: area fraction of the square
+    scale_max: float = 1.0
+    ratio_min: float = 3 / 4
+    ratio_max: float = 4 / 3
+    flip: float = 0.5
+    jitter: float = 0.4  # brightness, contrast and saturation
+    policy: str = "none"  # none | trivialaugment | randaugment (CPU path only)
+    erasing: float = 0.0  # probability of random erasing
+
+    def validate(self) -> list[tuple[bool, str]]:
+        return [
+            (0 < self.scale_min <= self.scale_max <= 1, f"augment scale must satisfy 0 < min <= max <= 1, "
+             f"got {self.scale_min}..{self.scale_max}"),
+            (0 < self.ratio_min <= self.ratio_max, f"augment ratio must satisfy 0 < min <= max, "
+             f"got {self.ratio_min}..{self.ratio_max}"),
+            (self.store_size >= 16, f"augment store_size must be at least 16, got {self.store_size}"),
+            (0 <= self.flip <= 1 and 0 <= self.erasing <= 1, "augment flip and erasing are probabilities in [0, 1]"),
+            (self.jitter >= 0, f"augment jitter must be >= 0, got {self.jitter}"),
+            (self.policy in POLICIES, f"augment policy must be one of {', '.join(POLICIES)}, got {self.policy!r}"),
+        ]
+
+
+# The tutorial's augmentation (random resized crop down to 8%, flip, colour jitter 0.4).
+TUTORIAL_AUGMENT = AugmentConfig()
+# Fine-tuning's: crops keep at least a quarter of the square, so the object stays in view.
+FINETUNE_AUGMENT = AugmentConfig(scale_min=0.25, jitter=0.2)
 
 
 @dataclass

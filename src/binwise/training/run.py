@@ -62,14 +62,15 @@ def build_model(pretrained: ModelFile, taxonomy: Taxonomy, dropout: float) -> Mo
 MODES = {"head": train_head, "finetune": train_finetune, "auto": train_auto}
 
 
-def saved_run(run_dir: Path) -> tuple[TrainConfig, Path, Path, Path, Path | None]:
-    """The (config, data, run_dir, pretrained, cache_dir) a run directory was trained with."""
+def saved_run(run_dir: Path) -> tuple[TrainConfig, Path, Path, Path, Path | None, Path | None]:
+    """The (config, data, run_dir, pretrained, cache_dir, taxonomy) a run directory was trained with."""
     if not (run_dir / "run.json").is_file() or not (run_dir / "config.yaml").is_file():
         raise BinwiseError("not a binwise run directory (no run.json / config.yaml)", run_dir)
     sources = json.loads((run_dir / "run.json").read_text())
     config = TrainConfig.from_dict(read_config_file(run_dir / "config.yaml")).validate()
     cache_dir = Path(sources["cache_dir"]) if sources.get("cache_dir") else None
-    return config, Path(sources["data"]), run_dir, Path(sources["pretrained"]), cache_dir
+    taxonomy = Path(sources["taxonomy"]) if sources.get("taxonomy") else None
+    return config, Path(sources["data"]), run_dir, Path(sources["pretrained"]), cache_dir, taxonomy
 
 
 def write_log(path: Path, outcome: TrainingOutcome) -> None:
@@ -81,7 +82,8 @@ def write_log(path: Path, outcome: TrainingOutcome) -> None:
         writer.writerows(rows)
 
 
-def start_run_dir(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cache_dir: Path | None) -> None:
+def start_run_dir(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cache_dir: Path | None,
+                  taxonomy: Path | None) -> None:
     """Refuse a run directory of another config; write this run's config and sources (rank 0)."""
     config_path = run_dir / "config.yaml"
     if config_path.exists() and read_config_file(config_path) != json.loads(json.dumps(config.to_dict())):
@@ -91,7 +93,8 @@ def start_run_dir(config: TrainConfig, data: Path, run_dir: Path, pretrained: Pa
     if distributed.current().is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, config_path)
-        sources = {"data": str(data), "pretrained": str(pretrained), "cache_dir": str(cache_dir) if cache_dir else None}
+        sources = {"data": str(data), "pretrained": str(pretrained), "cache_dir": str(cache_dir) if cache_dir else None,
+                   "taxonomy": str(taxonomy) if taxonomy else None}
         atomic_write(run_dir / "run.json", lambda tmp: Path(tmp).write_text(json.dumps(sources, indent=2)))
 
 
@@ -109,19 +112,19 @@ def test_logits(model: MobileNetV2, ctx: RunContext, splits: Splits, outcome: Tr
 
 
 def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cache_dir: Path | None = None,
-          progress: Progress = SILENT) -> dict:
+          taxonomy: Path | None = None, progress: Progress = SILENT) -> dict:
     """Train per ``config`` and write the run directory; returns the metrics written to metrics.json.
 
     If ``run_dir`` holds checkpoints of an unfinished run with the same config, training resumes.
-    Under torchrun (or ``distributed.launch``) each process trains its part of every batch and
+    ``taxonomy``: a taxonomy file (classes and bins, see ``taxonomy_file``). Under torchrun (or ``distributed.launch``) each process trains its part of every batch and
     only rank 0 writes the run directory (see ``distributed``).
     """
     started = time.perf_counter()
     rank, device = distributed.join(pick_device(config.device))
     distributed.check_config(config, rank.world_size)
-    start_run_dir(config, data, run_dir, pretrained, cache_dir)
+    dataset = load_dataset(data, taxonomy)  # before the run directory: a bad taxonomy file leaves none
+    start_run_dir(config, data, run_dir, pretrained, cache_dir, taxonomy)
     torch.manual_seed(config.seed)
-    dataset = load_dataset(data)
     splits = make_splits(dataset, config)
     if not splits.test:
         raise BinwiseError("no photo left for a test split (each class needs at least 2 photos)", data)

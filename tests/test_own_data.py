@@ -1,0 +1,170 @@
+"""A user's own data: flat folders with honest splits, taxonomy files, rebinning, auto mode."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from binwise.cli import main
+from binwise.errors import BinwiseError
+from binwise.evaluate import evaluate, wilson_interval
+from binwise.modelfile import load_model
+from binwise.predict import Classifier
+from binwise.schedules import ScheduleConfig
+from binwise.taxonomy import GARBAGE26
+from binwise.taxonomy_file import read_taxonomy, rebinned, rule_names
+from binwise.training.config import DEFAULT, HEAD
+from binwise.training.run import train
+
+from test_data import make_tree
+from test_train import pretrained  # noqa: F401  (the tiny pretrained model fixture)
+
+TAXONOMY = """
+name: colours
+bins:
+  - {id: warm, en: warm colours, zh: 暖色, color: "#c62828"}
+  - {id: cool, en: cool colours}
+classes:
+  - {en: red, zh: 红, bin: warm}
+  - {en: green, bin: cool}
+  - {en: blue, bin: cool}
+"""
+
+
+def quick(base=HEAD, **changes):
+    return replace(base, epochs=6, batch_size=8, workers=0, engine="torch", schedule=ScheduleConfig(lr_max=0.05),
+                   **changes).validate()
+
+
+@pytest.fixture(scope="module")
+def flat(tmp_path_factory):
+    """A flat folder DIR/<class>/*.jpg of 20 photos per class."""
+    return make_tree(tmp_path_factory.mktemp("flat"), per_class=20, test_per_class=0) / "train"
+
+
+def test_wilson_interval():
+    low, high = wilson_interval(95, 100)
+    assert 0.88 < low < 0.89 and 0.977 < high < 0.979  # the textbook values for 95/100
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+
+
+def test_flat_folder_gets_a_recorded_80_10_10_split_and_eval_scores_its_test_photos(pretrained, flat, tmp_path):  # noqa: F811
+    metrics = train(quick(), flat, tmp_path / "run", pretrained, tmp_path / "cache")
+    assert metrics["photos"] == {"train": 48, "val": 6, "test": 6}
+    assert metrics["test_split"] == "seeded from the folder"
+    rows = json.loads((tmp_path / "run" / "splits.json").read_text())
+    assert len(rows) == 60 and {r["split"] for r in rows} == {"train", "val", "test"}
+    test_hashes = {r["sha256"] for r in rows if r["split"] == "test"}
+    assert len(test_hashes) == 6 and not test_hashes & {r["sha256"] for r in rows if r["split"] != "test"}
+    model = load_model(tmp_path / "run" / "model.safetensors")
+    assert model.provenance["splits"] == rows
+    # eval on the same folder scores exactly the six photos the model never trained or validated on
+    report = evaluate(tmp_path / "run" / "model.safetensors", flat, workers=0)
+    assert report["count"] == 6 and report["excluded_as_seen"] == 54
+    assert report["top1"] == pytest.approx(metrics["test_top1"], abs=1e-6)
+    assert evaluate(tmp_path / "run" / "model.safetensors", flat, workers=0, split="all")["count"] == 60
+    lo, hi = metrics["test_top1_ci95"]
+    assert lo <= metrics["test_top1"] <= hi
+
+
+def test_a_flat_folder_without_a_recorded_split_needs_split_all(pretrained, flat, tmp_path):  # noqa: F811
+    with pytest.raises(BinwiseError, match="--split all"):
+        evaluate(pretrained, flat, workers=0)
+
+
+def test_taxonomy_file_gives_own_classes_their_bins(pretrained, tmp_path):  # noqa: F811
+    data = make_tree(tmp_path / "data", per_class=8, test_per_class=3)
+    (data / "taxonomy.yaml").write_text(TAXONOMY)  # picked up at the dataset's root
+    metrics = train(quick(), data, tmp_path / "run", pretrained, tmp_path / "cache")
+    model = load_model(tmp_path / "run" / "model.safetensors")
+    assert model.taxonomy.classes_en == ("red", "green", "blue")  # the file's order
+    assert model.taxonomy.bin_of(0).zh == "暖色" and model.taxonomy.bin_of(2).id == "cool"
+    assert metrics["test_bin_accuracy"] >= metrics["test_top1"]
+    answer = Classifier.load(tmp_path / "run" / "model.safetensors").predict(next((data / "test" / "red").iterdir()))
+    assert answer.bin.id == model.taxonomy.bin_of(model.taxonomy.classes_en.index(answer.top[0].en)).id
+
+
+def test_taxonomy_mismatch_is_one_error_naming_both_sides(pretrained, tmp_path):  # noqa: F811
+    data = make_tree(tmp_path / "data", per_class=4, test_per_class=1)
+    rules = tmp_path / "t.yaml"
+    rules.write_text(TAXONOMY.replace("{en: blue, bin: cool}", "{en: purple, bin: cool}"))
+    with pytest.raises(BinwiseError) as caught:
+        train(quick(), data, tmp_path / "run", pretrained, tmp_path / "cache", taxonomy=rules)
+    message = str(caught.value)
+    assert "folders not in the taxonomy file: ['blue']" in message
+    assert "classes in the taxonomy file with no folder: ['purple']" in message
+    assert not (tmp_path / "run").exists()  # refused before the run directory is written
+
+
+@pytest.mark.parametrize("suffix,text", [
+    (".csv", "en,zh,bin\nred,红,warm\ngreen,,cool\nblue,,cool\n"),
+    (".json", json.dumps({"classes": [{"en": "red", "bin": "warm"}, {"en": "green", "bin": "cool"},
+                                      {"en": "blue", "bin": "cool"}]})),
+    (".toml", '[[classes]]\nen = "red"\nbin = "warm"\n[[classes]]\nen = "green"\nbin = "cool"\n'
+              '[[classes]]\nen = "blue"\nbin = "cool"\n'),
+])
+def test_taxonomy_formats(tmp_path, suffix, text):
+    path = tmp_path / f"t{suffix}"
+    path.write_text(text, encoding="utf-8")
+    taxonomy, _ = read_taxonomy(path)
+    assert taxonomy.classes_en == ("red", "green", "blue") and taxonomy.class_bins == ("warm", "cool", "cool")
+    assert {b.id for b in taxonomy.bins} == {"warm", "cool"}
+
+
+@pytest.mark.parametrize("text,words", [
+    ("classes: []", "non-empty list"),
+    ("classes:\n  - {en: a, bin: x}\n  - {en: a, bin: x}\n", "twice"),
+    ("classes:\n  - {en: a, bin: x}\n  - {en: b}\n", "without a bin"),
+    ("bins: [{id: x}]\nclasses:\n  - {en: a, bin: y}\n", "does not define"),
+    ("classes: [unclosed", "not valid YAML"),
+])
+def test_bad_taxonomy_files_are_one_clear_error(tmp_path, text, words):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(BinwiseError, match=words) as caught:
+        read_taxonomy(path)
+    assert "bad.yaml" in str(caught.value)
+
+
+def test_shipped_rules_cover_garbage26_and_differ_where_regions_do():
+    assert set(rule_names()) >= {"shanghai", "beijing", "germany"}
+    shanghai = rebinned(GARBAGE26, read_taxonomy("shanghai")[0], "shanghai")
+    assert shanghai.class_bins == GARBAGE26.class_bins and shanghai.bins == GARBAGE26.bins
+    beijing = rebinned(GARBAGE26, read_taxonomy("beijing")[0], "beijing")
+    assert {b.zh for b in beijing.bins} == {"其他垃圾", "厨余垃圾", "可回收物", "有害垃圾"}
+    germany, source = read_taxonomy("germany")
+    assert source
+    by_class = dict(zip(germany.classes_en, germany.class_bins))
+    assert by_class["Glassware"] == "residual" and by_class["Glass Bottle"] == "glass"  # drinking glasses are not bottle glass
+
+
+def test_rebin_changes_bins_not_class_probabilities(pretrained, tmp_path, capsys):  # noqa: F811
+    data = make_tree(tmp_path / "data", per_class=8, test_per_class=2)
+    train(quick(), data, tmp_path / "run", pretrained, tmp_path / "cache")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(TAXONOMY)
+    before, after = tmp_path / "run" / "model.safetensors", tmp_path / "rebinned.safetensors"
+    assert main(["rebin", str(before), "--taxonomy", str(rules), "--out", str(after)]) == 0
+    assert "3 classes in 2 bins" in capsys.readouterr().out
+    old, new = load_model(before), load_model(after)
+    assert new.taxonomy.classes_en == old.taxonomy.classes_en == ("blue", "green", "red")
+    assert new.taxonomy.bin_of(2).id == "warm" and new.provenance["rebinned"][0]["rules"] == str(rules)
+    photo = next((data / "test" / "red").iterdir())
+    p_old, p_new = Classifier.load(before).predict(photo), Classifier.load(after).predict(photo)
+    assert [(c.en, c.probability) for c in p_old.top] == [(c.en, c.probability) for c in p_new.top]
+    assert p_new.bin.id == ("warm" if p_new.top[0].en == "red" else "cool") and p_old.bin is None
+    assert main(["rebin", str(before), "--taxonomy", "germany", "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "no bin for the model's classes" in capsys.readouterr().err
+
+
+def test_auto_mode_says_what_it_chose_and_why(pretrained, flat, tmp_path):  # noqa: F811
+    config = replace(DEFAULT, epochs=2, batch_size=8, workers=0, engine="torch", cached_views=1).validate()
+    metrics = train(config, flat, tmp_path / "run", pretrained, tmp_path / "cache")
+    assert metrics["mode"] == "auto" and metrics["chosen"] in ("head", "finetune") and metrics["reason"]
+    assert metrics["probe_val_acc"] is not None
+    model = load_model(tmp_path / "run" / "model.safetensors")
+    assert model.provenance["chosen"] == metrics["chosen"] and model.provenance["reason"] == metrics["reason"]
+    # with no time to spare, auto mode keeps the probe and says so
+    tight = train(replace(config, time_budget=1.0), flat, tmp_path / "tight", pretrained, tmp_path / "cache")
+    assert tight["chosen"] == "head"
+    assert "time budget" in tight["reason"] or "little left" in tight["reason"]
