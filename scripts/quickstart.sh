@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/python -c "import binwise" 2>/dev/null || bash scripts/setup.sh
 RUN=${RUN:-runs/garbage26}
-.venv/bin/binwise train --run-dir "$RUN"
+.venv/bin/binwise train --mode head --run-dir "$RUN"   # the fast path; plain `binwise train` is auto mode
 .venv/bin/binwise eval "$RUN/model.safetensors" --out "$RUN/eval"
 DATA=$(.venv/bin/python -c "from binwise.paths import resolve_data; print(resolve_data())")
 .venv/bin/binwise predict "$RUN/model.safetensors" "$DATA/test/Battery" "$DATA/test/Banana Peel" \

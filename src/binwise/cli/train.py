@@ -6,7 +6,13 @@ import argparse
 import sys
 import time
 
-from ..training.config import PRESETS, flat_fields
+from ..schedules import SCHEDULES
+from ..training.config import CLASS_BALANCE, MODES, OPTIMIZERS, POLICIES, PRESETS, flat_fields
+
+# fields with a fixed set of values: --help lists them and argparse refuses others
+CHOICES = {"mode": MODES, "optimizer": OPTIMIZERS, "class_balance": CLASS_BALANCE, "augment.policy": POLICIES,
+           "batchnorm": ("train", "frozen"), "engine": ("auto", "onnx", "torch"),
+           "data_on_device": ("auto", "yes", "no"), "schedule.name": tuple(SCHEDULES)}
 
 
 def _flag(dotted: str) -> str:
@@ -66,7 +72,9 @@ def register(subparsers) -> None:
             kind, meta = _parse_optional_int, "N|all"
         else:
             kind, meta = {"int": int, "float": float, "str": str}[f.type], dotted.split(".")[-1].upper()
-        group.add_argument(_flag(dotted), dest=f"cfg:{dotted}", type=kind, metavar=meta, default=argparse.SUPPRESS,
+        choices = CHOICES.get(dotted)
+        group.add_argument(_flag(dotted), dest=f"cfg:{dotted}", type=kind, default=argparse.SUPPRESS,
+                           metavar="{" + ",".join(choices) + "}" if choices else meta, choices=choices,
                            help=f"{dotted} (default preset: {default})")
     p.set_defaults(func=run)
 

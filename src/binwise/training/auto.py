@@ -5,7 +5,11 @@
    last blocks on cached activations (``activations``) to fit in what is left of ``time_budget``:
    the cost of a prefix pass and of a training step are measured on the validation photos, then
    epochs and views are cut until the plan fits.
-3. Keep whichever validated better: the fine-tuned model, or the probe retrained on all of train.
+3. Keep the fine-tuned model only if it is significantly better on validation than the probe
+   (McNemar's exact test on the photos where the two disagree, one-sided p < ``SIGNIFICANCE``);
+   otherwise the probe, retrained on all of train. A validation split of a few hundred photos
+   cannot tell a gain of two or three photos from noise, and the probe is the simpler model with
+   the pretrained features intact, so it is kept unless fine-tuning clearly wins.
 
 The run's metrics, the CLI summary and the model file say what was chosen and why.
 """
@@ -14,22 +18,24 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from dataclasses import replace
 
 import torch
 
 from ..model import MobileNetV2
-from .activations import finetune_on_activations, prefix_activations
+from .activations import finetune_on_activations, prefix_activations, suffix_logits
 from .config import TrainConfig
 from .context import PhaseRecord, RunContext, TrainingOutcome
 from .finetune import freeze_backbone_except_last, frozen_prefix
-from .head import cached_features, probe, probe_config
+from .head import cached_features, probe, probe_config, rows_of
 from .splits import Splits
 
 log = logging.getLogger(__name__)
 
 ENOUGH = 0.995  # probe validation accuracy above which fine-tuning is not tried
+SIGNIFICANCE = 0.05  # how unlikely fine-tuning's validation gain must be under "no real difference"
 RESERVE_SECONDS = 15.0  # kept for the final evaluation's fixed costs, the model file and the figures
 
 
@@ -53,6 +59,11 @@ def train_auto(model: MobileNetV2, ctx: RunContext, splits: Splits) -> TrainingO
     history = probe(model, ctx, features, splits.train, splits.val, head_config, "head (train - val)", "probe")
     phases.append(PhaseRecord("head (train - val)", history))
     probe_val = details["probe_val_acc"] = history[-1]["val_acc"]
+    val_rows = rows_of(features, splits.val)
+    with torch.inference_mode():
+        right = model.head.eval()(features.features[val_rows, 0].to(ctx.device)).argmax(1).cpu() \
+            == features.labels[val_rows]
+    probe_right = dict(zip((s.path for s, keep in zip(features.samples, val_rows) if keep), right.tolist()))
     if probe_val >= ENOUGH:
         return keep_probe(f"it reaches {probe_val:.1%} on validation, little left for fine-tuning to add", probe_val)
 
@@ -80,12 +91,28 @@ def train_auto(model: MobileNetV2, ctx: RunContext, splits: Splits) -> TrainingO
                                       "finetune (train - val)", "finetune", val_acts=val_acts)
     phases.append(PhaseRecord("finetune (train - val)", history))
     tuned_val = details["finetune_val_acc"] = max(row["val_acc"] for row in history)
-    if tuned_val > probe_val:
-        reason = f"fine-tuning reached {tuned_val:.1%} on validation, the probe {probe_val:.1%}"
-        log.info("auto: kept the fine-tuned model: %s", reason)
-        return TrainingOutcome(phases, "finetune", reason, tuned_val, details)
-    return keep_probe(f"fine-tuning reached {tuned_val:.1%} on validation, not above the probe's {probe_val:.1%}",
-                      probe_val)
+    suffix = torch.nn.Sequential(model.backbone.features[split:], model.head)
+    tuned = suffix_logits(suffix, val_acts.features[:, 0], ctx.device, config.feature_batch_size).argmax(1).cpu() \
+        == val_acts.labels
+    pairs = [(probe_right[s.path], t) for s, t in zip(val_acts.samples, tuned.tolist()) if s.path in probe_right]
+    fixed, broken = sum(t and not p for p, t in pairs), sum(p and not t for p, t in pairs)
+    p_value = details["finetune_p_value"] = mcnemar_one_sided(fixed, broken)
+    details["finetune_fixed_broken"] = [fixed, broken]
+    summary = (f"fine-tuning {tuned_val:.1%} on validation against the probe's {probe_val:.1%} "
+               f"({fixed} photos fixed, {broken} broken, p = {p_value:.2g})")
+    if fixed > broken and p_value < SIGNIFICANCE:
+        log.info("auto: kept the fine-tuned model: %s", summary)
+        return TrainingOutcome(phases, "finetune", summary, tuned_val, details)
+    return keep_probe(f"{summary}: not a significant gain", probe_val)
+
+
+def mcnemar_one_sided(fixed: int, broken: int) -> float:
+    """P(at least ``fixed`` of the ``fixed + broken`` disagreements go fine-tuning's way) if each
+    went either way with probability 1/2: McNemar's exact test, one-sided."""
+    n = fixed + broken
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, k) for k in range(fixed, n + 1)) / 2 ** n
 
 
 def step_seconds(model: MobileNetV2, split: int, activations: torch.Tensor, config: TrainConfig,
