@@ -32,17 +32,24 @@ def garbage26_data():
 
 
 @pytest.fixture(scope="session")
-def garbage26_model(request, garbage26_data):
+def pretrained_weights():
+    """The real ImageNet weights (the TFLite file), found via binwise.paths."""
+    from binwise.paths import resolve_pretrained
+
+    try:
+        return resolve_pretrained()
+    except BinwiseError as e:
+        pytest.skip(f"pretrained weights not available: {e}")
+
+
+@pytest.fixture(scope="session")
+def garbage26_model(request, garbage26_data, pretrained_weights):
     """A real garbage26 model file: the TFLite ImageNet MobileNetV2 backbone with a linear head
     fitted on the pooled features of the first few train photos of each class."""
     from binwise.modelfile import sha256_of_file
-    from binwise.paths import resolve_pretrained
     from binwise.taxonomy import GARBAGE26
 
-    try:
-        pretrained = resolve_pretrained()
-    except BinwiseError as e:
-        pytest.skip(f"pretrained weights not available: {e}")
+    pretrained = pretrained_weights
     photos, labels = [], []
     for index, name in enumerate(GARBAGE26.classes_en):
         files = sorted((garbage26_data / "train" / name).glob("*.jpg"))[:QUICK_HEAD_PHOTOS_PER_CLASS]

@@ -8,8 +8,6 @@ from dataclasses import replace
 
 import pytest
 
-from binwise.errors import BinwiseError
-from binwise.paths import resolve_pretrained
 from binwise.training.config import DEFAULT, FINETUNE
 from binwise.training.run import train
 
@@ -28,21 +26,13 @@ def photos(garbage26_data, tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def weights():
-    try:
-        return resolve_pretrained()
-    except BinwiseError as e:
-        pytest.skip(f"pretrained weights not available: {e}")
-
-
 def phase_rows(run_dir, prefix):
     return [r for r in csv.DictReader(open(run_dir / "log.csv")) if r["phase"].startswith(prefix)]
 
 
-def test_first_finetune_epoch_keeps_the_warm_start_accuracy(photos, weights, tmp_path):
+def test_first_finetune_epoch_keeps_the_warm_start_accuracy(photos, pretrained_weights, tmp_path):
     config = replace(FINETUNE, epochs=2, cached_views=2, batch_size=16, workers=0).validate()
-    metrics = train(config, photos, tmp_path / "run", weights, tmp_path / "cache")
+    metrics = train(config, photos, tmp_path / "run", pretrained_weights, tmp_path / "cache")
     warm = phase_rows(tmp_path / "run", "head warm start")[-1]
     tuned = phase_rows(tmp_path / "run", "finetune")
     # training accuracy on augmented views right after the warm start, measured on a probe of these
@@ -52,9 +42,9 @@ def test_first_finetune_epoch_keeps_the_warm_start_accuracy(photos, weights, tmp
     assert metrics["test_top1"] >= 0.6 and metrics["chosen"] == "finetune"
 
 
-def test_auto_mode_on_real_photos_plans_within_its_budget(photos, weights, tmp_path):
+def test_auto_mode_on_real_photos_plans_within_its_budget(photos, pretrained_weights, tmp_path):
     config = replace(DEFAULT, epochs=2, cached_views=1, batch_size=16, workers=0, time_budget=120).validate()
-    metrics = train(config, photos, tmp_path / "run", weights, tmp_path / "cache")
+    metrics = train(config, photos, tmp_path / "run", pretrained_weights, tmp_path / "cache")
     assert metrics["reason"] and metrics["wall_seconds"] < 120
     if metrics["finetune_plan"]:
         assert metrics["finetune_plan"]["estimated_seconds"] <= metrics["finetune_plan"]["seconds_left"]

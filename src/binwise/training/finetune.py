@@ -14,6 +14,7 @@ Two ways to feed the trainable blocks:
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 
 import torch
@@ -30,6 +31,8 @@ from .device_data import DeviceImages, fits_on_device
 from .head import cached_features, probe, probe_config
 from .loop import Phase, class_weights, epoch_order, fit, validation_metrics
 from .splits import Splits
+
+log = logging.getLogger(__name__)
 
 
 def freeze_backbone_except_last(model: MobileNetV2, trainable_blocks: int | None) -> None:
@@ -145,8 +148,11 @@ def finetune_blocks(model: MobileNetV2, ctx: RunContext, train: list[Sample], va
                     config: TrainConfig, name: str, folder: str) -> list[dict]:
     """Fine-tune the trainable blocks and the head from the model as it is (head already warm)."""
     split = frozen_prefix(model)
-    if config.cached_views and 0 < split and config.batchnorm == "frozen":
-        return finetune_on_activations(model, ctx, train, val, split, config, name, folder)
+    if config.cached_views:
+        if split > 0 and config.batchnorm == "frozen":
+            return finetune_on_activations(model, ctx, train, val, split, config, name, folder)
+        log.info("%s: decoding photos every step: cached activations need a frozen prefix and batchnorm "
+                 "frozen (trainable_blocks %s, batchnorm %s)", name, config.trainable_blocks, config.batchnorm)
     if ctx.device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     prepare_batchnorm(model, ctx, train, config)
