@@ -168,3 +168,28 @@ def test_auto_mode_says_what_it_chose_and_why(pretrained, flat, tmp_path):  # no
     tight = train(replace(config, time_budget=1.0), flat, tmp_path / "tight", pretrained, tmp_path / "cache")
     assert tight["chosen"] == "head"
     assert "time budget" in tight["reason"] or "little left" in tight["reason"]
+
+
+def test_layer_decay_gives_each_block_below_the_top_a_smaller_rate():
+    from torch import nn
+
+    from binwise.model import MobileNetV2
+    from binwise.training.loop import parameter_groups
+
+    model = MobileNetV2(num_classes=3, width_mult=0.35)
+    suffix = nn.Sequential(model.backbone.features[16:], model.head)  # blocks 16, 17, 18 and the head
+    groups = parameter_groups(suffix, 0.5)
+    assert [g["lr_scale"] for g in groups] == [1.0, 0.5, 0.25, 0.125]
+    assert groups[0]["params"] == list(model.head.parameters())
+    assert sum(len(g["params"]) for g in groups) == len(list(suffix.parameters()))
+
+
+def test_finetune_with_mixup_cutmix_and_layer_decay_on_cached_activations(pretrained, flat, tmp_path):  # noqa: F811
+    from binwise.training.config import FINETUNE, AugmentConfig
+
+    config = replace(FINETUNE, epochs=2, batch_size=8, workers=0, engine="torch", cached_views=1, layer_decay=0.7,
+                     augment=AugmentConfig(scale_min=0.25, mixup=0.2, cutmix=1.0)).validate()
+    metrics = train(config, flat, tmp_path / "run", pretrained, tmp_path / "cache")
+    rows = [r for r in __import__("csv").DictReader(open(tmp_path / "run" / "log.csv")) if r["phase"].startswith("finetune")]
+    assert len(rows) == 2 and all(0 <= float(r["train_acc"]) <= 1 for r in rows)
+    assert metrics["chosen"] == "finetune" and 0 <= metrics["test_top1"] <= 1

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .data import PhotoDataset, Sample, eval_transform, photo_loader, warn_skipped
@@ -104,11 +104,17 @@ class FeatureStore:
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def load(self) -> dict[str, torch.Tensor]:
+    def load(self, wanted: set[str]) -> dict[str, torch.Tensor]:
+        """The cached entries of the digests in ``wanted``: only those are read from the shards,
+        so a cache shared by many datasets costs memory for this one alone."""
+        from safetensors import safe_open
+
         entries: dict[str, torch.Tensor] = {}
         for shard in sorted(self.folder.glob("*.safetensors")):
             try:
-                entries.update(load_file(shard))
+                with safe_open(str(shard), "pt") as f:
+                    for key in wanted.intersection(f.keys()).difference(entries):
+                        entries[key] = f.get_tensor(key)
             except Exception as e:  # a damaged shard only costs recomputation
                 log.warning("ignoring damaged feature cache shard %s: %s", shard, e)
         return entries
@@ -198,8 +204,8 @@ def extract_features(model, pre: Preprocessing, samples: list[Sample], views: in
     fingerprint = backbone_fingerprint(model, pre, stop_at)
     names = view_names(views, pre, seed, augment)
     stores = [FeatureStore(cache_dir / "features" / fingerprint / name) for name in names]
-    cached = [store.load() for store in stores]
     digests = [sha256_of_file(s.path) if s.path.is_file() else "" for s in samples]
+    cached = [store.load(set(digests)) for store in stores]
     missing = [[v for v in range(len(names)) if d not in cached[v]] for d in digests]
     todo = [i for i, m in enumerate(missing) if m]
 

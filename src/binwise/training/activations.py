@@ -66,7 +66,8 @@ def activation_phase(name: str, model: MobileNetV2, split: int, train_acts: feat
         return validation_metrics(logits, val_acts.labels.to(ctx.device))
 
     return Phase(name, suffix, suffix, batches, steps, validate if val_acts is not None and len(val_acts.labels) else None,
-                 folder, train_mode, class_weights=class_weights(y, model.config.num_classes, config))
+                 folder, train_mode, class_weights=class_weights(y, model.config.num_classes, config),
+                 num_classes=model.config.num_classes)
 
 
 def finetune_on_activations(model: MobileNetV2, ctx: RunContext, train: list[Sample], val: list[Sample],

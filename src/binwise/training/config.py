@@ -38,6 +38,10 @@ class AugmentConfig:
     jitter: float = 0.4  # brightness, contrast and saturation
     policy: str = "none"  # none | trivialaugment | randaugment (CPU path only)
     erasing: float = 0.0  # probability of random erasing
+    # batch mixing (0: off): MixUp / CutMix with this Beta(alpha, alpha); with both, one of the two per batch.
+    # On cached activations they mix the activations (manifold mixup, CutMix on the 14x14 map).
+    mixup: float = 0.0
+    cutmix: float = 0.0
 
     def validate(self) -> list[tuple[bool, str]]:
         return [
@@ -48,6 +52,7 @@ class AugmentConfig:
             (self.store_size >= 16, f"augment store_size must be at least 16, got {self.store_size}"),
             (0 <= self.flip <= 1 and 0 <= self.erasing <= 1, "augment flip and erasing are probabilities in [0, 1]"),
             (self.jitter >= 0, f"augment jitter must be >= 0, got {self.jitter}"),
+            (self.mixup >= 0 and self.cutmix >= 0, "augment mixup and cutmix are Beta alphas >= 0"),
             (self.policy in POLICIES, f"augment policy must be one of {', '.join(POLICIES)}, got {self.policy!r}"),
         ]
 
@@ -68,6 +73,9 @@ class TrainConfig:
     optimizer: str = "sgd"  # sgd (momentum) | adamw
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    # layer-wise rates: each block below the top trains at layer_decay times the rate of the one above it
+    # (the head at the full rate); 1 is one rate for all
+    layer_decay: float = 1.0
     label_smoothing: float = 0.0
     dropout: float = 0.0  # before the classifier
     # loss: cross-entropy weighted by inverse class frequency, so a small class counts as much as a large one
@@ -113,6 +121,7 @@ class TrainConfig:
             (self.class_balance in CLASS_BALANCE,
              f"class_balance must be one of {', '.join(CLASS_BALANCE)}, got {self.class_balance!r}"),
             (self.cached_views >= 0, f"cached_views must be >= 0, got {self.cached_views}"),
+            (0 < self.layer_decay <= 1, f"layer_decay must be in (0, 1], got {self.layer_decay}"),
             (0 < self.test_fraction < 1, f"test_fraction must be in (0, 1), got {self.test_fraction}"),
             (self.val_fraction + self.test_fraction < 1, "val_fraction + test_fraction must be below 1"),
             (self.time_budget > 0, f"time_budget must be positive, got {self.time_budget}"),

@@ -127,7 +127,8 @@ def photo_phase(name: str, model: MobileNetV2, ctx: RunContext, train: list[Samp
 
     labels = torch.tensor([s.label for s in train], dtype=torch.long)
     return Phase(name, model, forward, batches, steps, validate if val else None, folder, train_mode,
-                 class_weights=class_weights(labels, model.config.num_classes, config))
+                 class_weights=class_weights(labels, model.config.num_classes, config),
+                 num_classes=model.config.num_classes)
 
 
 def prepare_batchnorm(model: MobileNetV2, ctx: RunContext, train: list[Sample], config: TrainConfig) -> None:

@@ -9,6 +9,7 @@ checkpoint, and with ``keep_best`` ends on the epoch that validated best.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,15 +40,44 @@ class Phase:
     folder: Path
     train_mode: Callable[[], None]  # put the model in the mode training needs
     class_weights: torch.Tensor | None = None  # per-class loss weights (class_balance: loss)
+    num_classes: int = 0  # for batch mixing (0: the phase's inputs cannot be mixed, e.g. pooled features)
     history: list[dict] = field(default_factory=list)
 
 
+BLOCK = re.compile(r"(?:^|\.)(?:features|0)\.(\d+)\.")  # backbone.features.14.… or a suffix's 0.14.…
+
+
+def parameter_groups(module: nn.Module, layer_decay: float) -> list[dict]:
+    """The trainable parameters, grouped by feature block with ``lr_scale`` = layer_decay ** depth
+    (depth 0 for the head and anything outside the blocks, 1 for the top block, and so on)."""
+    named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+    blocks = {name: int(m.group(1)) for name, _ in named if (m := BLOCK.search(name))}
+    top = max(blocks.values(), default=0)
+    groups: dict[int, list] = {}
+    for name, p in named:
+        depth = top - blocks[name] + 1 if name in blocks else 0
+        groups.setdefault(depth, []).append(p)
+    return [{"params": params, "lr_scale": layer_decay ** depth} for depth, params in sorted(groups.items())]
+
+
 def make_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in module.parameters() if p.requires_grad]
+    groups = parameter_groups(module, config.layer_decay)
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.schedule.lr_max, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.schedule.lr_max, momentum=config.momentum,
+        return torch.optim.AdamW(groups, lr=config.schedule.lr_max, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=config.schedule.lr_max, momentum=config.momentum,
                            weight_decay=config.weight_decay)
+
+
+def batch_mixer(config: TrainConfig, num_classes: int):
+    """MixUp / CutMix per ``config.augment`` as a (inputs, labels) -> (inputs, soft labels) callable, or None."""
+    from torchvision.transforms import v2
+
+    spec = config.augment
+    mixers = ([v2.MixUp(alpha=spec.mixup, num_classes=num_classes)] if spec.mixup else []) + \
+        ([v2.CutMix(alpha=spec.cutmix, num_classes=num_classes)] if spec.cutmix else [])
+    if not mixers:
+        return None
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
 
 
 def class_weights(labels: torch.Tensor, num_classes: int, config: TrainConfig) -> torch.Tensor | None:
@@ -89,6 +119,7 @@ def fit(phase: Phase, config: TrainConfig, progress: Progress = SILENT) -> list[
         if main:
             log.info("resuming %s from %s", phase.name, checkpoint)
     weights = phase.class_weights.to(next(phase.module.parameters()).device) if phase.class_weights is not None else None
+    mix = batch_mixer(config, phase.num_classes) if phase.num_classes else None
     progress.begin(phase.name, phase.steps_per_epoch * config.epochs,
                    state["epoch"] * phase.steps_per_epoch + state["step_in_epoch"])
     epoch, start_step = state["epoch"], state["step_in_epoch"]
@@ -102,12 +133,15 @@ def fit(phase: Phase, config: TrainConfig, progress: Progress = SILENT) -> list[
             for inputs, labels in phase.batches(epoch, start_step):
                 lr = schedule(epoch * phase.steps_per_epoch + step)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 # this rank's share of the mean loss over the global batch (0: all its photos unreadable)
                 weight = distributed.loss_weight(len(labels), labels.device)
                 if weight:
+                    targets = labels
+                    if mix is not None:  # soft targets; accuracy counts the larger share
+                        inputs, targets = mix(inputs, labels)
                     logits = phase.forward(inputs)
-                    losses = F.cross_entropy(logits.float(), labels, weight=weights,
+                    losses = F.cross_entropy(logits.float(), targets, weight=weights,
                                              label_smoothing=config.label_smoothing, reduction="none")
                     summed = losses.sum()
                     optimizer.zero_grad(set_to_none=True)
@@ -115,7 +149,7 @@ def fit(phase: Phase, config: TrainConfig, progress: Progress = SILENT) -> list[
                     optimizer.step()
                     seen += len(labels)
                     loss_sum += summed.item()
-                    correct += (logits.argmax(1) == labels).sum().item()
+                    correct += (logits.argmax(1) == (targets.argmax(1) if targets.dim() == 2 else labels)).sum().item()
                 step += 1
                 progress.advance(1, epoch=epoch + 1, loss=loss_sum / max(seen, 1), acc=correct / max(seen, 1), lr=lr)
             loss_sum, correct, seen = distributed.sum_over_ranks(loss_sum, correct, seen)

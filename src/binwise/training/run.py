@@ -98,7 +98,7 @@ def start_run_dir(config: TrainConfig, data: Path, run_dir: Path, pretrained: Pa
         atomic_write(run_dir / "run.json", lambda tmp: Path(tmp).write_text(json.dumps(sources, indent=2)))
 
 
-def test_logits(model: MobileNetV2, ctx: RunContext, splits: Splits, outcome: TrainingOutcome):
+def test_split_logits(model: MobileNetV2, ctx: RunContext, splits: Splits, outcome: TrainingOutcome):
     """Logits and labels of the readable test photos, from the model as trained."""
     if outcome.choice == "head":  # the backbone is the pretrained one: its cached features serve
         found = cached_features(model, ctx, splits.test, probe_config(ctx.config))
@@ -116,8 +116,9 @@ def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cach
     """Train per ``config`` and write the run directory; returns the metrics written to metrics.json.
 
     If ``run_dir`` holds checkpoints of an unfinished run with the same config, training resumes.
-    ``taxonomy``: a taxonomy file (classes and bins, see ``taxonomy_file``). Under torchrun (or ``distributed.launch``) each process trains its part of every batch and
-    only rank 0 writes the run directory (see ``distributed``).
+    ``taxonomy``: a taxonomy file (classes and bins, see ``taxonomy_file``). Under torchrun (or
+    ``distributed.launch``) each process trains its part of every batch and only rank 0 writes
+    the run directory (see ``distributed``).
     """
     started = time.perf_counter()
     rank, device = distributed.join(pick_device(config.device))
@@ -132,7 +133,7 @@ def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cach
     ctx = RunContext(config, base.preprocessing, run_dir, cache_dir, device, progress, started=started)
     model = build_model(base, dataset.taxonomy, config.dropout)
     outcome = MODES[config.mode](model, ctx, splits)
-    logits, labels = test_logits(model, ctx, splits, outcome)
+    logits, labels = test_split_logits(model, ctx, splits, outcome)
     skipped = distributed.union_over_ranks(sorted(ctx.skipped))
     warn_skipped(skipped)
     model.cpu().eval()
