@@ -123,7 +123,9 @@ def select_split(dataset, split: str, recorded: list[dict] | None, data) -> tupl
     if recorded is None:
         raise BinwiseError("a flat folder (no test/ inside) and a model that records no split of it: "
                            "the test photos are unknown; use --split all for every photo", data)
-    seen = {row["sha256"] for row in recorded if row.get("split") in ("train", "val")}
+    if not isinstance(recorded, list) or not all(isinstance(row, dict) for row in recorded):
+        raise BinwiseError("the model file's recorded split is not a list of photos", data)
+    seen = {row.get("sha256") for row in recorded if row.get("split") in ("train", "val")}
     samples = [s for s in dataset.train if sha256_of_file(s.path) not in seen]
     if not samples:
         raise BinwiseError("every photo here trained or validated the model; no unseen photo to test on", data)
