@@ -20,7 +20,7 @@ from ..data import Sample
 from ..model import MobileNetV2
 from .config import TrainConfig
 from .context import RunContext
-from .loop import Phase, class_weights, epoch_order, fit, validation_metrics
+from .loop import Phase, class_weights, epoch_order, fit, freeze_batchnorm, validation_metrics
 
 
 def prefix_activations(model: MobileNetV2, ctx: RunContext, samples: list[Sample], views: int, split: int,
@@ -33,6 +33,11 @@ def prefix_activations(model: MobileNetV2, ctx: RunContext, samples: list[Sample
     return found
 
 
+def trainable_suffix(model: MobileNetV2, split: int) -> nn.Module:
+    """Blocks ``split:`` and the head: what trains on activations cached after block ``split``."""
+    return nn.Sequential(model.backbone.features[split:], model.head)
+
+
 def suffix_logits(suffix: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
     """The suffix's logits for cached activations ``x`` (N, C, H, W), in eval mode, batch by batch."""
     suffix.eval()
@@ -42,7 +47,7 @@ def suffix_logits(suffix: nn.Module, x: torch.Tensor, device: torch.device, batc
 
 def activation_phase(name: str, model: MobileNetV2, split: int, train_acts: feats.Features,
                      val_acts: feats.Features | None, config: TrainConfig, ctx: RunContext, folder) -> Phase:
-    suffix = nn.Sequential(model.backbone.features[split:], model.head)
+    suffix = trainable_suffix(model, split)
     x, y = train_acts.features, train_acts.labels
     steps = math.ceil(len(x) / config.batch_size)
 
@@ -57,9 +62,7 @@ def activation_phase(name: str, model: MobileNetV2, split: int, train_acts: feat
     def train_mode():
         suffix.train()
         if config.batchnorm == "frozen":
-            for module in suffix.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    module.eval()
+            freeze_batchnorm(suffix)
 
     def validate() -> dict:
         logits = suffix_logits(suffix, val_acts.features[:, 0], ctx.device, config.feature_batch_size)

@@ -25,7 +25,7 @@ from dataclasses import replace
 import torch
 
 from ..model import MobileNetV2
-from .activations import finetune_on_activations, prefix_activations, suffix_logits
+from .activations import finetune_on_activations, prefix_activations, suffix_logits, trainable_suffix
 from .config import TrainConfig
 from .context import PhaseRecord, RunContext, TrainingOutcome
 from .finetune import freeze_backbone_except_last, frozen_prefix
@@ -91,8 +91,7 @@ def train_auto(model: MobileNetV2, ctx: RunContext, splits: Splits) -> TrainingO
                                       "finetune (train - val)", "finetune", val_acts=val_acts)
     phases.append(PhaseRecord("finetune (train - val)", history))
     tuned_val = details["finetune_val_acc"] = max(row["val_acc"] for row in history)
-    suffix = torch.nn.Sequential(model.backbone.features[split:], model.head)
-    tuned = suffix_logits(suffix, val_acts.features[:, 0], ctx.device, config.feature_batch_size).argmax(1).cpu() \
+    tuned = suffix_logits(trainable_suffix(model, split), val_acts.features[:, 0], ctx.device, config.feature_batch_size).argmax(1).cpu() \
         == val_acts.labels
     pairs = [(probe_right[s.path], t) for s, t in zip(val_acts.samples, tuned.tolist()) if s.path in probe_right]
     fixed, broken = sum(t and not p for p, t in pairs), sum(p and not t for p, t in pairs)
@@ -119,7 +118,7 @@ def step_seconds(model: MobileNetV2, split: int, activations: torch.Tensor, conf
                  device: torch.device) -> float:
     """Seconds per photo of one training step of the suffix (forward, backward, update), measured
     on a copy so the model is untouched."""
-    suffix = copy.deepcopy(torch.nn.Sequential(model.backbone.features[split:], model.head)).to(device).train()
+    suffix = copy.deepcopy(trainable_suffix(model, split)).to(device).train()
     optimizer = torch.optim.AdamW([p for p in suffix.parameters() if p.requires_grad], lr=0.0)
     x = activations[:config.batch_size].to(device).float()
     if not len(x):

@@ -29,7 +29,7 @@ from .config import TrainConfig
 from .context import PhaseRecord, RunContext, TrainingOutcome
 from .device_data import DeviceImages, fits_on_device
 from .head import cached_features, probe, probe_config
-from .loop import Phase, class_weights, epoch_order, fit, validation_metrics
+from .loop import Phase, class_weights, epoch_order, fit, freeze_batchnorm, validation_metrics
 from .splits import Splits
 
 log = logging.getLogger(__name__)
@@ -57,13 +57,6 @@ def epoch_batches(n: int, config: TrainConfig, epoch: int, first: int) -> list[l
     """This rank's part of each batch of ``epoch_order`` from step ``first`` on (resume mid-epoch)."""
     order = epoch_order(n, config.seed, epoch)[first * config.batch_size:]
     return [part.tolist() for part in distributed.rank_batches(order, config.batch_size, distributed.current())]
-
-
-def freeze_batchnorm(model: nn.Module) -> None:
-    """Every BN in eval mode: running statistics used and kept, gamma/beta still trainable."""
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.eval()
 
 
 def photo_phase(name: str, model: MobileNetV2, ctx: RunContext, train: list[Sample], val: list[Sample],

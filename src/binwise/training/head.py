@@ -82,9 +82,9 @@ def probe(model: MobileNetV2, ctx: RunContext, features: feats.Features, train: 
     return fit_head(model, phase, ctx, config)
 
 
-def train_head(model: MobileNetV2, ctx: RunContext, splits: Splits, config: TrainConfig | None = None) -> TrainingOutcome:
+def train_head(model: MobileNetV2, ctx: RunContext, splits: Splits) -> TrainingOutcome:
     """Head mode: the probe monitored on validation, then (``retrain_on_all``) again on train + val."""
-    config = config or ctx.config
+    config = ctx.config
     started = time.perf_counter()
     features = cached_features(model, ctx, splits.train + splits.val, config)
     feature_seconds = time.perf_counter() - started

@@ -94,6 +94,13 @@ def validation_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
             "val_acc": (logits.argmax(1) == labels).float().mean().item()}
 
 
+def freeze_batchnorm(module: nn.Module) -> None:
+    """Every BN in eval mode: running statistics used and kept, gamma/beta still trainable."""
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+
+
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The shuffled order of epoch ``epoch``: a function of (seed, epoch) only, so a resumed run
     sees the same batches as an uninterrupted one."""
