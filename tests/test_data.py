@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from binwise.cli import main
-from binwise.data import (PhotoDataset, check_dataset, collate, load_dataset, single_view, stratified_split)
+from binwise.data import check_dataset, load_dataset, stratified_split
+from binwise.loader import PhotoDataset, collate, single_view
 from binwise.training.augment import cpu_transform
 from binwise.training.config import TUTORIAL_AUGMENT
 from binwise.errors import BinwiseError

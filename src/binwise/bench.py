@@ -7,7 +7,8 @@ Two measures, both including JPEG decoding and preprocessing (what a user waits 
 - a folder: photos read from disk through ``Classifier.predict_stream`` (worker threads that
   each decode a batch and run the model on it); photos per second.
 
-The ONNX files are exported from the given model file unless passed in. With ``repeat`` > 1 the
+The ONNX files are exported from the given model file unless passed in; an .onnx model file is
+measured alone (no torch needed). With ``repeat`` > 1 the
 backends are measured in interleaved rounds and each reports its median and range over them.
 """
 
@@ -100,16 +101,21 @@ def run_bench(model: str | os.PathLike, onnx_fp32: str | os.PathLike | None = No
                                            if k.startswith("MALLOC_") or k == "LD_PRELOAD"}},
                "backends": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        files = {"torch": model, "onnx-fp32": onnx_fp32, "onnx-int8": onnx_int8}
-        classifiers = {}
-        for name in backends:
-            if files[name] is None:
-                from .export import export_onnx
+        if Path(model).suffix.lower() == ".onnx":  # an exported model alone, named by its precision
+            classifier = Classifier.load(model, threads=threads)
+            name = f"onnx-{classifier.metadata.get('export', {}).get('precision', 'fp32')}"
+            files, classifiers = {name: model}, {name: classifier}
+        else:
+            files = {"torch": model, "onnx-fp32": onnx_fp32, "onnx-int8": onnx_int8}
+            classifiers = {}
+            for name in backends:
+                if files[name] is None:
+                    from .export import export_onnx
 
-                log(f"exporting {name} ...")
-                files[name] = export_onnx(model, Path(tmp) / f"{name}.onnx", int8=name == "onnx-int8")
-            classifiers[name] = Classifier.load(files[name], threads=threads)
-        rounds = {name: [] for name in backends}
+                    log(f"exporting {name} ...")
+                    files[name] = export_onnx(model, Path(tmp) / f"{name}.onnx", int8=name == "onnx-int8")
+                classifiers[name] = Classifier.load(files[name], threads=threads)
+        rounds = {name: [] for name in classifiers}
         for round_number in range(1, repeat + 1):
             for name, classifier in classifiers.items():
                 log(f"measuring {name}" + (f", round {round_number} of {repeat}" if repeat > 1 else "") + " ...")

@@ -1,28 +1,24 @@
-"""Photo datasets: ImageFolder trees, class order, seeded stratified splits, transforms, loading.
+"""Photo datasets: ImageFolder trees, class order, seeded stratified splits, checks.
 
 A dataset is ``DIR/train/<Class>/*`` with an optional ``DIR/test/<Class>/*``, or a single
 ``DIR/<Class>/*`` tree. Class order is the tutorial's when the folders are garbage26's 26 classes
 (its checkpoints depend on that order) and the sorted folder names otherwise; the order used is
 saved in every model file through the taxonomy.
 
-Unreadable photos never stop a run: the loaders skip them and report their names.
+Unreadable photos never stop a run: the loaders (``binwise.loader``) skip them and report their
+names. This module does not import torch: ``check-data`` and ``eval`` of an ONNX model run without it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from .errors import BinwiseError
-from .images import is_image_file, normalize, open_image, resize_and_crop
-from .preprocessing import Preprocessing
+from .images import is_image_file, open_image
 from .taxonomy import PRESETS, Taxonomy
 
 TRAIN_DIR, TEST_DIRS = "train", ("test", "val")
@@ -127,100 +123,6 @@ def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple
         held_out += members[:k]
         rest += members[k:]
     return rest, held_out
-
-
-def eval_transform(pre: Preprocessing):
-    """binwise's one eval path (``images.resize_and_crop`` + ``normalize``) as a PIL -> tensor transform."""
-    return lambda img: torch.from_numpy(normalize(np.asarray(resize_and_crop(img, pre)), pre))
-
-
-class PhotoDataset(torch.utils.data.Dataset):
-    """Decodes each photo once and returns the views ``make_views(i, img)`` makes of it: a
-    (V, 3, H, W) tensor and the V view ids (so one photo can give several crops for one decode).
-
-    An unreadable photo gives no views and its error, which ``collate`` turns into a skip report.
-    ``at_least`` lets large JPEGs decode reduced (see ``images.open_image``): evaluation passes the
-    model's resize size, so it sees exactly the pixels ``predict`` does.
-    """
-
-    def __init__(self, samples: list[Sample], make_views, at_least: int | None = None):
-        self.samples = samples
-        self.make_views = make_views
-        self.at_least = at_least
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int):
-        sample = self.samples[i]
-        try:
-            img = open_image(sample.path, at_least=self.at_least)
-        except BinwiseError as e:
-            return i, None, None, sample.label, str(e)
-        images, view_ids = self.make_views(i, img)
-        return i, images, view_ids, sample.label, None
-
-
-def single_view(transform):
-    """``make_views`` for one view per photo (training batches, evaluation)."""
-    return lambda i, img: (transform(img).unsqueeze(0), [0])
-
-
-@contextlib.contextmanager
-def seeded_rng(*keys: int, device: torch.device | None = None):
-    """Run the block with torch's random generator (CPU, and ``device``'s if CUDA) seeded from
-    ``keys`` alone, then restore the generator state it had."""
-    cuda = [device] if device is not None and device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(int(np.random.SeedSequence(keys).generate_state(1, np.uint64)[0]))
-        yield
-
-
-def seeded_view(transform, seed: int, epoch: int):
-    """``make_views`` for one randomly augmented view per photo, its randomness drawn from
-    (seed, epoch, photo index) only: the same whichever process or DataLoader worker decodes it,
-    so training does not depend on the number of processes or workers."""
-    def make_views(i, img):
-        with seeded_rng(seed, epoch, i):
-            return transform(img).unsqueeze(0), [0]
-    return make_views
-
-
-@dataclass
-class Batch:
-    """One row per view: ``indices`` (position in the sample list), ``view_ids`` and ``labels``
-    say whose view each row of ``images`` (N, 3, H, W) is."""
-
-    indices: torch.Tensor
-    view_ids: torch.Tensor
-    images: torch.Tensor
-    labels: torch.Tensor
-    skipped: list[str]  # errors of the unreadable photos left out of this batch
-
-
-def collate(items) -> Batch:
-    good = [it for it in items if it[1] is not None]
-    skipped = [it[4] for it in items if it[1] is None]
-    if not good:
-        empty = torch.empty(0, dtype=torch.long)
-        return Batch(empty, empty, torch.empty(0, 3, 1, 1), empty, skipped)
-    rows = [(i, v, label) for i, _, view_ids, label, _ in good for v in view_ids]
-    return Batch(torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows]),
-                 torch.cat([it[1] for it in good]), torch.tensor([r[2] for r in rows]), skipped)
-
-
-def photo_loader(dataset: PhotoDataset, batch_size: int, workers: int, batches=None,
-                 seed: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """A DataLoader that decodes in ``workers`` processes while the model runs in this one.
-
-    ``batches`` (lists of indices, one per batch) replaces consecutive batches of ``batch_size``.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    batching = {"batch_sampler": batches} if batches is not None else {"batch_size": batch_size}
-    return torch.utils.data.DataLoader(
-        dataset, **batching, num_workers=workers, collate_fn=collate,
-        pin_memory=pin_memory, generator=generator, persistent_workers=False,
-        prefetch_factor=4 if workers else None)
 
 
 def warn_skipped(errors: list[str]) -> None:

@@ -1,6 +1,8 @@
 """``binwise eval``: how good a model is on labelled photos.
 
-Photos go through binwise's one eval path (``images`` resize + centre crop + normalise). The report
+Photos go through binwise's one eval path (``images`` resize + centre crop, then the model's own
+normalisation) in a ``Classifier``, so every model format is evaluated alike: a .safetensors file
+in PyTorch, an .onnx export in onnxruntime without torch. The report
 has top-1, top-5, per-class precision / recall / F1, bin accuracy (when the taxonomy has bins) and
 the class- and bin-level confusion matrices, and names every misclassified photo.
 """
@@ -11,41 +13,12 @@ import json
 import math
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from .data import PhotoDataset, Sample, eval_transform, load_dataset, photo_loader, single_view, warn_skipped
+from .data import Sample, load_dataset, warn_skipped
 from .errors import BinwiseError
-from .modelfile import atomic_write, load_model
+from .modelfile import atomic_write
 from .taxonomy import Taxonomy
-
-
-def predict_logits(model, pre, samples: list[Sample], batch_size: int = 32, workers: int = 2,
-                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Logits and labels of the readable photos, and the errors naming the unreadable ones."""
-    logits, labels, _, skipped = predict_rows(model, pre, samples, batch_size, workers, device)
-    return logits, labels, skipped
-
-
-def predict_rows(model, pre, samples: list[Sample], batch_size: int, workers: int, device):
-    """As ``predict_logits``, plus each row's position in ``samples``."""
-    was_training = model.training
-    model.eval()
-    device = torch.device(device)
-    loader = photo_loader(PhotoDataset(samples, single_view(eval_transform(pre)), at_least=pre.resize_size), batch_size,
-                          workers if len(samples) > batch_size else 0, pin_memory=device.type == "cuda")
-    logits, labels, indices, skipped = [], [], [], []
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with torch.inference_mode(), autocast:
-        for batch in loader:
-            skipped += batch.skipped
-            if len(batch.labels):
-                logits.append(model(batch.images.to(device)).float().cpu())
-                labels.append(batch.labels)
-                indices.append(batch.indices)
-    model.train(was_training)
-    if not logits:
-        return torch.empty(0, 0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), skipped
-    return torch.cat(logits), torch.cat(labels), torch.cat(indices), skipped
 
 
 def _ratio(a: float, b: float) -> float:
@@ -64,42 +37,48 @@ def wilson_interval(successes: int, count: int, z: float = 1.96) -> list[float]:
     return [0.0 if successes == 0 else max(0.0, centre - half), 1.0 if successes == count else min(1.0, centre + half)]
 
 
-def confusion_matrix(truth: torch.Tensor, predicted: torch.Tensor, n: int) -> torch.Tensor:
+def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, n: int) -> np.ndarray:
     """Rows: true class, columns: predicted class."""
-    return torch.bincount(truth * n + predicted, minlength=n * n).reshape(n, n)
+    return np.bincount(truth * n + predicted, minlength=n * n).reshape(n, n)
 
 
-def classification_report(logits: torch.Tensor, labels: torch.Tensor, taxonomy: Taxonomy) -> dict:
-    """Accuracy, per-class precision/recall/F1, bin accuracy and confusion matrices, as plain JSON data."""
+def classification_report(scores, labels, taxonomy: Taxonomy) -> dict:
+    """Accuracy, per-class precision/recall/F1, bin accuracy and confusion matrices, as plain JSON data.
+
+    ``scores`` (N, classes): logits or probabilities, any array type numpy reads (torch tensors too).
+    """
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     n = taxonomy.num_classes
     count = len(labels)
     if count == 0:
         raise BinwiseError("no readable labelled photos to evaluate")
-    predicted = logits.argmax(1)
-    top5 = logits.topk(min(5, n), dim=1).indices
+    predicted = scores.argmax(1)
+    top5 = np.argsort(-scores, axis=1, kind="stable")[:, :min(5, n)]
     matrix = confusion_matrix(labels, predicted, n)
     per_class = []
     for i, name in enumerate(taxonomy.classes_en):
-        tp = matrix[i, i].item()
-        precision, recall = _ratio(tp, matrix[:, i].sum().item()), _ratio(tp, matrix[i].sum().item())
-        per_class.append({"class": name, "support": matrix[i].sum().item(), "precision": precision,
+        tp = int(matrix[i, i])
+        precision, recall = _ratio(tp, int(matrix[:, i].sum())), _ratio(tp, int(matrix[i].sum()))
+        per_class.append({"class": name, "support": int(matrix[i].sum()), "precision": precision,
                           "recall": recall, "f1": _ratio(2 * precision * recall, precision + recall)})
+    correct = int((predicted == labels).sum())
     report = {
         "count": count,
-        "top1": (predicted == labels).float().mean().item(),
-        "top1_ci95": wilson_interval(int((predicted == labels).sum()), count),
-        "top5": (top5 == labels[:, None]).any(1).float().mean().item(),
+        "top1": correct / count,
+        "top1_ci95": wilson_interval(correct, count),
+        "top5": float((top5 == labels[:, None]).any(1).mean()),
         "macro_f1": sum(c["f1"] for c in per_class) / n,
         "per_class": per_class,
         "classes": list(taxonomy.classes_en),
         "confusion": matrix.tolist(),
     }
     if taxonomy.class_bins:
-        bin_of = torch.tensor(taxonomy.bin_index_of_classes())
+        bin_of = np.array(taxonomy.bin_index_of_classes())
         true_bins, predicted_bins = bin_of[labels], bin_of[predicted]
+        right_bin = int((true_bins == predicted_bins).sum())
         report["bins"] = [b.id for b in taxonomy.bins]
-        report["bin_accuracy"] = (true_bins == predicted_bins).float().mean().item()
-        report["bin_accuracy_ci95"] = wilson_interval(int((true_bins == predicted_bins).sum()), count)
+        report["bin_accuracy"] = right_bin / count
+        report["bin_accuracy_ci95"] = wilson_interval(right_bin, count)
         report["bin_confusion"] = confusion_matrix(true_bins, predicted_bins, len(taxonomy.bins)).tolist()
     return report
 
@@ -132,30 +111,52 @@ def select_split(dataset, split: str, recorded: list[dict] | None, data) -> tupl
     return samples, len(dataset.train) - len(samples)
 
 
+def classify_samples(classifier, samples: list[Sample], batch_size: int, workers: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Class probabilities (in class order) and labels of the readable photos, their positions in
+    ``samples``, and the errors naming the unreadable ones."""
+    n = classifier.taxonomy.num_classes
+    rows, labels, indices, skipped = [], [], [], []
+    stream = classifier.predict_stream([s.path for s in samples], top_k=n, batch_size=batch_size,
+                                       workers=max(1, workers))
+    for i, (sample, (_, result)) in enumerate(zip(samples, stream)):
+        if isinstance(result, BinwiseError):
+            skipped.append(str(result))
+            continue
+        row = np.empty(n)
+        row[[s.index for s in result.top]] = [s.probability for s in result.top]
+        rows.append(row)
+        labels.append(sample.label)
+        indices.append(i)
+    return (np.array(rows).reshape(-1, n), np.array(labels, dtype=np.int64), np.array(indices, dtype=np.int64),
+            skipped)
+
+
 def evaluate(model_path: str | Path, data: str | Path, out_dir: str | Path | None = None,
              batch_size: int = 32, workers: int = 2, device: str = "cpu", split: str = "test") -> dict:
-    """Evaluate a model file on a dataset's ``split`` ('test', 'train' or 'all'; see ``select_split``);
-    with ``out_dir`` write report.json, confusion.png, bin_confusion.png and misclassified.png."""
-    model_file = load_model(model_path, device)
+    """Evaluate a model file (.safetensors or .onnx) on a dataset's ``split`` ('test', 'train' or
+    'all'; see ``select_split``); with ``out_dir`` write report.json, confusion.png,
+    bin_confusion.png and misclassified.png. ``workers``: threads decoding photos."""
+    from .predict import Classifier
+
+    classifier = Classifier.load(model_path, device=device)
     dataset = load_dataset(data)
-    samples, excluded = select_split(dataset, split, model_file.provenance.get("splits"), data)
-    model_classes = list(model_file.taxonomy.classes_en)
+    samples, excluded = select_split(dataset, split, classifier.metadata.get("provenance", {}).get("splits"), data)
+    model_classes = list(classifier.taxonomy.classes_en)
     unknown = sorted(set(dataset.taxonomy.classes_en) - set(model_classes))
     if unknown:
         raise BinwiseError(f"dataset classes the model does not know: {unknown}", data)
     # relabel to the model's class order, which may differ from the dataset's
     to_model = {i: model_classes.index(name) for i, name in enumerate(dataset.taxonomy.classes_en)}
     samples = [Sample(s.path, to_model[s.label]) for s in samples]
-    logits, labels, indices, skipped = predict_rows(model_file.model, model_file.preprocessing, samples,
-                                                    batch_size, workers, device)
+    probabilities, labels, indices, skipped = classify_samples(classifier, samples, batch_size, workers)
     warn_skipped(skipped)
-    report = classification_report(logits, labels, model_file.taxonomy)
-    predicted = logits.argmax(1)
-    probabilities = logits.softmax(1).max(1).values
+    report = classification_report(probabilities, labels, classifier.taxonomy)
+    predicted = probabilities.argmax(1)
     report["misclassified"] = [
-        {"path": str(samples[i].path), "true": model_classes[t], "predicted": model_classes[p], "confidence": c}
-        for i, t, p, c in zip(indices.tolist(), labels.tolist(), predicted.tolist(), probabilities.tolist())
-        if t != p]
+        {"path": str(samples[i].path), "true": model_classes[t], "predicted": model_classes[p],
+         "confidence": float(probabilities[row, p])}
+        for row, (i, t, p) in enumerate(zip(indices.tolist(), labels.tolist(), predicted.tolist())) if t != p]
     report["unreadable"] = skipped
     report["model"] = str(model_path)
     report["data"] = str(data)
@@ -167,8 +168,8 @@ def evaluate(model_path: str | Path, data: str | Path, out_dir: str | Path | Non
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(out_dir / "report.json", lambda tmp: Path(tmp).write_text(
             json.dumps(report, indent=2, ensure_ascii=False)))
-        plots.confusion(report, model_file.taxonomy, out_dir / "confusion.png")
+        plots.confusion(report, classifier.taxonomy, out_dir / "confusion.png")
         if "bin_confusion" in report:
-            plots.bin_confusion(report, model_file.taxonomy, out_dir / "bin_confusion.png")
+            plots.bin_confusion(report, classifier.taxonomy, out_dir / "bin_confusion.png")
         plots.misclassified_grid(report["misclassified"], out_dir / "misclassified.png")
     return report

@@ -33,8 +33,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .data import PhotoDataset, Sample, eval_transform, photo_loader, warn_skipped
+from .data import Sample, warn_skipped
 from .images import open_image
+from .loader import PhotoDataset, eval_transform, photo_loader
 from .training.augment import cpu_transform, describe
 from .training.config import TUTORIAL_AUGMENT, AugmentConfig
 from .modelfile import atomic_write, sha256_of_file

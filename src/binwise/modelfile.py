@@ -3,6 +3,9 @@
 The metadata holds everything inference needs (architecture, classes, bins, preprocessing) and
 where the weights came from (provenance, metrics), so a deployed model cannot disagree with its
 labels. safetensors holds raw tensors only: loading a model file never executes anything.
+
+Reading the metadata (``read_metadata``) needs no torch, so ``binwise info`` works in a
+torch-free install; building the model (``load_model``) and saving do.
 """
 
 from __future__ import annotations
@@ -13,16 +16,17 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import BinwiseError
-from .model import MobileNetV2, MobileNetV2Config
 from .preprocessing import Preprocessing
 from .taxonomy import Taxonomy
+
+if TYPE_CHECKING:
+    import torch
+
+    from .model import MobileNetV2
 
 FORMAT = "binwise-model"
 FORMAT_VERSION = 1
@@ -76,6 +80,9 @@ def atomic_write(path: str | os.PathLike, write) -> None:
 
 
 def save_model(path: str | os.PathLike, model_file: ModelFile) -> None:
+    import torch
+    from safetensors.torch import save_file
+
     if model_file.model.config.num_classes != model_file.taxonomy.num_classes:
         raise ValueError(f"model has {model_file.model.config.num_classes} outputs but the taxonomy "
                          f"has {model_file.taxonomy.num_classes} classes")
@@ -85,8 +92,9 @@ def save_model(path: str | os.PathLike, model_file: ModelFile) -> None:
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def read_metadata(path: str | os.PathLike) -> dict:
-    """The JSON metadata of a model file, without loading its tensors."""
+def read_header(path: str | os.PathLike) -> dict:
+    """The JSON header of a safetensors file: each tensor's dtype, shape and offsets, and
+    ``__metadata__``. Reads only the header, never the tensors."""
     path = Path(path)
     if not path.is_file():
         raise BinwiseError("no such model file", path)
@@ -96,13 +104,26 @@ def read_metadata(path: str | os.PathLike) -> dict:
             if header_len <= 0 or header_len > min(100 << 20, path.stat().st_size - 8):
                 raise BinwiseError("not a binwise model file (not safetensors: bad header length)", path)
             header = json.loads(f.read(header_len))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BinwiseError(f"not a binwise model file (unreadable header: {e})", path) from None
+    if not isinstance(header, dict):
+        raise BinwiseError("not a binwise model file (the safetensors header is not a JSON object)", path)
+    return header
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The JSON metadata of a model file, without loading its tensors."""
+    header = read_header(path)
+    try:
         raw = header.get("__metadata__", {}).get(METADATA_KEY)
         if raw is None:
             raise BinwiseError("safetensors file without binwise metadata; convert weights with "
                                "'binwise import-weights'", path)
         meta = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError) as e:
         raise BinwiseError(f"not a binwise model file (unreadable header: {e})", path) from None
+    if not isinstance(meta, dict):
+        raise BinwiseError("not a binwise model file (its metadata is not a JSON object)", path)
     if meta.get("format") != FORMAT:
         raise BinwiseError(f"not a binwise model file (format {meta.get('format')!r})", path)
     if meta.get("format_version", 0) > FORMAT_VERSION:
@@ -113,6 +134,11 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> ModelFile:
     """Load a binwise model file; the model comes back in eval mode."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .model import MobileNetV2, MobileNetV2Config
+
     meta = read_metadata(path)
     try:
         arch = dict(meta["architecture"])

@@ -31,12 +31,14 @@ def is_healthy(url: str) -> bool:
 
 
 @contextmanager
-def serving(model, log_path: Path, *serve_args: str, timeout: float = 180) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Yield (base URL, process) of ``binwise serve MODEL *serve_args``; its output goes to ``log_path``."""
+def serving(model, log_path: Path, *serve_args: str, timeout: float = 180,
+            python: str = sys.executable) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Yield (base URL, process) of ``binwise serve MODEL *serve_args`` run by ``python``; its
+    output goes to ``log_path``."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "binwise.cli", "serve", str(model), "--host",
+        process = subprocess.Popen([python, "-m", "binwise.cli", "serve", str(model), "--host",
                                     "127.0.0.1", "--port", str(port), *serve_args],
                                    stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -13,6 +13,12 @@ import sys
 
 from ..errors import BinwiseError
 
+# The distribution's name: ``binwise`` on the package index is another project.
+DISTRIBUTION = "binwise-sort"
+# Modules only the ``train`` extra installs (training, export, weight import, running .safetensors
+# models); a torch-free install names the extra instead of showing an ImportError traceback.
+TRAIN_EXTRA_MODULES = {"torch", "torchvision", "kornia", "onnx", "tflite", "safetensors.torch"}
+
 # Subcommand modules, in the order ``binwise --help`` lists them.
 COMMAND_MODULES = ["info", "serve", "predict", "export", "bench", "explain", "weights", "train", "rebin", "evaluate",
                    "data", "schedules"]
@@ -52,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except BinwiseError as e:
         print(f"binwise {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if e.name not in TRAIN_EXTRA_MODULES and (e.name or "").split(".")[0] not in TRAIN_EXTRA_MODULES:
+            raise
+        print(f"binwise {args.command}: error: this needs {e.name}, which this torch-free install lacks; "
+              f"install the 'train' extra (pip install '{DISTRIBUTION}[train]', or '.[train]' in a checkout). "
+              "Exported .onnx models run without it.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"binwise {args.command}: interrupted", file=sys.stderr)

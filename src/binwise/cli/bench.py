@@ -9,7 +9,8 @@ import sys
 def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="measure one-photo latency and folder throughput (decode "
                               "included) for torch, onnxruntime fp32 and int8")
-    p.add_argument("model", help="a binwise .safetensors model file")
+    p.add_argument("model", help="a binwise .safetensors model file (measured against its ONNX exports), "
+                   "or an .onnx file (measured alone)")
     p.add_argument("--onnx", help="its fp32 .onnx export (default: exported to a temporary file)")
     p.add_argument("--int8", help="its int8 .onnx export (default: exported to a temporary file)")
     p.add_argument("--data", help="dataset whose test (then train) photos make the folder "
@@ -20,8 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, help="batches in flight in the folder run, each decoded and run "
                    "by its own thread (default: --threads)")
     p.add_argument("--batch-size", type=int, default=32, help="folder batch size (default 32)")
-    p.add_argument("--backends", default="torch,onnx-fp32,onnx-int8",
-                   help="comma-separated subset of torch,onnx-fp32,onnx-int8")
+    p.add_argument("--backends", help="comma-separated subset of torch,onnx-fp32,onnx-int8 (default: all "
+                   "three for a .safetensors model)")
     p.add_argument("--repeat", type=int, default=1, help="rounds of every backend, interleaved; the "
                    "table gives each backend's median and range over them (default 1)")
     p.add_argument("--json", metavar="FILE", help="also write the numbers and settings as JSON")
@@ -32,7 +33,10 @@ def run(args) -> int:
     from ..bench import format_table, run_bench
     from ..errors import BinwiseError
 
-    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    if args.model.lower().endswith(".onnx") and (args.onnx or args.int8 or args.backends):
+        raise BinwiseError("an .onnx model is measured alone; --onnx, --int8 and --backends go with a "
+                           ".safetensors model", args.model)
+    backends = tuple(b.strip() for b in (args.backends or "torch,onnx-fp32,onnx-int8").split(",") if b.strip())
     unknown = set(backends) - {"torch", "onnx-fp32", "onnx-int8"}
     if unknown or not backends:
         raise BinwiseError(f"unknown backends {sorted(unknown)}; choose from torch, onnx-fp32, onnx-int8")

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate a model file on a dataset's test split")
-    p.add_argument("model", help="a binwise .safetensors model file")
+    p.add_argument("model", help="a binwise .safetensors model file, or an .onnx file from 'binwise export'")
     p.add_argument("data", nargs="?", help="dataset folder (default: $BINWISE_DATA or ../shared/data/garbage26)")
     p.add_argument("--split", default="test", choices=["test", "train", "all"], help="which photos (default: test; in a flat folder, the photos the model never trained or validated on)")
     p.add_argument("--out", metavar="DIR", help="write report.json, confusion.png, bin_confusion.png and "
                    "misclassified.png here (default: eval-<model name>/ beside the model)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=2, help="photo-decoding processes (default: 2)")
+    p.add_argument("--workers", type=int, default=2, help="photo-decoding threads (default: 2)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)
 

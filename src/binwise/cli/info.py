@@ -1,32 +1,34 @@
-"""``binwise info MODEL``: what a model file holds."""
+"""``binwise info MODEL``: what a model file holds, for every model format binwise writes."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
+from pathlib import Path
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("info", help="print a model file's architecture, classes, bins, "
+    p = subparsers.add_parser("info", help="print a model file's format, architecture, classes, bins, "
                               "preprocessing and provenance")
-    p.add_argument("model", help="a binwise .safetensors model file")
+    p.add_argument("model", help="a binwise .safetensors model file, or an .onnx file from 'binwise export'")
     p.add_argument("--json", action="store_true", help="print the raw metadata as JSON")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..modelfile import load_model, read_metadata
+    from ..taxonomy import Taxonomy
 
-    meta = read_metadata(args.model)
+    meta, file_lines = read_model_file(Path(args.model))
     if args.json:
         print(json.dumps(meta, indent=2, ensure_ascii=False))
         return 0
-    model_file = load_model(args.model)
-    arch, pre, tax = meta["architecture"], meta["preprocessing"], model_file.taxonomy
-    params = sum(p.numel() for p in model_file.model.parameters())
-    print(f"model        {args.model}")
+    arch, pre, tax = meta["architecture"], meta["preprocessing"], Taxonomy.from_dict(meta["taxonomy"])
+    print(f"model        {args.model} ({os.path.getsize(args.model) / 1e6:.1f} MB)")
+    for line in file_lines:
+        print(line)
     print(f"architecture {arch['name']} width {arch['width_mult']} padding {arch['padding']} "
           f"dropout {arch['dropout']}")
-    print(f"parameters   {params:,}")
     print(f"input        {pre['input_size']}x{pre['input_size']} (resize {pre['resize_size']}, "
           f"{pre['interpolation']}), mean {list(pre['mean'])} std {list(pre['std'])}")
     print(f"classes      {tax.num_classes}" + (f" ({tax.name})" if tax.name else ""))
@@ -36,7 +38,38 @@ def run(args) -> int:
         print(f"  {i:4d} {en}{zh}" + (f"  -> {b.en} {b.zh}" if b else ""))
     if tax.bins:
         print("bins         " + ", ".join(f"{b.id} ({b.en} {b.zh})" for b in tax.bins))
-    for section in ("provenance", "metrics"):
+    for section in ("export", "provenance", "metrics"):
         if meta.get(section):
             print(f"{section:12s} " + json.dumps(meta[section], ensure_ascii=False))
     return 0
+
+
+def read_model_file(path: Path) -> tuple[dict, list[str]]:
+    """The binwise metadata of a model file, and lines describing the file itself (format,
+    parameters or graph inputs and outputs). Reads no tensors and needs no torch."""
+    from ..errors import BinwiseError
+
+    if path.suffix.lower() == ".onnx":
+        from ..onnx_backend import OnnxRunner
+
+        runner = OnnxRunner(path)
+        export = runner.metadata.get("export", {})
+        lines = [f"format       ONNX, {export.get('precision', '?')}, opset {export.get('opset', '?')}, "
+                 f"run by onnxruntime"]
+        lines += [f"{kind:12s} {node.name} {node.type} {node.shape}"
+                  for kind, nodes in (("graph input", runner.session.get_inputs()),
+                                      ("graph output", runner.session.get_outputs())) for node in nodes]
+        meta = runner.metadata
+    else:
+        from ..modelfile import read_header, read_metadata
+
+        meta = read_metadata(path)
+        tensors = {k: v for k, v in read_header(path).items() if k != "__metadata__" and isinstance(v, dict)}
+        parameters = sum(math.prod(v.get("shape", [])) for k, v in tensors.items()
+                         if not k.endswith(("running_mean", "running_var")))
+        lines = [f"format       binwise safetensors, {len(tensors)} tensors, run by PyTorch",
+                 f"parameters   {parameters:,}"]
+    for key in ("architecture", "preprocessing", "taxonomy"):
+        if not isinstance(meta.get(key), dict):
+            raise BinwiseError(f"model metadata has no valid {key!r} section", path)
+    return meta, lines

@@ -41,7 +41,12 @@ def run(args) -> int:
 
     if args.top_k < 1 or args.batch_size < 1:
         raise BinwiseError("--top-k and --batch-size must be at least 1")
-    sources, missing = expand_paths(args.paths)
+    sources, missing, not_images = expand_paths(args.paths)
+    if not_images:
+        print(f"binwise predict: skipped {not_images} files that are not images (by their suffix)", file=sys.stderr)
+    if not sources and not missing:
+        print(f"binwise predict: no photos in {', '.join(args.paths)}", file=sys.stderr)
+        return 1
     classifier = Classifier.load(args.model, backend=args.backend, threads=args.threads, device=args.device)
     stream = classifier.predict_stream(sources, top_k=args.top_k, batch_size=args.batch_size)
     results, failures = [], len(missing)
@@ -70,27 +75,29 @@ def run(args) -> int:
     return 1 if failures else 0
 
 
-def expand_paths(patterns: list[str]) -> tuple[list[str], list[str]]:
-    """Photos named by files, folders (recursive, image files only) and globs, in order; and the
-    patterns that matched nothing. A named file is kept even if it is not an image, so it gets
-    its own error."""
+def expand_paths(patterns: list[str]) -> tuple[list[str], list[str], int]:
+    """Photos named by files, folders (recursive) and globs, in order; the patterns that matched
+    nothing; and how many files folders and globs held that are not images (skipped: a folder of
+    photos often holds a README or a COPYRIGHT). A file named on its own is kept even if it is not
+    an image, so that it gets its own error."""
     from ..images import is_image_file
 
-    sources, missing = [], []
+    sources, missing, not_images = [], [], 0
     for pattern in patterns:
         path = Path(pattern)
         if path.is_dir():
-            sources += sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_file(p))
-        elif path.exists():
-            sources.append(pattern)
-        elif glob.has_magic(pattern):
-            matches = sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
-            sources += matches
-            if not matches:
-                missing.append(pattern)
+            found = sorted(str(p) for p in path.rglob("*") if p.is_file())
+        elif path.exists() or not glob.has_magic(pattern):
+            sources.append(pattern)  # a missing file is reported as "no such file" with the others
+            continue
         else:
-            sources.append(pattern)  # reported as "no such file" with the others
-    return sources, missing
+            found = sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+            if not found:
+                missing.append(pattern)
+        images = [p for p in found if is_image_file(p)]
+        not_images += len(found) - len(images)
+        sources += images
+    return sources, missing, not_images
 
 
 def print_table(predictions) -> None:

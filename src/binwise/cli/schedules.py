@@ -3,47 +3,66 @@
 from __future__ import annotations
 
 
+# garbage26's training photos: with a preset's batch size and validation fraction they give the
+# steps per epoch ``binwise train`` takes on it.
+GARBAGE26_TRAIN_PHOTOS = 2204
+
+
 def register(subparsers) -> None:
     from ..schedules import SCHEDULES
+    from ..training.config import PRESETS
 
     p = subparsers.add_parser("lr-plot", help="plot learning-rate schedules to a PNG")
-    p.add_argument("schedules", nargs="*", default=["cosine"], metavar="SCHEDULE",
-                   help=f"any of {', '.join(SCHEDULES)} (default: cosine)")
+    p.add_argument("schedules", nargs="*", metavar="SCHEDULE",
+                   help=f"any of {', '.join(SCHEDULES)} (default: the preset's)")
+    p.add_argument("--preset", default="default", choices=list(PRESETS),
+                   help="take every value not given below from this training preset, as 'binwise train "
+                   "--preset' runs it on garbage26 (default: %(default)s, what 'binwise train' runs)")
     p.add_argument("--out", default="lr.png", help="PNG file (default: lr.png)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--steps-per-epoch", type=int, default=138, help="default: garbage26 at batch 16")
-    p.add_argument("--lr-max", type=float, default=0.05)
-    p.add_argument("--lr-end", type=float, default=0.0)
-    p.add_argument("--warmup-epochs", type=float, default=0.0)
-    p.add_argument("--decay-rate", type=float, default=0.5)
-    p.add_argument("--decay-epochs", type=float, default=2.0)
-    p.add_argument("--staircase", action="store_true")
-    p.add_argument("--power", type=float, default=2.0)
-    p.add_argument("--boundaries-epochs", default="3,6", help="piecewise_constant (default: 3,6)")
-    p.add_argument("--lr-values", default="0.05,0.01,0.001", help="piecewise_constant (default: 0.05,0.01,0.001)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--steps-per-epoch", type=int, help="default: garbage26's training photos at the preset's "
+                   "batch size, less its validation split")
+    for flag, kind in (("--lr-max", float), ("--lr-end", float), ("--warmup-epochs", float), ("--decay-rate", float),
+                       ("--decay-epochs", float), ("--power", float)):
+        p.add_argument(flag, type=kind)
+    p.add_argument("--staircase", action="store_true", default=None)
+    p.add_argument("--boundaries-epochs", help="piecewise_constant, comma-separated (e.g. 3,6)")
+    p.add_argument("--lr-values", help="piecewise_constant, comma-separated (e.g. 0.05,0.01,0.001)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    import math
+    from dataclasses import fields, replace
     from pathlib import Path
 
     from ..errors import BinwiseError
     from ..plots import learning_rates
     from ..schedules import ScheduleConfig, sample
+    from ..training.config import PRESETS
 
+    preset = PRESETS[args.preset]
+    given = {f.name: getattr(args, f.name) for f in fields(ScheduleConfig)
+             if f.name != "name" and getattr(args, f.name, None) is not None}
+    for name in ("boundaries_epochs", "lr_values"):
+        if name in given:
+            try:
+                given[name] = tuple(float(v) for v in given[name].split(","))
+            except ValueError:
+                raise BinwiseError(f"--{name.replace('_', '-')} takes comma-separated numbers, not "
+                                   f"{given[name]!r}") from None
+    epochs = args.epochs or preset.epochs
+    steps_per_epoch = args.steps_per_epoch or math.ceil(
+        GARBAGE26_TRAIN_PHOTOS * (1 - preset.val_fraction) / preset.batch_size)
     curves = {}
-    for name in args.schedules:
-        config = ScheduleConfig(name=name, lr_max=args.lr_max, lr_end=args.lr_end, warmup_epochs=args.warmup_epochs,
-                                decay_rate=args.decay_rate, decay_epochs=args.decay_epochs,
-                                staircase=args.staircase, power=args.power,
-                                boundaries_epochs=tuple(float(v) for v in args.boundaries_epochs.split(",")),
-                                lr_values=tuple(float(v) for v in args.lr_values.split(",")))
+    for name in args.schedules or [preset.schedule.name]:
+        config = replace(preset.schedule, name=name, **given)
         try:
-            schedule = config.build(args.steps_per_epoch, args.epochs)
+            schedule = config.build(steps_per_epoch, epochs)
         except ValueError as e:
             raise BinwiseError(f"{name}: {e}") from None
-        curves[name] = sample(schedule, args.steps_per_epoch * args.epochs)
-    learning_rates(curves, Path(args.out), args.steps_per_epoch)
+        curves[name] = sample(schedule, steps_per_epoch * epochs)
+    learning_rates(curves, Path(args.out), steps_per_epoch)
     for name, values in curves.items():
         print(f"{name:20s} first {values[0]:.5g}  middle {values[len(values) // 2]:.5g}  last {values[-1]:.5g}")
     print(f"wrote {args.out}")

@@ -20,8 +20,9 @@ import math
 import torch
 from torch import nn
 
-from .. import distributed, evaluate
-from ..data import PhotoDataset, Sample, photo_loader, seeded_rng, seeded_view, single_view
+from .. import distributed
+from ..data import Sample
+from ..loader import PhotoDataset, photo_loader, predict_logits, seeded_rng, seeded_view, single_view
 from ..model import MobileNetV2
 from .activations import finetune_on_activations
 from .augment import BatchAugment, cpu_transform
@@ -113,8 +114,8 @@ def photo_phase(name: str, model: MobileNetV2, ctx: RunContext, train: list[Samp
             freeze_batchnorm(model)
 
     def validate() -> dict:
-        logits, labels, errors = evaluate.predict_logits(model, ctx.pre, val, config.feature_batch_size,
-                                                          config.workers, device)
+        logits, labels, errors = predict_logits(model, ctx.pre, val, config.feature_batch_size,
+                                                 config.workers, device)
         ctx.skipped.update(errors)
         return validation_metrics(logits, labels)
 

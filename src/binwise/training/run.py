@@ -23,6 +23,7 @@ import torch
 from .. import distributed, evaluate
 from ..data import load_dataset, warn_skipped
 from ..errors import BinwiseError
+from ..loader import predict_logits
 from ..model import MobileNetV2, MobileNetV2Config
 from ..modelfile import ModelFile, atomic_write, save_model, sha256_of_file
 from ..progress import SILENT, Progress
@@ -105,8 +106,8 @@ def test_split_logits(model: MobileNetV2, ctx: RunContext, splits: Splits, outco
         model.head.eval()
         with torch.inference_mode():
             return model.head(found.features[:, 0].to(ctx.device)).cpu(), found.labels
-    logits, labels, errors = evaluate.predict_logits(model, ctx.pre, splits.test, ctx.config.feature_batch_size,
-                                                     ctx.config.workers, ctx.device)
+    logits, labels, errors = predict_logits(model, ctx.pre, splits.test, ctx.config.feature_batch_size,
+                                           ctx.config.workers, ctx.device)
     ctx.skipped.update(errors)
     return logits, labels
 
