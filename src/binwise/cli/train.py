@@ -51,8 +51,10 @@ def register(subparsers) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="starting settings (default: the preset of --mode finetune / head, else default, which is auto)")
     p.add_argument("--config", metavar="FILE", help="YAML or TOML file of config fields")
-    p.add_argument("--pretrained", metavar="FILE", help="backbone weights (TFLite, MindSpore .ckpt, "
-                   "torchvision .pth or binwise .safetensors; default: $BINWISE_PRETRAINED or ../shared/weights/...)")
+    p.add_argument("--pretrained", metavar="FILE|torchvision|URL", help="backbone weights: a file (TFLite, "
+                   "MindSpore .ckpt, torchvision .pth or binwise .safetensors), torchvision (its ImageNet "
+                   "MobileNetV2, downloaded once into $TORCH_HOME/hub/checkpoints) or an http(s) URL of a file "
+                   "(cached there too; see docs/weights.md). Default: $BINWISE_PRETRAINED or ../shared/weights/...")
     p.add_argument("--run-dir", metavar="DIR", help="where the run is written (default: runs/<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run with its own settings")
     p.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: $BINWISE_CACHE or ~/.cache/binwise)")

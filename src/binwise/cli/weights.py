@@ -1,4 +1,5 @@
-"""``binwise import-weights SRC --out MODEL``: any supported weights file to a binwise model file."""
+"""``binwise import-weights SRC --out MODEL``: any supported weights file (local, ``torchvision`` or a
+URL) to a binwise model file."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 def register(subparsers) -> None:
     p = subparsers.add_parser("import-weights", help="convert MobileNetV2 weights (TFLite, MindSpore .ckpt, "
                               "torchvision .pth) into a binwise model file")
-    p.add_argument("src", help="the weights file; its format is told from its content, not its name")
+    p.add_argument("src", help="the weights file (its format is told from its content, not its name), "
+                   "torchvision (its ImageNet MobileNetV2, downloaded once) or an http(s) URL of a file")
     p.add_argument("--out", required=True, help="the binwise model file to write (.safetensors)")
     p.add_argument("--classes", help="class names: a preset (garbage26) or a text file with one class "
                    "name per line. Default: ImageNet for 1000 outputs, garbage26 for 26")
@@ -18,13 +20,15 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from ..modelfile import save_model
     from ..weights import detect_format, import_weights
+    from ..weights.remote import local_file
 
     taxonomy = load_classes(args.classes) if args.classes else None
-    model_file = import_weights(args.src, taxonomy)
+    src = local_file(args.src)
+    model_file = import_weights(src, taxonomy)
     save_model(args.out, model_file)
     config, tax = model_file.model.config, model_file.taxonomy
     params = sum(p.numel() for p in model_file.model.parameters())
-    print(f"imported {args.src} ({detect_format(args.src)}) -> {args.out}: MobileNetV2 width "
+    print(f"imported {src} ({detect_format(src)}) -> {args.out}: MobileNetV2 width "
           f"{config.width_mult}, {tax.num_classes} classes" + (f" ({tax.name})" if tax.name else "") +
           f", padding {config.padding}, {params:,} parameters")
     return 0
