@@ -1,6 +1,7 @@
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -76,3 +77,20 @@ def test_eval_relabels_to_the_model_class_order(pretrained, tmp_path):  # noqa: 
     report = evaluate(tmp_path / "run" / "model.safetensors", other, workers=0, split="train")
     assert report["count"] == 4 and report["classes"] == ["blue", "green", "red"]
     assert [sum(row) for row in report["confusion"]] == [1, 0, 3]
+
+
+def test_eval_of_the_onnx_export_gives_the_same_report(tmp_path):
+    from inference_models import tiny_model, tiny_onnx
+
+    from binwise.paths import resolve_data
+
+    torch_report = evaluate(tiny_model(), resolve_data(), workers=2)
+    onnx_report = evaluate(tiny_onnx(), resolve_data(), tmp_path / "eval", workers=2)
+    assert onnx_report["count"] == torch_report["count"] == 130
+    # fp32 in two runtimes: the same answers, up to a photo whose top two classes tie in float error
+    assert abs(onnx_report["top1"] - torch_report["top1"]) <= 1 / 130
+    differences = np.abs(np.array(onnx_report["confusion"]) - np.array(torch_report["confusion"]))
+    assert differences.sum() <= 2
+    same = {m["path"] for m in torch_report["misclassified"]} & {m["path"] for m in onnx_report["misclassified"]}
+    assert len(same) >= len(torch_report["misclassified"]) - 1
+    assert {p.name for p in (tmp_path / "eval").iterdir()} >= {"report.json", "confusion.png", "misclassified.png"}
