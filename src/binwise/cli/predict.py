@@ -134,10 +134,11 @@ def draw_grid(predictions, out: str, max_photos: int = 64) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..fonts import bilingual, use_cjk_fallback
     from ..images import open_image
 
     shown = predictions[:max_photos]
-    cjk = cjk_font()
+    use_cjk_fallback()
     cols = min(4, len(shown))
     rows = math.ceil(len(shown) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.6 * rows), squeeze=False)
@@ -148,22 +149,10 @@ def draw_grid(predictions, out: str, max_photos: int = 64) -> None:
         img.thumbnail((320, 320))
         ax.imshow(img)
         best = p.top[0]
-        name = f"{best.en} {best.zh}" if cjk and best.zh else best.en
-        title = f"{name} {best.probability:.0%}"
+        title = f"{bilingual(best.en, best.zh)} {best.probability:.0%}"
         if p.bin:
-            title += f"\n{p.bin.zh if cjk and p.bin.zh else p.bin.en} {p.bin_probability:.0%}"
-        ax.set_title(title, fontsize=10, color=p.bin.color if p.bin else "black",
-                     fontfamily=[cjk, "sans-serif"] if cjk else None)
+            title += f"\n{bilingual(p.bin.en, p.bin.zh)} {p.bin_probability:.0%}"
+        ax.set_title(title, fontsize=10, color=p.bin.color if p.bin else "black")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
-
-
-def cjk_font() -> str | None:
-    """An installed font family that can draw Chinese, if there is one."""
-    from matplotlib import font_manager
-
-    for font in font_manager.fontManager.ttflist:
-        if any(key in font.name for key in ("CJK", "WenQuanYi", "SimHei", "Heiti", "PingFang", "Source Han")):
-            return font.name
-    return None
