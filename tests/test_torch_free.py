@@ -127,3 +127,13 @@ def test_every_command_that_needs_no_torch_works_in_a_torch_free_install(torch_f
         result = binwise(python, *command, check=False)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "'train' extra" in result.stderr
+
+
+def test_explain_with_an_onnx_model_says_in_one_line_that_it_needs_the_safetensors_file(tmp_path):
+    result = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, "explain", str(tiny_onnx()),
+                             str(garbage26_test_photos(1)[0]), "--out", str(tmp_path / "cam.png")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Grad-CAM needs the binwise .safetensors model file" in lines[0], result.stderr
+    assert not (tmp_path / "cam.png").exists()

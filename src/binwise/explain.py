@@ -3,7 +3,8 @@
 The class score's gradient with respect to the backbone's last feature map, averaged over space,
 weighs each channel; the weighted sum of channels (negative evidence clipped) is the heatmap. It
 needs gradients, so it runs on the PyTorch model only: pass a .safetensors model file, or a
-Classifier loaded from one. An ONNX model raises BinwiseError.
+Classifier loaded from one. An ONNX model raises BinwiseError (without importing torch).
+``plots.grad_cam_figure`` draws an overlay with its class, probability and colour bar.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ def grad_cam(model_file_or_classifier: str | os.PathLike | Classifier, image: Im
              class_index: int | None = None) -> tuple[np.ndarray, int]:
     """Heatmap (H x W, values in [0, 1], at the model's input size) and the class it explains
     (the top-1 class unless ``class_index`` is given)."""
+    classifier = (model_file_or_classifier if isinstance(model_file_or_classifier, Classifier)
+                  else Classifier.load(model_file_or_classifier))
+    model = classifier.torch_model  # an ONNX model is refused here, before torch is needed
     import torch
     import torch.nn.functional as F
 
-    classifier = (model_file_or_classifier if isinstance(model_file_or_classifier, Classifier)
-                  else Classifier.load(model_file_or_classifier))
-    model = classifier.torch_model
     num_classes = classifier.taxonomy.num_classes
     if class_index is not None and not 0 <= class_index < num_classes:
         raise ValueError(f"class index {class_index} is out of range (the model has {num_classes} classes)")

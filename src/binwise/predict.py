@@ -191,8 +191,8 @@ class Classifier:
     def torch_model(self):
         """The PyTorch module (for Grad-CAM); only .safetensors models have one."""
         if self.backend != "torch":
-            raise BinwiseError("this needs the PyTorch model file (.safetensors): an ONNX model "
-                               "carries no gradients, so it cannot be explained with Grad-CAM", self.path)
+            raise BinwiseError("Grad-CAM needs the binwise .safetensors model file (an ONNX model "
+                               "carries no gradients); pass the one this model was exported from", self.path)
         return self.runner.model
 
     def predict_arrays(self, pixels: np.ndarray) -> np.ndarray:

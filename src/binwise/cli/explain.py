@@ -10,7 +10,8 @@ def register(subparsers) -> None:
                               "model choose a class")
     p.add_argument("model", help="a binwise .safetensors model file (ONNX models have no gradients)")
     p.add_argument("image", help="a photo")
-    p.add_argument("--out", required=True, help="where to write the overlay (PNG, JPEG, ...)")
+    p.add_argument("--out", required=True, help="where to write the figure (PNG, JPEG, SVG, PDF): the "
+                   "overlay titled with the class and its probability, beside the heatmap's colour bar")
     p.add_argument("--class", dest="class_name", metavar="NAME|INDEX",
                    help="the class to explain: index, English or Chinese name (default: the top-1 class)")
     p.add_argument("--alpha", type=float, default=0.5, help="heatmap opacity (default 0.5)")
@@ -18,20 +19,22 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from .. import plots
     from ..errors import BinwiseError
     from ..explain import grad_cam, overlay
+    from ..fonts import bilingual
     from ..predict import Classifier
 
     classifier = Classifier.load(args.model)
     class_index = None if args.class_name is None else class_index_of(classifier.taxonomy, args.class_name)
     heatmap, class_index = grad_cam(classifier, args.image, class_index)
+    prediction = classifier.predict(args.image, top_k=classifier.taxonomy.num_classes)
+    score = next(s for s in prediction.top if s.index == class_index)
     image = overlay(args.image, heatmap, args.alpha, classifier.preprocessing)
     try:
-        image.save(args.out)
+        plots.grad_cam_figure(image, bilingual(score.en, score.zh), score.probability, args.out)
     except (OSError, ValueError) as e:
-        raise BinwiseError(f"cannot write the overlay ({e})", args.out) from None
-    probability = classifier.predict(args.image, top_k=classifier.taxonomy.num_classes)
-    score = next(s for s in probability.top if s.index == class_index)
+        raise BinwiseError(f"cannot write the figure ({e})", args.out) from None
     print(f"{args.image}: explained class {class_index} {score.en} {score.zh} "
           f"(probability {score.probability:.1%}); wrote {args.out}", file=sys.stderr)
     return 0
