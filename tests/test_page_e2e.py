@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 
 import pytest
+from font_checks import CHINESE, NO_GLYPH, requires_chinese_font
+from inference_models import garbage26_test_photos, tiny_onnx
 
 from binwise.serve_process import serving
 from binwise.taxonomy import GARBAGE26
@@ -35,17 +38,30 @@ def server(garbage26_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser():
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 480, "height": 960}, locale="en-US")
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(server + "/")
-        page.wait_for_selector("body[data-ready=true]")
-        yield page
+        yield browser
         browser.close()
-        assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@contextmanager
+def open_page(browser, url: str):
+    """The page at ``url`` in a new tab, loaded; no JavaScript errors allowed."""
+    page = browser.new_page(viewport={"width": 480, "height": 960}, locale="en-US")
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    yield page
+    page.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture(scope="module")
+def page(browser, server):
+    with open_page(browser, server) as page:
+        yield page
 
 
 def test_photo_shows_its_bin_top3_overlay_and_both_languages(page, garbage26_data, tmp_path):
@@ -79,8 +95,10 @@ def test_photo_shows_its_bin_top3_overlay_and_both_languages(page, garbage26_dat
     page.wait_for_selector("#photo[data-showing=overlay]", timeout=60_000)
     assert page.get_attribute("#photo", "src").startswith("data:image/png;base64,")
     assert page.eval_on_selector("#photo", "img => img.complete && img.naturalWidth") == 224
+    assert page.is_visible("#cam-key") and not page.is_visible("#explain-note")
     page.uncheck("#explain")
     assert page.get_attribute("#photo", "data-showing") == "photo"
+    assert not page.is_visible("#cam-key")
 
 
 def test_bad_file_shows_the_services_error_and_the_page_goes_on(page, garbage26_data, tmp_path):
@@ -95,3 +113,55 @@ def test_bad_file_shows_the_services_error_and_the_page_goes_on(page, garbage26_
     page.set_input_files("#file", str(sorted((garbage26_data / "test" / folder).glob("*.jpg"))[0]))
     page.wait_for_selector(f"#bin[data-bin={bin_id}]", timeout=30_000)
     assert not page.is_visible("#error")
+
+
+# How many lines an element's text takes: its line boxes have distinct tops.
+TEXT_LINES = """el => {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    return new Set([...range.getClientRects()].map((box) => Math.round(box.top))).size;
+}"""
+
+# Each character drawn on a canvas in the page's own font, as its alpha values.
+DRAW_CHARACTERS = """characters => characters.map((c) => {
+    const canvas = document.createElement("canvas");
+    canvas.width = canvas.height = 48;
+    const context = canvas.getContext("2d");
+    context.font = `32px ${getComputedStyle(document.body).fontFamily}`;
+    context.textBaseline = "top";
+    context.fillText(c, 4, 4);
+    return Array.from(context.getImageData(0, 0, 48, 48).data.filter((_, i) => i % 4 === 3));
+})"""
+
+
+def test_at_phone_width_the_language_button_stays_on_one_line(page):
+    page.set_viewport_size({"width": 390, "height": 844})
+    try:
+        for label in ("中文", "English"):
+            assert page.text_content("#lang") == label
+            assert page.eval_on_selector("#lang", TEXT_LINES) == 1, f"{label!r} wraps at 390 px"
+            page.click("#lang")
+    finally:
+        page.set_viewport_size({"width": 480, "height": 960})
+
+
+@requires_chinese_font
+def test_chinese_renders_with_real_glyphs_in_the_pages_font(page):
+    *glyphs, placeholder = page.evaluate(DRAW_CHARACTERS, [*CHINESE, NO_GLYPH])
+    for c, alpha in zip(CHINESE, glyphs):
+        assert sum(a > 128 for a in alpha) > 20, f"{c!r} drew nothing"
+        assert alpha != placeholder, f"{c!r} drew the missing-glyph box"
+    assert len({tuple(alpha) for alpha in glyphs}) == len(CHINESE), "characters drew the same box"
+
+
+def test_under_an_onnx_model_the_page_says_why_grad_cam_is_off(browser, tmp_path):
+    with serving(tiny_onnx(), tmp_path / "serve.log", "--log-level", "warning") as (url, _), \
+            open_page(browser, url) as page:
+        page.set_input_files("#file", str(garbage26_test_photos(1)[0]))
+        page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+        assert page.is_disabled("#explain")
+        assert page.is_visible("#explain-note")
+        assert "needs the .safetensors model" in page.text_content("#explain-note").lower()
+        page.click("#lang")
+        assert "需要 .safetensors 模型" in page.text_content("#explain-note")
+        page.click("#lang")

@@ -8,7 +8,8 @@ const TEXT = {
     explain: "Show where the model looked (Grad-CAM)", top: "Most likely", other: "中文",
     working: "Looking…", explaining: "Working out where the model looked…",
     sure: (p) => `${p} sure`, unsure: "Not sure: try a closer photo of one item.",
-    noExplain: "Grad-CAM needs the PyTorch model; this service runs an exported one.",
+    noExplain: "Needs the .safetensors model; this service runs an ONNX export.",
+    camLeast: "counted least", camMost: "counted most",
     failed: "Could not classify the photo", offline: "Could not reach the service",
   },
   zh: {
@@ -16,7 +17,8 @@ const TEXT = {
     explain: "显示模型关注的区域 (Grad-CAM)", top: "最可能", other: "English",
     working: "识别中…", explaining: "正在计算模型关注的区域…",
     sure: (p) => `置信度 ${p}`, unsure: "不太确定：请对单个物品拍得更近一些。",
-    noExplain: "Grad-CAM 需要 PyTorch 模型；本服务运行的是导出的模型。",
+    noExplain: "需要 .safetensors 模型；本服务运行的是 ONNX 导出模型。",
+    camLeast: "影响最小", camMost: "影响最大",
     failed: "无法识别这张照片", offline: "无法连接到服务",
   },
 };
@@ -117,6 +119,7 @@ function renderPhoto() {
   const showOverlay = $("explain").checked && state.overlay;
   $("photo").src = showOverlay ? state.overlay : state.photoUrl || "";
   $("photo").dataset.showing = showOverlay ? "overlay" : "photo";
+  $("cam-key").hidden = !showOverlay;
 }
 
 function render() {
@@ -185,7 +188,7 @@ async function loadModel() {
     $("model").textContent = state.model.model;
     if (!state.model.explain) {
       $("explain").disabled = true;
-      $("explain").parentElement.title = t("noExplain");
+      $("explain-note").hidden = false;
     }
     render();
   } catch (e) {
