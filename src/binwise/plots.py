@@ -52,13 +52,16 @@ def training_curves(phases: list[str], histories: list[list[dict]], path: Path) 
     from matplotlib.lines import Line2D
 
     fig, axes = _subplots(1, 3, figsize=(15, 4))
-    legend = [Line2D([], [], color="black", label="training photos"),
-              Line2D([], [], color="black", linestyle="--", label="validation photos")]
-    for colour, (name, history) in zip((f"C{i}" for i in range(10)), zip(phases, histories)):
+    validated = [bool(history) and "val_loss" in history[0] for history in histories]
+    legend = [Line2D([], [], color="black", label="training photos")]
+    if any(validated):
+        legend.append(Line2D([], [], color="black", linestyle="--", label="validation photos"))
+    for i, (name, history) in enumerate(zip(phases, histories)):
+        colour = f"C{i % 10}"
         epochs = [r["epoch"] for r in history]
         axes[0].plot(epochs, [r["train_loss"] for r in history], color=colour)
         axes[1].plot(epochs, [r["train_acc"] for r in history], color=colour)
-        if history and "val_loss" in history[0]:
+        if validated[i]:
             axes[0].plot(epochs, [r["val_loss"] for r in history], "--", color=colour)
             axes[1].plot(epochs, [r["val_acc"] for r in history], "--", color=colour)
         axes[2].plot(epochs, [r["lr"] for r in history], color=colour)
