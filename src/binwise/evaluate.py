@@ -171,5 +171,5 @@ def evaluate(model_path: str | Path, data: str | Path, out_dir: str | Path | Non
         plots.confusion(report, classifier.taxonomy, out_dir / "confusion.png")
         if "bin_confusion" in report:
             plots.bin_confusion(report, classifier.taxonomy, out_dir / "bin_confusion.png")
-        plots.misclassified_grid(report["misclassified"], out_dir / "misclassified.png")
+        plots.misclassified_grid(report["misclassified"], out_dir / "misclassified.png", taxonomy=classifier.taxonomy)
     return report
