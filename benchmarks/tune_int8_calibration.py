@@ -1,6 +1,6 @@
 """Choose the int8 calibration on training photos outside the calibration set (never test).
 
-For each model and each calibration in ``binwise.export.CALIBRATIONS``, export int8 ONNX
+For each model and each calibration in ``binwise.export.onnx_file.CALIBRATIONS``, export int8 ONNX
 (calibrated on the usual ``--calibration-count`` training photos) and compare its class
 probabilities with the fp32 ONNX export on ``--photos`` other training photos: mean KL divergence
 from fp32 (the choice: lower is closer), mean L1 distance of the probabilities, and top-1
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from binwise.export import CALIBRATIONS, DEFAULT_CALIBRATION_COUNT, calibration_photos, export_onnx
+from binwise.export.onnx_file import CALIBRATIONS, DEFAULT_CALIBRATION_COUNT, calibration_photos, export_onnx
 from binwise.images import is_image_file, load_crop
 from binwise.paths import resolve_data
 from binwise.predict import Classifier

@@ -10,7 +10,7 @@ import torch
 from inference_models import garbage26_test_photos, tiny_model, tiny_onnx, tiny_onnx_int8
 
 from binwise.cli import main
-from binwise.export import fold_pads_into_convs, pixels_as_quantized_input
+from binwise.export.onnx_file import fold_pads_into_convs, pixels_as_quantized_input
 from binwise.images import load_crop, normalize
 from binwise.modelfile import load_model, read_metadata
 from binwise.predict import Classifier
@@ -110,7 +110,7 @@ def test_cli_export_and_its_errors(tmp_path, capsys):
     assert main(["export", str(tiny_model()), "--out", str(out)]) == 0
     assert Classifier.load(out).backend == "onnxruntime"
     assert main(["export", str(tiny_model()), "--format", "mindspore-ckpt", "--int8"]) == 2
-    assert "--int8 applies to --format onnx only" in capsys.readouterr().err
+    assert "--int8 does not apply to mindspore-ckpt" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.safetensors: no such model file" in capsys.readouterr().err
 
@@ -147,7 +147,7 @@ def test_int8_keeps_accuracy_of_a_real_garbage26_model(tmp_path):
 def test_onnx_with_float_input_is_refused_with_a_clear_message(tmp_path):
     """ONNX files from before pixels were uint8 took normalised float input."""
     from binwise.errors import BinwiseError
-    from binwise.export import _write_with_metadata
+    from binwise.export.onnx_file import _write_with_metadata
 
     old = tmp_path / "float.onnx"
     torch.onnx.export(load_model(tiny_model()).model, torch.zeros(1, 3, 224, 224), str(tmp_path / "raw.onnx"),

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BinwiseError
-from .images import is_image_file, load_crop
-from .onnx_backend import METADATA_KEY
-from .preprocessing import Preprocessing, with_pixel_input
+from ..errors import BinwiseError
+from ..images import is_image_file, load_crop
+from ..onnx_backend import METADATA_KEY
+from ..preprocessing import Preprocessing, with_pixel_input
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
@@ -45,7 +45,7 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
     """
     import torch
 
-    from .modelfile import atomic_write, load_model, sha256_of_file
+    from ..modelfile import atomic_write, load_model, sha256_of_file
 
     model_file = load_model(model_path)
     meta = model_file.metadata()
@@ -149,7 +149,7 @@ def _write_with_metadata(onnx_path: Path, out: str, meta: dict) -> None:
 def calibration_photos(data_dir: str | os.PathLike | None, count: int, seed: int = 0) -> list[Path]:
     """``count`` photos spread evenly over the classes of an ImageFolder tree (its train/ split
     if it has one), chosen reproducibly."""
-    from .paths import resolve_data
+    from ..paths import resolve_data
 
     root = resolve_data(data_dir)
     if (root / "train").is_dir():
