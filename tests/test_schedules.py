@@ -67,3 +67,17 @@ def test_lr_plot_writes_png(tmp_path, capsys):
     assert main(["lr-plot", "cosine", "exponential", "polynomial", "--warmup-epochs", "1", "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "cosine" in capsys.readouterr().out
+
+
+def test_lr_plot_defaults_are_the_training_presets(tmp_path, capsys):
+    import math
+
+    from binwise.schedules import sample
+    from binwise.training.config import DEFAULT, HEAD
+
+    for preset, config in (("default", DEFAULT), ("head", HEAD)):
+        assert main(["lr-plot", "--preset", preset, "--out", str(tmp_path / f"{preset}.png")]) == 0
+        steps = math.ceil(2204 * (1 - config.val_fraction) / config.batch_size)
+        values = sample(config.schedule.build(steps, config.epochs), steps * config.epochs)
+        line = capsys.readouterr().out.splitlines()[0]
+        assert line.split()[0] == config.schedule.name and f"middle {values[len(values) // 2]:.5g}" in line
