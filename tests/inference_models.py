@@ -57,10 +57,11 @@ def tiny_onnx() -> Path:
 
 
 @functools.cache
-def tiny_onnx_int8() -> Path:
+def tiny_onnx_int8(int8_format: str = "qdq") -> Path:
     from binwise.export import export_onnx
 
-    return export_onnx(tiny_model(), _DIR / "tiny.int8.onnx", int8=True, calibration_count=26)
+    return export_onnx(tiny_model(), _DIR / f"tiny.int8-{int8_format}.onnx", int8=True, calibration_count=26,
+                       int8_format=int8_format)
 
 
 def garbage26_test_photos(count: int | None = None) -> list[Path]:

@@ -87,22 +87,35 @@ def test_onnx_file_carries_the_model_metadata():
     assert onnx_classifier.model_id.startswith("tiny.onnx@")
 
 
-def test_int8_export_is_quantized_and_close_to_fp32():
-    graph = onnx.load(str(tiny_onnx_int8()))
+def int8_follows_fp32(int8_path) -> None:
+    assert int8_path.stat().st_size < 0.5 * tiny_onnx().stat().st_size
+    photos = garbage26_test_photos()[::5]
+    pixels = np.stack([load_crop(p, Classifier.load(tiny_model()).preprocessing) for p in photos])
+    fp32, int8 = onnx_logits(tiny_onnx(), pixels), onnx_logits(int8_path, pixels)
+    # an untrained random model quantizes poorly (trained: benchmarks/int8_accuracy.py), but its
+    # int8 logits must still follow the fp32 ones
+    assert np.corrcoef(fp32.ravel(), int8.ravel())[0, 1] > 0.5
+
+
+def test_int8_qdq_export_uses_standard_onnx_operators_only():
+    graph = onnx.load(str(tiny_onnx_int8("qdq")))
+    ops = {node.op_type for node in graph.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops and not any(op.startswith("QLinear") for op in ops)
+    assert {node.domain for node in graph.graph.node} <= {"", "ai.onnx"}
+    assert [o.domain for o in graph.opset_import] == [""]  # nothing else is even declared
+    meta = json.loads({p.key: p.value for p in graph.metadata_props}["binwise"])
+    assert (meta["export"]["precision"], meta["export"]["int8_format"]) == ("int8", "qdq")
+    int8_follows_fp32(tiny_onnx_int8("qdq"))
+
+
+def test_int8_qoperator_export_is_fused_and_close_to_fp32():
+    graph = onnx.load(str(tiny_onnx_int8("qoperator")))
     ops = {node.op_type for node in graph.graph.node}
     assert {"QuantizeLinear", "QLinearConv", "DequantizeLinear"} <= ops
     # [-1, 1] normalisation: the uint8 pixels are the first QLinearConv's quantized input as they are
     assert [node.op_type for node in graph.graph.node[:2]] == ["Transpose", "QLinearConv"]
     assert not {"Cast", "Mul", "QLinearMul"} & ops
-    meta = json.loads({p.key: p.value for p in graph.metadata_props}["binwise"])
-    assert meta["export"]["precision"] == "int8"
-    assert tiny_onnx_int8().stat().st_size < 0.5 * tiny_onnx().stat().st_size
-    photos = garbage26_test_photos()[::5]
-    pixels = np.stack([load_crop(p, Classifier.load(tiny_model()).preprocessing) for p in photos])
-    fp32, int8 = onnx_logits(tiny_onnx(), pixels), onnx_logits(tiny_onnx_int8(), pixels)
-    # an untrained random model quantizes poorly (trained: benchmarks/int8_accuracy.py), but its
-    # int8 logits must still follow the fp32 ones
-    assert np.corrcoef(fp32.ravel(), int8.ravel())[0, 1] > 0.5
+    int8_follows_fp32(tiny_onnx_int8("qoperator"))
 
 
 def test_cli_export_and_its_errors(tmp_path, capsys):

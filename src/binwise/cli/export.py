@@ -15,6 +15,10 @@ def register(subparsers) -> None:
     p.add_argument("--int8", action="store_true",
                    help="quantize weights and activations to int8, calibrated on training photos ("
                    + ", ".join(name for name, f in FORMATS.items() if f.int8_suffix) + ")")
+    p.add_argument("--int8-format", choices=["qdq", "qoperator"], default="qdq",
+                   help="onnx --int8: qdq (default), standard ONNX operators only, runs in onnxruntime-web and "
+                   "-mobile, OpenVINO, TensorRT; qoperator, onnxruntime's fused operators (partly its own "
+                   "com.microsoft domain), faster on onnxruntime's CPU")
     p.add_argument("--data", help="int8 calibration photos: an ImageFolder tree (default: $BINWISE_DATA "
                    "or ../shared/data/garbage26; its train/ split is used)")
     p.add_argument("--calibration-count", type=int, default=300,
@@ -31,6 +35,7 @@ def run(args) -> int:
     from ..export import export_model
 
     out = export_model(args.model, args.format, args.out, int8=args.int8, calibration_dir=args.data,
-                       calibration_count=args.calibration_count, allow_padding_change=args.allow_padding_change)
+                       calibration_count=args.calibration_count, allow_padding_change=args.allow_padding_change,
+                       int8_format=args.int8_format)
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -32,15 +32,25 @@ def _mindspore_ckpt(model: Path, out: Path, allow_padding_change: bool = False, 
     return out
 
 
-def _onnx(model: Path, out: Path, int8: bool = False, calibration_dir=None, calibration_count=None, **_) -> Path:
+def _onnx(model: Path, out: Path, int8: bool = False, calibration_dir=None, calibration_count=None,
+          int8_format: str = "qdq", **_) -> Path:
     from .onnx_file import DEFAULT_CALIBRATION_COUNT
 
     return export_onnx(model, out, int8=int8, calibration_dir=calibration_dir,
-                       calibration_count=calibration_count or DEFAULT_CALIBRATION_COUNT)
+                       calibration_count=calibration_count or DEFAULT_CALIBRATION_COUNT, int8_format=int8_format)
+
+
+def _tflite(model: Path, out: Path, int8: bool = False, calibration_dir=None, calibration_count=None, **_) -> Path:
+    from .onnx_file import DEFAULT_CALIBRATION_COUNT
+    from .tflite_file import export_tflite
+
+    return export_tflite(model, out, int8=int8, calibration_dir=calibration_dir,
+                         calibration_count=calibration_count or DEFAULT_CALIBRATION_COUNT)
 
 
 FORMATS = {f.name: f for f in (
     ExportFormat("onnx", ".onnx", ".int8.onnx", _onnx),
+    ExportFormat("tflite", ".tflite", ".int8.tflite", _tflite),
     ExportFormat("mindspore-ckpt", ".ckpt", None, _mindspore_ckpt),
 )}
 

@@ -34,14 +34,16 @@ DEFAULT_CALIBRATION_COUNT = 300
 def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: bool = False,
                 calibration_dir: str | os.PathLike | None = None,
                 calibration_count: int = DEFAULT_CALIBRATION_COUNT, seed: int = 0,
-                calibration: str = "minmax") -> Path:
+                calibration: str = "minmax", int8_format: str = "qdq") -> Path:
     """Write ``model_path`` (a binwise .safetensors file) as ONNX to ``out``.
 
     With ``int8``, weights (per channel) and activations are quantized to 8 bits, with
     activation ranges calibrated on ``calibration_count`` photos sampled evenly from
     ``calibration_dir`` (an ImageFolder tree; by default the training split of the dataset
     ``binwise.paths.resolve_data`` finds): each tensor's ``calibration`` is its "minmax" over all
-    of them, or the "moving-average" of each photo's min and max.
+    of them, or the "moving-average" of each photo's min and max. ``int8_format`` (see
+    INT8_FORMATS): "qdq", standard ONNX operators only, or "qoperator", onnxruntime's fused
+    operators (some in its own com.microsoft domain).
     """
     import torch
 
@@ -49,7 +51,10 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
 
     model_file = load_model(model_path)
     meta = model_file.metadata()
+    if int8 and int8_format not in INT8_FORMATS:
+        raise BinwiseError(f"unknown int8 format {int8_format!r}; choose one of {', '.join(INT8_FORMATS)}")
     meta["export"] = {"format": "onnx", "precision": "int8" if int8 else "fp32", "opset": OPSET,
+                      **({"int8_format": int8_format} if int8 else {}),
                       "input": INPUT_DESCRIPTION,
                       "source": f"{Path(model_path).name}@{sha256_of_file(model_path)[:12]}"}
     size = model_file.preprocessing.input_size
@@ -67,7 +72,7 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
         if int8:
             images = calibration_photos(calibration_dir, calibration_count, seed)
             exported = Path(tmp) / "int8.onnx"
-            quantize_int8(fp32, exported, images, model_file.preprocessing, calibration)
+            quantize_int8(fp32, exported, images, model_file.preprocessing, calibration, int8_format)
         else:
             exported = fp32
         atomic_write(out, lambda tmp_out: _write_with_metadata(exported, tmp_out, meta))
@@ -143,6 +148,12 @@ def _write_with_metadata(onnx_path: Path, out: str, meta: dict) -> None:
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta, ensure_ascii=False)
     model.producer_name = "binwise"
+    # onnxruntime's optimiser declares every domain it knows (com.microsoft, org.pytorch.aten, ...);
+    # declare only those the nodes use, so other runtimes see a standard-only model as one
+    used = {node.domain for node in model.graph.node} | {""}
+    kept = [o for o in model.opset_import if o.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
     onnx.save(model, out)
 
 
@@ -167,10 +178,15 @@ def calibration_photos(data_dir: str | os.PathLike | None, count: int, seed: int
 
 
 CALIBRATIONS = ("minmax", "moving-average")
+# "qdq": QuantizeLinear / DequantizeLinear pairs around float operators, all in the standard ONNX
+# domain, so onnxruntime-web and -mobile, OpenVINO and TensorRT run it (each fuses the pairs into
+# its own int8 kernels). "qoperator": onnxruntime's QLinear* operators, some only in its
+# com.microsoft domain (QLinearAdd, QLinearGlobalAveragePool).
+INT8_FORMATS = ("qdq", "qoperator")
 
 
 def quantize_int8(fp32_path: str | os.PathLike, out: str | os.PathLike, images: list, pre: Preprocessing,
-                  calibration: str = "minmax") -> None:
+                  calibration: str = "minmax", int8_format: str = "qdq") -> None:
     """Static int8 quantization with onnxruntime, calibrated on ``images`` (see ``export_onnx``)."""
     if calibration not in CALIBRATIONS:
         raise BinwiseError(f"unknown calibration {calibration!r}; choose one of {', '.join(CALIBRATIONS)}")
@@ -189,21 +205,22 @@ def quantize_int8(fp32_path: str | os.PathLike, out: str | os.PathLike, images: 
         # fold constants and infer shapes first, as onnxruntime recommends before quantizing
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
-        # Measured on a garbage26 model (benchmarks/int8_accuracy.py): QOperator (fused QLinearConv)
-        # ran faster than QDQ on this CPU at equal accuracy. The calibration was chosen by
+        # The calibration was chosen by
         # benchmarks/tune_int8_calibration.py on training photos outside the calibration set: the
         # absolute min/max kept int8 closer to fp32 than a moving average on three models.
         # The normalisation in front of the first Conv stays float (as quantized Mul/Add it took
         # half of the int8 model's time), or goes where the pixels are the quantized input.
         quantized = Path(tmp) / "quantized.onnx"
-        quantize_static(str(prepared), str(quantized), Photos(), quant_format=QuantFormat.QOperator,
+        quant_format = QuantFormat.QDQ if int8_format == "qdq" else QuantFormat.QOperator
+        quantize_static(str(prepared), str(quantized), Photos(), quant_format=quant_format,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         nodes_to_exclude=nodes_before_first_conv(prepared),
                         extra_options={"CalibMovingAverage": calibration == "moving-average"})
         import onnx
 
         model = onnx.load(str(quantized))
-        pixels_as_quantized_input(model.graph)
+        if int8_format == "qoperator":
+            pixels_as_quantized_input(model.graph)
         onnx.save(model, str(out))
 
 

@@ -1,0 +1,232 @@
+"""Exporting a model file to TFLite (fp32, or int8 by static quantization) for LiteRT and phones.
+
+The converter is litert-torch (the ``tflite-export`` extra); int8 is ai-edge-quantizer, which
+litert-torch installs. Like the ONNX export, the .tflite file takes what ``binwise.images.load_crop``
+gives: resized, centre-cropped RGB pixels as uint8, (batch, H, W, 3), and normalises them as the
+graph's first step, so an app feeds the camera's pixels as they are. The file carries:
+
+- binwise's JSON metadata (the ONNX export's ``binwise`` dict) as the model's ``binwise``
+  metadata entry, so ``Classifier.load("x.tflite")`` knows classes, bins and preprocessing;
+- TFLite model metadata (``TFLITE_METADATA``, tflite-support's schema) describing the input image
+  and the output, with the class names and bins as associated files zipped after the flatbuffer
+  (``labels.txt`` English, ``labels_zh.txt`` Chinese, ``bins.txt``), which is where Android's
+  metadata extractor and Task Library look for them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BinwiseError
+from ..images import load_crop
+from ..preprocessing import Preprocessing, with_pixel_input
+from ..taxonomy import Taxonomy
+from ..tflite_backend import METADATA_KEY
+from .onnx_file import DEFAULT_CALIBRATION_COUNT, calibration_photos
+
+EXTRA = "tflite-export"
+INPUT_DESCRIPTION = ("uint8 RGB pixels (batch, height, width, 3), resized and centre-cropped; "
+                     "normalised in the graph")
+SIGNATURE = "serving_default"  # litert-torch's one signature
+
+
+def export_tflite(model_path: str | os.PathLike, out: str | os.PathLike, int8: bool = False,
+                  calibration_dir: str | os.PathLike | None = None,
+                  calibration_count: int = DEFAULT_CALIBRATION_COUNT, seed: int = 0) -> Path:
+    """Write ``model_path`` (a binwise .safetensors file) as TFLite to ``out``.
+
+    With ``int8``, weights (per channel, symmetric) and activations (per tensor) are int8,
+    activation ranges being each tensor's min/max over ``calibration_count`` training photos
+    (chosen as for the ONNX int8 export, ``onnx_file.calibration_photos``).
+    """
+    litert_torch = _converter()
+    import torch
+
+    from ..modelfile import atomic_write, load_model, sha256_of_file
+
+    model_file = load_model(model_path)
+    meta = model_file.metadata()
+    meta["export"] = {"format": "tflite", "precision": "int8" if int8 else "fp32",
+                      "converter": f"litert-torch {litert_torch.__version__}", "input": INPUT_DESCRIPTION,
+                      "source": f"{Path(model_path).name}@{sha256_of_file(model_path)[:12]}"}
+    size = model_file.preprocessing.input_size
+    litert_torch.config.show_progress = False
+    pixels = torch.zeros(1, size, size, 3, dtype=torch.uint8)
+    converted = litert_torch.convert(with_pixel_input(model_file.model, model_file.preprocessing), (pixels,))
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.tflite"
+        converted.export(str(fp32))
+        flatbuffer = fp32.read_bytes()
+        if int8:
+            images = calibration_photos(calibration_dir, calibration_count, seed)
+            flatbuffer = quantize_int8(flatbuffer, images, model_file.preprocessing)
+    packed = with_metadata(flatbuffer, meta)
+    atomic_write(out, lambda tmp_out: Path(tmp_out).write_bytes(packed))
+    return Path(out)
+
+
+def _converter():
+    try:
+        import litert_torch
+    except ModuleNotFoundError:
+        raise BinwiseError(f"TFLite export needs litert-torch: install the '{EXTRA}' extra (pip install "
+                           f"'binwise-sort[{EXTRA}]', or '.[{EXTRA}]' in a checkout)") from None
+    return litert_torch
+
+
+def quantize_int8(flatbuffer: bytes, images: list, pre: Preprocessing) -> bytes:
+    """Static int8 quantization with ai-edge-quantizer, calibrated on ``images``."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
+
+    (input_name,) = Interpreter(model_content=flatbuffer).get_signature_list()[SIGNATURE]["inputs"]
+    int8_recipe = recipe_manager.RecipeManager()
+    int8_recipe.load_quantization_recipe(recipe.static_wi8_ai8())
+    # Each tensor's absolute min/max over all photos, as the ONNX int8 export calibrates
+    # (benchmarks/tune_int8_calibration.py chose it there); ai-edge-quantizer's own calibrate()
+    # takes a moving average of each photo's range instead.
+    ranges = calibrator.Calibrator(bytearray(flatbuffer), num_threads=os.cpu_count() or 1,
+                                   qsv_update_func=qsv_utils.min_max_update)
+    ranges.calibrate({SIGNATURE: [{input_name: load_crop(p, pre)[None]} for p in images]}, int8_recipe)
+    quantized = quantizer.Quantizer(bytearray(flatbuffer), int8_recipe.get_quantization_recipe())
+    return bytes(quantized.quantize(ranges.get_model_qsvs(), enable_progress_report=False).quantized_model)
+
+
+# --- metadata ---
+
+LABEL_FILES = {"en": "labels.txt", "zh": "labels_zh.txt"}
+BINS_FILE = "bins.txt"
+TFLITE_METADATA = "TFLITE_METADATA"  # the name tflite-support's readers look up in Model.metadata
+
+
+def with_metadata(flatbuffer: bytes, meta: dict) -> bytes:
+    """The .tflite file: ``flatbuffer`` with binwise's JSON and TFLite model metadata added to its
+    ``metadata`` table, followed by the zip of the label and bin files."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    taxonomy = Taxonomy.from_dict(meta["taxonomy"])
+    entries = {METADATA_KEY: json.dumps(meta, ensure_ascii=False).encode(),
+               TFLITE_METADATA: model_metadata(meta, taxonomy)}
+    model.metadata = [m for m in model.metadata or [] if m.name.decode() not in entries]
+    for name, data in entries.items():
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(data, np.uint8)
+        model.buffers.append(buffer)
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = name, len(model.buffers) - 1
+        model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(flatbuffer) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()) + associated_files(taxonomy)
+
+
+def associated_files(taxonomy: Taxonomy) -> bytes:
+    """The zip appended to the flatbuffer: one line per model output, in output order."""
+    files = {LABEL_FILES["en"]: taxonomy.classes_en}
+    if taxonomy.classes_zh:
+        files[LABEL_FILES["zh"]] = taxonomy.classes_zh
+    if taxonomy.bins:
+        files[BINS_FILE] = ["\t".join((b.id, b.en, b.zh)) for b in map(taxonomy.bin_of, range(taxonomy.num_classes))]
+    archive = io.BytesIO()
+    # stored, not deflated: an app can then map a label file straight out of the model file
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as z:
+        for name, lines in files.items():
+            z.writestr(name, "".join(f"{line}\n" for line in lines))
+    return archive.getvalue()
+
+
+# Field numbers and enum values of tflite-support's metadata_schema.fbs (file identifier M001)
+_TENSOR_AXIS_LABELS, _DESCRIPTIONS = 2, 1
+_FEATURE_PROPERTIES, _IMAGE_PROPERTIES = 1, 2
+_NORMALIZATION_OPTIONS = 1
+_RGB = 1
+
+
+def model_metadata(meta: dict, taxonomy: Taxonomy) -> bytes:
+    """A ModelMetadata flatbuffer: the input is an RGB image fed as it is (uint8, the graph
+    normalises), the output one score per class with the label files attached."""
+    import flatbuffers
+
+    pre = Preprocessing.from_dict(meta["preprocessing"])
+    export = meta["export"]
+    b = flatbuffers.Builder(1024)
+
+    def table(fields: list) -> int:
+        """Fields as (slot, kind, value); strings and offsets must be built before the table."""
+        b.StartObject(max((slot for slot, _, _ in fields), default=-1) + 1)
+        for slot, kind, value in fields:
+            {"offset": b.PrependUOffsetTRelativeSlot, "byte": b.PrependInt8Slot,
+             "uint": b.PrependUint32Slot}[kind](slot, value, 0)
+        return b.EndObject()
+
+    def vector(offsets: list[int]) -> int:
+        b.StartVector(4, len(offsets), 4)
+        for offset in reversed(offsets):
+            b.PrependUOffsetTRelative(offset)
+        return b.EndVector()
+
+    def floats(values) -> int:
+        return b.CreateNumpyVector(np.asarray(values, np.float32))
+
+    def associated_file(name: str, description: str, kind: int, locale: str | None = None) -> int:
+        fields = [(0, "offset", b.CreateString(name)), (1, "offset", b.CreateString(description)), (2, "byte", kind)]
+        if locale:
+            fields.append((3, "offset", b.CreateString(locale)))
+        return table(fields)
+
+    scale, offset = pre.pixel_affine()
+    activation = meta["architecture"].get("activation")
+    files = [associated_file(LABEL_FILES["en"], "class names in English, one per output", _TENSOR_AXIS_LABELS, "en")]
+    if taxonomy.classes_zh:
+        files.append(associated_file(LABEL_FILES["zh"], "class names in Chinese, one per output",
+                                     _TENSOR_AXIS_LABELS, "zh"))
+    if taxonomy.bins:
+        files.append(associated_file(BINS_FILE, "the bin of each output class, one line per output: "
+                                     "bin id, English name, Chinese name, tab-separated", _DESCRIPTIONS))
+
+    # input: an RGB image; its process unit says "feed the pixels as they are" (mean 0, std 1),
+    # since the graph normalises them itself
+    image = table([(0, "byte", _RGB), (1, "offset", table([(0, "uint", pre.input_size), (1, "uint", pre.input_size)]))])
+    normalization = table([(0, "offset", floats([0.0])), (1, "offset", floats([1.0]))])
+    input_tensor = table([
+        (0, "offset", b.CreateString("pixels")),
+        (1, "offset", b.CreateString(
+            f"{INPUT_DESCRIPTION}: x * {[round(s, 8) for s in scale]} + {[round(o, 6) for o in offset]} per "
+            f"channel, i.e. (x / 255 - mean {list(pre.mean)}) / std {list(pre.std)}. Resize the shorter "
+            f"side to {pre.resize_size} ({pre.interpolation}), then centre-crop {pre.input_size}x{pre.input_size}.")),
+        (3, "offset", table([(0, "byte", _IMAGE_PROPERTIES), (1, "offset", image)])),
+        (4, "offset", vector([table([(0, "byte", _NORMALIZATION_OPTIONS), (1, "offset", normalization)])])),
+        (5, "offset", table([(0, "offset", floats([255.0])), (1, "offset", floats([0.0]))])),
+    ])
+    output_tensor = table([
+        (0, "offset", b.CreateString("probabilities" if activation in ("softmax", "sigmoid") else "logits")),
+        (1, "offset", b.CreateString(f"{taxonomy.num_classes} class scores" + (
+            "" if activation in ("softmax", "sigmoid") else " (logits: softmax gives the probabilities)"))),
+        (3, "offset", table([(0, "byte", _FEATURE_PROPERTIES), (1, "offset", table([]))])),
+        (6, "offset", vector(files)),
+    ])
+    subgraph = table([(0, "offset", b.CreateString("classify")),
+                      (2, "offset", vector([input_tensor])), (3, "offset", vector([output_tensor]))])
+    root = table([
+        (0, "offset", b.CreateString(f"binwise {taxonomy.name or 'garbage'} classifier")),
+        (1, "offset", b.CreateString(
+            f"Sorts a photo into one of {taxonomy.num_classes} classes" +
+            (f" and {len(taxonomy.bins)} bins" if taxonomy.bins else "") +
+            f"; {export['precision']}, exported by binwise from {export['source']}")),
+        (2, "offset", b.CreateString(export["source"])),
+        (3, "offset", vector([subgraph])),
+        (4, "offset", b.CreateString("binwise")),
+        (7, "offset", b.CreateString("1.0.0")),
+    ])
+    b.Finish(root, file_identifier=b"M001")
+    return bytes(b.Output())
