@@ -20,6 +20,7 @@ from binwise.taxonomy import GARBAGE26, Taxonomy
 from binwise.weights import import_weights
 from binwise.weights.mindspore_ckpt import (decode_checkpoint, encode_checkpoint, mindspore_names,
                                             read_ckpt, write_ckpt)
+from inference_models import tiny_model
 from model_checks import randomize_batchnorm, relative_l2
 
 REPO = Path(__file__).resolve().parents[1]
@@ -278,3 +279,46 @@ def test_real_garbage26_model_exports_to_mindspore(mindspore_run):
     print(f"real garbage26 model -> .ckpt -> MindSpore (pad_mode same): relative L2 {error:.2e}")
     assert error <= RELATIVE_L2_BOUND
     assert (np.load(mindspore_run["work"] / "real_in_mindspore.npy").argmax(1) == expected.argmax(1)).all()
+
+
+def test_binwise_export_mindir_runs_in_mindspore_with_binwise_logits_and_labels(tmp_path, garbage26_data):
+    if not MINDSPORE_PYTHON.exists():
+        pytest.skip("the MINDIR export needs .venv-mindspore: run `bash scripts/setup-mindspore.sh`")
+    from binwise.cli import main
+    from binwise.modelfile import save_model
+
+    photos = sorted((garbage26_data / "test").glob("*/*.jpg"))[::65][:2]
+    symmetric = tmp_path / "symmetric.safetensors"
+    save_model(symmetric, ModelFile(random_model(width_mult=0.35, seed=3), GARBAGE26, IMAGENET))
+    jobs, expected = [], {}
+    for name, model_path in (("symmetric", symmetric), ("tf_same", tiny_model())):
+        assert main(["export", str(model_path), "--format", "mindir", "--out", str(tmp_path / f"{name}.mindir"),
+                     "--mindspore-python", str(MINDSPORE_PYTHON)]) == 0
+        model_file = load_model(model_path)
+        pixels = np.stack([load_for_model(p, model_file.preprocessing) for p in photos])  # normalised NCHW
+        np.save(tmp_path / f"{name}_input.npy", pixels)
+        expected[name] = logits(model_file.model, pixels)
+        jobs.append({"action": "mindir", "mindir": str(tmp_path / f"{name}.mindir"),
+                     "input": str(tmp_path / f"{name}_input.npy"), "logits": str(tmp_path / f"{name}_logits.npy"),
+                     "user_info": str(tmp_path / f"{name}_user_info.json")})
+    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
+    result = subprocess.run([str(MINDSPORE_PYTHON), "crosscheck.py", str(tmp_path / "jobs.json")], cwd=REFERENCE,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in expected:
+        error = relative_l2(np.load(tmp_path / f"{name}_logits.npy"), expected[name])
+        print(f"binwise -> MINDIR ({name} padding) -> MindSpore: relative L2 {error:.2e}")
+        assert error <= RELATIVE_L2_BOUND
+        meta = json.loads(json.loads((tmp_path / f"{name}_user_info.json").read_text())["binwise"])
+        assert meta["taxonomy"]["classes"][22] == {"en": "Battery", "zh": "电池", "bin": "hazardous"}
+        assert meta["export"]["format"] == "mindir"
+
+
+def test_mindir_export_without_mindspore_names_what_to_install(tmp_path, monkeypatch, capsys):
+    from binwise.cli import main
+
+    monkeypatch.setenv("BINWISE_MINDSPORE_PYTHON", str(tmp_path / "no-python"))
+    assert main(["export", str(tiny_model()), "--format", "mindir", "--out", str(tmp_path / "x.mindir")]) == 2
+    err = capsys.readouterr().err
+    assert "no such Python for MindSpore (from $BINWISE_MINDSPORE_PYTHON)" in err and "Traceback" not in err
+    assert not (tmp_path / "x.mindir").exists()

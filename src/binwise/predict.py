@@ -27,7 +27,7 @@ from .images import ImageSource, describe, load_crop
 from .preprocessing import Preprocessing, with_pixel_input
 from .taxonomy import Bin, Taxonomy
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "litert")
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -159,8 +159,8 @@ class Classifier:
     @classmethod
     def load(cls, path: str | os.PathLike, backend: str = "auto", threads: int | None = None,
              device: str = "cpu") -> "Classifier":
-        """Load a model: ``.onnx`` runs in onnxruntime, anything else is a binwise .safetensors file
-        run in PyTorch. ``threads`` caps the intra-op threads (None: the library default);
+        """Load a model: ``.onnx`` runs in onnxruntime, ``.tflite`` in LiteRT, anything else is a
+        binwise .safetensors file run in PyTorch. ``threads`` caps the intra-op threads (None: the library default);
         ``device`` "cuda" (or "cuda:N") runs a PyTorch model on that GPU."""
         if backend not in BACKENDS:
             raise BinwiseError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -168,9 +168,20 @@ class Classifier:
         if not path.is_file():
             raise BinwiseError("no such model file", path)
         is_onnx = path.suffix.lower() == ".onnx"
+        is_tflite = path.suffix.lower() == ".tflite"
         if backend == "auto":
-            backend = "onnxruntime" if is_onnx else "torch"
-        if backend == "onnxruntime":
+            backend = "onnxruntime" if is_onnx else "litert" if is_tflite else "torch"
+        if backend == "litert":
+            if not is_tflite:
+                raise BinwiseError("the litert backend needs a .tflite file; make one with "
+                                   "'binwise export MODEL --format tflite'", path)
+            if device != "cpu":
+                raise BinwiseError(f"a .tflite model runs on the CPU here; for --device {device} pass the "
+                                   ".safetensors model file", path)
+            from .tflite_backend import TfliteRunner
+
+            runner = TfliteRunner(path, threads)
+        elif backend == "onnxruntime":
             if not is_onnx:
                 raise BinwiseError("the onnxruntime backend needs an .onnx file; make one with "
                                    "'binwise export MODEL --format onnx'", path)
@@ -180,8 +191,8 @@ class Classifier:
                 raise BinwiseError(f"an .onnx model runs on the CPU here; for --device {device} pass the "
                                    ".safetensors model file", path)
             runner = OnnxRunner(path, threads)
-        elif is_onnx:
-            raise BinwiseError("the torch backend needs a binwise .safetensors model, not an .onnx file", path)
+        elif is_onnx or is_tflite:
+            raise BinwiseError(f"the torch backend needs a binwise .safetensors model, not a {path.suffix} file", path)
         else:
             runner = _TorchRunner(path, threads, device)
         keep_freed_memory()

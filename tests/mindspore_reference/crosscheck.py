@@ -5,19 +5,24 @@
 Each job builds the network (num_classes, width_mult, pad_mode) and then either
 - "load": loads a .ckpt with load_checkpoint + load_param_into_net (every parameter must load), or
 - "save": fills it with random weights and batch-norm statistics and saves it as a training
-  checkpoint would be saved (optimizer state included, with a CRC trailer);
-and in both cases writes its logits for the images in "input" (N, 3, H, W float32 .npy) to "logits".
+  checkpoint would be saved (optimizer state included, with a CRC trailer), or
+- "mindir": instead loads the exported MINDIR in "mindir" (mindspore.load + GraphCell) and also
+  writes its user_info to "user_info" (JSON);
+and in every case writes its logits for the images in "input" (N, 3, H, W float32 .npy) to "logits".
 PYNATIVE mode: compiling a graph would take longer than the few forward passes here.
 """
 
 import json
 import sys
+from pathlib import Path
 
 import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from network import tutorial_network
+# the network lives in the package, beside the MINDIR export that builds it
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src" / "binwise" / "export"))
+from mindspore_network import tutorial_network  # noqa: E402
 
 
 def randomize(net, seed):
@@ -32,6 +37,11 @@ def randomize(net, seed):
 
 
 def run(job):
+    if job["action"] == "mindir":
+        logits = nn.GraphCell(ms.load(job["mindir"]))(ms.Tensor(np.load(job["input"]))).asnumpy()
+        np.save(job["logits"], logits)
+        Path(job["user_info"]).write_text(json.dumps(dict(ms.load_mindir(job["mindir"]).user_info)))
+        return
     net = tutorial_network(job["num_classes"], job.get("width_mult", 1.0), job.get("pad_mode", "pad"))
     if job["action"] == "load":
         not_loaded, _ = ms.load_param_into_net(net, ms.load_checkpoint(job["ckpt"]), strict_load=True)

@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--allow-padding-change", action="store_true",
                    help="mindspore-ckpt only: write a model with TF 'SAME' padding although the tutorial's "
                    "network pads symmetrically (it then needs pad_mode='same' convolutions)")
+    p.add_argument("--mindspore-python", metavar="PYTHON", help="mindir only: a Python with MindSpore (default: "
+                   "$BINWISE_MINDSPORE_PYTHON, this Python, then .venv-mindspore beside the checkout)")
     p.add_argument("--out", help="output file (default: MODEL with the format's suffix, e.g. .onnx, "
                    ".int8.onnx, .ckpt)")
     p.set_defaults(func=run)
@@ -36,6 +38,6 @@ def run(args) -> int:
 
     out = export_model(args.model, args.format, args.out, int8=args.int8, calibration_dir=args.data,
                        calibration_count=args.calibration_count, allow_padding_change=args.allow_padding_change,
-                       int8_format=args.int8_format)
+                       int8_format=args.int8_format, mindspore_python=args.mindspore_python)
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -48,10 +48,17 @@ def _tflite(model: Path, out: Path, int8: bool = False, calibration_dir=None, ca
                          calibration_count=calibration_count or DEFAULT_CALIBRATION_COUNT)
 
 
+def _mindir(model: Path, out: Path, mindspore_python=None, **_) -> Path:
+    from .mindir_file import export_mindir
+
+    return export_mindir(model, out, mindspore_python)
+
+
 FORMATS = {f.name: f for f in (
     ExportFormat("onnx", ".onnx", ".int8.onnx", _onnx),
     ExportFormat("tflite", ".tflite", ".int8.tflite", _tflite),
     ExportFormat("mindspore-ckpt", ".ckpt", None, _mindspore_ckpt),
+    ExportFormat("mindir", ".mindir", None, _mindir),
 )}
 
 

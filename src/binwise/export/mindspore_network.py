@@ -1,7 +1,9 @@
-"""The MindSpore tutorial's MobileNetV2, rebuilt from its description, for the cross-check tests.
+"""The MindSpore tutorial's MobileNetV2, rebuilt from its description: the network of the MINDIR
+export (``mindir_worker``) and of the checkpoint cross-check tests.
 
-Runs only in .venv-mindspore (scripts/setup-mindspore.sh). The attribute names are what matter:
-they give the checkpoint parameter names the tutorial's code saves and loads.
+Runs only in a Python with MindSpore (scripts/setup-mindspore.sh makes .venv-mindspore); binwise
+itself never imports it. The attribute names are what matter: they give the checkpoint parameter
+names the tutorial's code saves and loads.
 """
 
 import mindspore.nn as nn
