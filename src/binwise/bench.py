@@ -101,9 +101,10 @@ def run_bench(model: str | os.PathLike, onnx_fp32: str | os.PathLike | None = No
                                            if k.startswith("MALLOC_") or k == "LD_PRELOAD"}},
                "backends": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        if Path(model).suffix.lower() == ".onnx":  # an exported model alone, named by its precision
+        suffix = Path(model).suffix.lower()
+        if suffix in (".onnx", ".tflite"):  # an exported model alone, named by its format and precision
             classifier = Classifier.load(model, threads=threads)
-            name = f"onnx-{classifier.metadata.get('export', {}).get('precision', 'fp32')}"
+            name = f"{suffix[1:]}-{classifier.metadata.get('export', {}).get('precision', 'fp32')}"
             files, classifiers = {name: model}, {name: classifier}
         else:
             files = {"torch": model, "onnx-fp32": onnx_fp32, "onnx-int8": onnx_int8}

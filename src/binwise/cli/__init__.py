@@ -18,6 +18,8 @@ DISTRIBUTION = "binwise-sort"
 # Modules only the ``train`` extra installs (training, export, weight import, running .safetensors
 # models); a torch-free install names the extra instead of showing an ImportError traceback.
 TRAIN_EXTRA_MODULES = {"torch", "torchvision", "kornia", "onnx", "tflite", "safetensors.torch"}
+# Every optional module's extra: LiteRT, which runs .tflite models, is the 'tflite' extra.
+EXTRA_OF_MODULE = {**dict.fromkeys(TRAIN_EXTRA_MODULES, "train"), "ai_edge_litert": "tflite"}
 
 # Subcommand modules, in the order ``binwise --help`` lists them.
 COMMAND_MODULES = ["info", "serve", "predict", "export", "bench", "explain", "weights", "train", "rebin", "evaluate",
@@ -60,11 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"binwise {args.command}: error: {e}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:
-        if e.name not in TRAIN_EXTRA_MODULES and (e.name or "").split(".")[0] not in TRAIN_EXTRA_MODULES:
+        extra = EXTRA_OF_MODULE.get(e.name) or EXTRA_OF_MODULE.get((e.name or "").split(".")[0])
+        if extra is None:
             raise
-        print(f"binwise {args.command}: error: this needs {e.name}, which this torch-free install lacks; "
-              f"install the 'train' extra (pip install '{DISTRIBUTION}[train]', or '.[train]' in a checkout). "
-              "Exported .onnx models run without it.", file=sys.stderr)
+        lacking = "this torch-free install lacks" if extra == "train" else "this install lacks"
+        hint = " Exported .onnx models run without it." if extra == "train" else ""
+        print(f"binwise {args.command}: error: this needs {e.name}, which {lacking}; install the '{extra}' "
+              f"extra (pip install '{DISTRIBUTION}[{extra}]', or '.[{extra}]' in a checkout).{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"binwise {args.command}: interrupted", file=sys.stderr)

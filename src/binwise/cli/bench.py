@@ -10,7 +10,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("bench", help="measure one-photo latency and folder throughput (decode "
                               "included) for torch, onnxruntime fp32 and int8")
     p.add_argument("model", help="a binwise .safetensors model file (measured against its ONNX exports), "
-                   "or an .onnx file (measured alone)")
+                   "or an .onnx or .tflite file (measured alone)")
     p.add_argument("--onnx", help="its fp32 .onnx export (default: exported to a temporary file)")
     p.add_argument("--int8", help="its int8 .onnx export (default: exported to a temporary file)")
     p.add_argument("--data", help="dataset whose test (then train) photos make the folder "
@@ -33,8 +33,8 @@ def run(args) -> int:
     from ..bench import format_table, run_bench
     from ..errors import BinwiseError
 
-    if args.model.lower().endswith(".onnx") and (args.onnx or args.int8 or args.backends):
-        raise BinwiseError("an .onnx model is measured alone; --onnx, --int8 and --backends go with a "
+    if args.model.lower().endswith((".onnx", ".tflite")) and (args.onnx or args.int8 or args.backends):
+        raise BinwiseError("an exported model is measured alone; --onnx, --int8 and --backends go with a "
                            ".safetensors model", args.model)
     backends = tuple(b.strip() for b in (args.backends or "torch,onnx-fp32,onnx-int8").split(",") if b.strip())
     unknown = set(backends) - {"torch", "onnx-fp32", "onnx-int8"}

@@ -11,7 +11,7 @@ from pathlib import Path
 def register(subparsers) -> None:
     p = subparsers.add_parser("info", help="print a model file's format, architecture, classes, bins, "
                               "preprocessing and provenance")
-    p.add_argument("model", help="a binwise .safetensors model file, or an .onnx file from 'binwise export'")
+    p.add_argument("model", help="a binwise .safetensors model file, or an .onnx or .tflite file from 'binwise export'")
     p.add_argument("--json", action="store_true", help="print the raw metadata as JSON")
     p.set_defaults(func=run)
 
@@ -59,6 +59,17 @@ def read_model_file(path: Path) -> tuple[dict, list[str]]:
         lines += [f"{kind:12s} {node.name} {node.type} {node.shape}"
                   for kind, nodes in (("graph input", runner.session.get_inputs()),
                                       ("graph output", runner.session.get_outputs())) for node in nodes]
+        meta = runner.metadata
+    elif path.suffix.lower() == ".tflite":
+        import numpy as np
+
+        from ..tflite_backend import TfliteRunner
+
+        runner = TfliteRunner(path)
+        export = runner.metadata.get("export", {})
+        lines = [f"format       TFLite, {export.get('precision', '?')}, {export.get('converter', '?')}, run by LiteRT"]
+        lines += [f"{kind:12s} {tensor['name']} {np.dtype(tensor['dtype']).name} {[int(d) for d in tensor['shape_signature']]}"
+                  for kind, tensor in (("graph input", runner.input), ("graph output", runner.output))]
         meta = runner.metadata
     else:
         from ..modelfile import read_header, read_metadata

@@ -114,6 +114,11 @@ def with_metadata(flatbuffer: bytes, meta: dict) -> bytes:
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    for buffer in model.buffers:
+        if buffer.offset > 1:  # data stored after the flatbuffer (ai-edge-quantizer writes it so): inline it,
+            # since repacking moves everything and the offsets count from the file's start
+            buffer.data = np.frombuffer(flatbuffer, np.uint8, buffer.size, buffer.offset)
+            buffer.offset = buffer.size = 0
     taxonomy = Taxonomy.from_dict(meta["taxonomy"])
     entries = {METADATA_KEY: json.dumps(meta, ensure_ascii=False).encode(),
                TFLITE_METADATA: model_metadata(meta, taxonomy)}

@@ -1,0 +1,121 @@
+"""Running an exported .tflite model with LiteRT (``ai-edge-litert``, the ``tflite`` extra), without torch.
+
+``binwise export --format tflite`` writes the model file's JSON metadata into the flatbuffer's
+``metadata`` table (entry ``binwise``), so a .tflite file alone knows its classes, bins and
+preprocessing. Its input is the resized, cropped RGB pixels as uint8 (N, H, W, 3), normalised
+inside the graph; an int8 model's output is dequantized here. A LiteRT Interpreter must not be
+used from two threads at once, so each calling thread gets its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BinwiseError
+from .onnx_backend import FORMAT, METADATA_KEY
+
+EXTRA = "tflite"
+_TFLITE_IDENTIFIER = b"TFL3"  # bytes 4..8 of a TFLite flatbuffer
+
+
+class TfliteRunner:
+    """A LiteRT interpreter per thread on the CPU (XNNPACK): uint8 NHWC pixels in, scores out. Thread-safe."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        self.path = Path(path)
+        self.model = self.path.read_bytes()
+        self.metadata = read_metadata(self.model, path)
+        self._interpreters = _PerThread(self.model, threads, path)
+        self.input, self.output = self._interpreters.get().details
+        self._single_threaded = None
+        self._lock = threading.Lock()
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        return self._interpreters.get()(pixels)
+
+    def concurrent(self):
+        """This model for batches run from several threads at once, each call on its calling
+        thread alone (interpreters with one thread), so that a worker that decodes and classifies
+        its own batches never shares its core with LiteRT's threads."""
+        with self._lock:
+            if self._single_threaded is None:
+                interpreters = _PerThread(self.model, 1, self.path)
+                self._single_threaded = lambda pixels: interpreters.get()(pixels)
+        return self._single_threaded
+
+
+class _PerThread:
+    """One _Interpreter per calling thread, made on its first call there."""
+
+    def __init__(self, model: bytes, threads: int | None, path):
+        self.model, self.threads, self.path = model, threads, path
+        self.local = threading.local()
+
+    def get(self) -> "_Interpreter":
+        if not hasattr(self.local, "interpreter"):
+            self.local.interpreter = _Interpreter(self.model, self.threads, self.path)
+        return self.local.interpreter
+
+
+class _Interpreter:
+    """A LiteRT Interpreter resized to each batch's size as it comes."""
+
+    def __init__(self, model: bytes, threads: int | None, path):
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self.interpreter = Interpreter(model_content=model, num_threads=threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise BinwiseError(f"not a loadable TFLite model ({str(e).splitlines()[0]})", path) from None
+        (self.input,), (self.output,) = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        self.details = self.input, self.output
+        if self.input["dtype"] != np.uint8:
+            raise BinwiseError(f"TFLite model takes {np.dtype(self.input['dtype'])} input, not uint8 pixels; "
+                               "export it with 'binwise export --format tflite'", path)
+        self.batch = int(self.input["shape"][0])
+        scale, zero_point = self.output["quantization"]
+        self.dequantize = (scale, zero_point) if scale else None
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        if len(pixels) != self.batch:
+            self.interpreter.resize_tensor_input(self.input["index"], [len(pixels), *pixels.shape[1:]])
+            self.interpreter.allocate_tensors()
+            self.batch = len(pixels)
+        self.interpreter.set_tensor(self.input["index"], pixels)
+        self.interpreter.invoke()
+        out = self.interpreter.get_tensor(self.output["index"])  # a copy: the next call reuses the buffer
+        if self.dequantize:
+            scale, zero_point = self.dequantize
+            return (out.astype(np.float32) - zero_point) * np.float32(scale)
+        return out
+
+
+def read_metadata(model: bytes, path) -> dict:
+    """binwise's JSON from a .tflite file's ``metadata`` table."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    if model[4:8] != _TFLITE_IDENTIFIER:
+        raise BinwiseError("not a TFLite model (no TFL3 identifier)", path)
+    try:
+        flatbuffer = schema.Model.GetRootAs(model, 0)
+        entries = {flatbuffer.Metadata(i).Name().decode(): flatbuffer.Metadata(i).Buffer()
+                   for i in range(flatbuffer.MetadataLength())}
+        raw = flatbuffer.Buffers(entries[METADATA_KEY]).DataAsNumpy().tobytes() if METADATA_KEY in entries else None
+    except Exception as e:  # the flatbuffers reader raises whatever a damaged offset leads to
+        raise BinwiseError(f"unreadable TFLite flatbuffer ({type(e).__name__})", path) from None
+    if raw is None:
+        raise BinwiseError("TFLite file without binwise metadata; export it with 'binwise export --format tflite'",
+                           path)
+    try:
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BinwiseError(f"TFLite file has unreadable binwise metadata ({e})", path) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise BinwiseError("TFLite file metadata is not a binwise model's", path)
+    return meta

@@ -1,0 +1,208 @@
+"""TFLite export (litert-torch) and the LiteRT runner behind predict, eval, bench, serve and info.
+
+The converter is the ``tflite-export`` extra. It may live in its own venv (it downgrades pydantic
+under the service), so the exports run as a subprocess of the first Python that has it: this one,
+``$BINWISE_LITERT_PYTHON``, or ``.venv-litert/bin/python``; without one those tests skip. The
+error-path tests need no converter.
+"""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import flatbuffers
+import numpy as np
+import pytest
+import torch
+from inference_models import garbage26_test_photos, tiny_model
+from test_torch_free import WITHOUT_TORCH
+
+from binwise.bench import run_bench
+from binwise.cli import main
+from binwise.errors import BinwiseError
+from binwise.export.tflite_file import BINS_FILE, LABEL_FILES, TFLITE_METADATA
+from binwise.images import load_crop
+from binwise.modelfile import load_model, read_metadata
+from binwise.predict import Classifier
+from binwise.preprocessing import with_pixel_input
+from binwise.taxonomy import GARBAGE26
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def converter_python() -> str:
+    if importlib.util.find_spec("litert_torch"):
+        return sys.executable
+    for candidate in (os.environ.get("BINWISE_LITERT_PYTHON"), REPO / ".venv-litert" / "bin" / "python"):
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    pytest.skip("no litert-torch (the 'tflite-export' extra) here, in $BINWISE_LITERT_PYTHON or .venv-litert")
+
+
+def export(tmp_path_factory, *options: str) -> Path:
+    out = tmp_path_factory.mktemp("tflite") / "tiny.tflite"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}  # this checkout's binwise, in whichever venv
+    result = subprocess.run([converter_python(), "-m", "binwise.cli", "export", str(tiny_model()), "--format",
+                             "tflite", "--out", str(out), *options], capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_tflite(tmp_path_factory) -> Path:
+    return export(tmp_path_factory)
+
+
+def torch_logits(pixels: np.ndarray) -> np.ndarray:
+    model_file = load_model(tiny_model())
+    with torch.no_grad():
+        return with_pixel_input(model_file.model, model_file.preprocessing)(torch.from_numpy(pixels)).numpy()
+
+
+def crops(count_step: int = 13) -> np.ndarray:
+    pre = load_model(tiny_model()).preprocessing
+    return np.stack([load_crop(p, pre) for p in garbage26_test_photos()[::count_step]])
+
+
+def test_fp32_logits_match_torch_at_any_batch_size(tiny_tflite):
+    pixels = crops()
+    expected = torch_logits(pixels)
+    runner = Classifier.load(tiny_tflite).runner
+    for got in (runner(pixels), np.concatenate([runner(p[None]) for p in pixels]),
+                runner.concurrent()(pixels[:3])):
+        n = len(got)
+        assert np.linalg.norm(got - expected[:n]) / np.linalg.norm(expected[:n]) <= 1e-4
+
+
+def metadata_table(buffer: bytes, root: int, *path: tuple[int, int]):
+    """Follow (field slot, vector index) steps from a flatbuffer table; returns the table reached."""
+    table = flatbuffers.table.Table(buffer, root)
+    for slot, index in path:
+        offset = table.Offset(4 + 2 * slot)
+        assert offset, f"field {slot} missing"
+        element = table.Vector(offset) + 4 * index if index is not None else offset + table.Pos
+        table = flatbuffers.table.Table(buffer, table.Indirect(element))
+    return table
+
+
+def string_field(table, slot: int) -> str:
+    return table.String(table.Offset(4 + 2 * slot) + table.Pos).decode()
+
+
+def test_the_file_carries_labels_bins_and_binwise_metadata(tiny_tflite):
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = tiny_tflite.read_bytes()
+    with zipfile.ZipFile(tiny_tflite) as packed:  # the associated files, zipped after the flatbuffer
+        lines = {name: packed.read(name).decode().splitlines() for name in packed.namelist()}
+    assert lines[LABEL_FILES["en"]] == list(GARBAGE26.classes_en)
+    assert lines[LABEL_FILES["zh"]] == list(GARBAGE26.classes_zh)
+    battery = GARBAGE26.bin_of(GARBAGE26.classes_en.index("Battery"))
+    assert lines[BINS_FILE][22] == f"{battery.id}\t{battery.en}\t有害垃圾"
+    assert len(lines[BINS_FILE]) == 26
+
+    meta = Classifier.load(tiny_tflite).metadata
+    source = read_metadata(tiny_model())
+    assert meta["taxonomy"] == source["taxonomy"] and meta["preprocessing"] == source["preprocessing"]
+    assert meta["export"]["format"] == "tflite" and meta["export"]["precision"] == "fp32"
+
+    # TFLite model metadata: the output's associated files name the zipped label files
+    model = schema.Model.GetRootAs(data, 0)
+    entries = {model.Metadata(i).Name().decode(): model.Metadata(i).Buffer() for i in range(model.MetadataLength())}
+    metadata = model.Buffers(entries[TFLITE_METADATA]).DataAsNumpy().tobytes()
+    assert metadata[4:8] == b"M001"
+    start = flatbuffers.encode.Get(flatbuffers.packer.uoffset, metadata, 0)
+    output = metadata_table(metadata, start, (3, 0), (3, 0))  # subgraph_metadata[0].output_tensor_metadata[0]
+    files = [string_field(metadata_table(metadata, start, (3, 0), (3, 0), (6, i)), 0) for i in range(3)]
+    assert files == [LABEL_FILES["en"], LABEL_FILES["zh"], BINS_FILE]
+    assert string_field(output, 0) == "logits"
+    pixels = metadata_table(metadata, start, (3, 0), (2, 0))
+    assert "normalised in the graph" in string_field(pixels, 1) and "[0.5, 0.5, 0.5]" in string_field(pixels, 1)
+
+
+def test_info_and_predict_without_torch(tiny_tflite, capsys):
+    assert main(["info", str(tiny_tflite)]) == 0
+    info = capsys.readouterr().out
+    assert "TFLite, fp32" in info and "Battery 电池" in info and "uint8 [1, 224, 224, 3]" in info
+
+    photos = garbage26_test_photos(3)
+    result = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, "predict", str(tiny_tflite), *map(str, photos),
+                             "--json"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    expected = Classifier.load(tiny_model()).predict(photos)
+    assert [r["top"][0]["en"] for r in rows] == [p.top[0].en for p in expected]
+
+
+def test_stream_and_threads_agree_with_one_call(tiny_tflite):
+    classifier = Classifier.load(tiny_tflite)
+    photos = garbage26_test_photos()[::10]
+    direct = [p.top[0].index for p in classifier.predict(photos)]
+    streamed = [p.top[0].index for _, p in classifier.predict_stream(photos, batch_size=4, workers=3)]
+    assert streamed == direct
+
+
+def test_bench_measures_a_tflite_model_alone(tiny_tflite, garbage26_data):
+    results = run_bench(tiny_tflite, photos=8, runs=3, threads=1, batch_size=4, log=lambda line: None)
+    assert list(results["backends"]) == ["tflite-fp32"]
+    assert results["backends"]["tflite-fp32"]["images_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_int8_export_is_quantized_and_follows_fp32(tiny_tflite, tmp_path_factory):
+    int8 = export(tmp_path_factory, "--int8", "--calibration-count", "26")
+    classifier = Classifier.load(int8)
+    assert classifier.metadata["export"]["precision"] == "int8"
+    assert classifier.runner.output["dtype"] == np.int8  # dequantized by the runner
+    assert int8.stat().st_size < 0.6 * tiny_tflite.stat().st_size
+    pixels = crops(5)
+    fp32, quantized = Classifier.load(tiny_tflite).runner(pixels), classifier.runner(pixels)
+    assert quantized.dtype == np.float32
+    # a random-head model quantizes poorly (a trained one: benchmarks/tflite_parity.py), but its
+    # int8 logits must still follow the fp32 ones
+    assert np.corrcoef(fp32.ravel(), quantized.ravel())[0, 1] > 0.5
+
+
+# --- without the converter or the runtime ---
+
+def test_a_tflite_file_without_binwise_metadata_or_damaged_is_refused(pretrained_weights, tmp_path):
+    with pytest.raises(BinwiseError, match="TFLite file without binwise metadata"):
+        Classifier.load(pretrained_weights)  # the ImageNet weights: a real .tflite, but not binwise's
+    damaged = tmp_path / "damaged.tflite"
+    damaged.write_bytes(b"\0\0\0\0TFL3" + b"\xff" * 64)
+    with pytest.raises(BinwiseError, match="damaged.tflite"):
+        Classifier.load(damaged)
+    not_tflite = tmp_path / "photo.tflite"
+    not_tflite.write_bytes(garbage26_test_photos(1)[0].read_bytes())
+    with pytest.raises(BinwiseError, match="not a TFLite model"):
+        Classifier.load(not_tflite)
+
+
+# The CLI with one module blocked, as if its extra were not installed
+BLOCKING = """
+import sys
+sys.modules[sys.argv[1]] = None
+from binwise.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def run_blocking(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", BLOCKING, module, *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_missing_runtime_or_converter_is_one_line_naming_the_extra(pretrained_weights, tmp_path):
+    result = run_blocking("ai_edge_litert", "predict", str(pretrained_weights), str(garbage26_test_photos(1)[0]))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "'tflite' extra" in result.stderr, result.stderr
+
+    result = run_blocking("litert_torch", "export", str(tiny_model()), "--format", "tflite",
+                          "--out", str(tmp_path / "x.tflite"))
+    assert result.returncode == 2 and not (tmp_path / "x.tflite").exists()
+    assert len(result.stderr.strip().splitlines()) == 1 and "'tflite-export' extra" in result.stderr, result.stderr
