@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import mimetypes
+import re
 import struct
 import zipfile
 import zlib
@@ -303,9 +304,19 @@ def test_odd_request(client, reference, request_kwargs, status, problem):
     assert client.post("/v1/classify", files={"file": ("good.jpg", reference["jpeg"])}).status_code == 200
 
 
-@pytest.mark.parametrize("name, problem", [("missing.jpg", "no such file"), ("folder.jpg", "not a file")])
+@pytest.mark.parametrize("name, problem", [("missing.jpg", "no such file"), ("folder.jpg", "not a file"),
+                                           ("a" * 300 + ".jpg", "cannot read it (File name too long)")])
 def test_paths_that_are_not_files(classifier, tmp_path, name, problem):
     (tmp_path / "folder.jpg").mkdir()
-    with pytest.raises(BinwiseError, match=problem) as caught:
+    with pytest.raises(BinwiseError, match=re.escape(problem)) as caught:
         classifier.predict(tmp_path / name)
     assert str(tmp_path / name) in str(caught.value)
+
+
+def test_cli_names_a_file_name_too_long_without_a_traceback(classifier, tmp_path, capsys):
+    from binwise.cli import main
+
+    too_long = str(tmp_path / ("b" * 300 + ".jpg"))
+    assert main(["predict", str(classifier.path), too_long]) == 1
+    err = capsys.readouterr().err
+    assert f"{too_long}: cannot read it (File name too long)" in err and "Traceback" not in err

@@ -53,10 +53,13 @@ def open_image(source: ImageSource, name: str | None = None, at_least: int | Non
         stream = io.BytesIO(source)
     else:
         path = Path(source)
-        if not path.is_file():
-            raise BinwiseError("no such file" if not path.exists() else "not a file", name, kind="no_such_file")
-        if path.stat().st_size == 0:
-            raise BinwiseError("empty file (0 bytes)", name, kind="empty_file")
+        try:
+            if not path.is_file():
+                raise BinwiseError("no such file" if not path.exists() else "not a file", name, kind="no_such_file")
+            if path.stat().st_size == 0:
+                raise BinwiseError("empty file (0 bytes)", name, kind="empty_file")
+        except OSError as e:  # a name too long for the file system, a folder it may not enter, ...
+            raise BinwiseError(f"cannot read it ({e.strerror or e})", name, kind="no_such_file") from None
         stream = path
     try:
         with warnings.catch_warnings():

@@ -85,9 +85,13 @@ def expand_paths(patterns: list[str]) -> tuple[list[str], list[str], int]:
     sources, missing, not_images = [], [], 0
     for pattern in patterns:
         path = Path(pattern)
-        if path.is_dir():
+        try:
+            is_dir, exists = path.is_dir(), path.exists()
+        except OSError:  # e.g. a name too long: reported by the photo's own error
+            is_dir, exists = False, True
+        if is_dir:
             found = sorted(str(p) for p in path.rglob("*") if p.is_file())
-        elif path.exists() or not glob.has_magic(pattern):
+        elif exists or not glob.has_magic(pattern):
             sources.append(pattern)  # a missing file is reported as "no such file" with the others
             continue
         else:
