@@ -320,3 +320,18 @@ def test_cli_names_a_file_name_too_long_without_a_traceback(classifier, tmp_path
     assert main(["predict", str(classifier.path), too_long]) == 1
     err = capsys.readouterr().err
     assert f"{too_long}: cannot read it (File name too long)" in err and "Traceback" not in err
+
+
+def test_cli_output_into_a_closed_pipe_stops_quietly(classifier):
+    import subprocess
+    import sys
+
+    from binwise.paths import resolve_data
+
+    process = subprocess.Popen([sys.executable, "-m", "binwise.cli", "predict", str(classifier.path),
+                                str(resolve_data() / "test"), "--json", "-k", "26"],  # more than a pipe buffers
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.readline()
+    process.stdout.close()  # as `| head -1` does
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141 and "Traceback" not in stderr and "Exception" not in stderr, stderr
