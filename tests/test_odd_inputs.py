@@ -121,6 +121,7 @@ class Odd:
 
 
 DAMAGED, NOT_IMAGE, TOO_LARGE, EMPTY = "damaged image", "not an image", "image too large", "empty file"
+UNSUPPORTED = "unsupported image format"
 
 CASES = [
     Odd("png", "photo.png", lambda p, j: encode(p, "PNG"), "same:photo"),
@@ -156,9 +157,16 @@ CASES = [
     Odd("html-named-png", "page.png", lambda p, j: b"<!doctype html><html><body>hi</body></html>",
         "error", 415, NOT_IMAGE),
     Odd("svg", "drawing.svg", lambda p, j: b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9">'
-        b'<rect width="9" height="9" fill="red"/></svg>', "error", 415, NOT_IMAGE),
+        b'<rect width="9" height="9" fill="red"/></svg>', "error", 415, UNSUPPORTED),
     Odd("pdf", "scan.pdf", lambda p, j: b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n",
-        "error", 415, NOT_IMAGE),
+        "error", 415, UNSUPPORTED),
+    # valid files of formats Pillow could open but binwise does not decode: EPS would run Ghostscript
+    Odd("eps", "photo.eps", lambda p, j: encode(p, "EPS"), "error", 415, "unsupported image format (PostScript / EPS)"),
+    Odd("ppm", "photo.ppm", lambda p, j: encode(p, "PPM"), "error", 415, "unsupported image format (Netpbm"),
+    Odd("psd-header", "layers.psd", lambda p, j: b"8BPS\x00\x01" + bytes(20), "error", 415,
+        "unsupported image format (Photoshop PSD)"),
+    Odd("heic-header", "IMG_0001.HEIC", lambda p, j: b"\x00\x00\x00\x18ftypheic" + bytes(40), "error", 415,
+        "unsupported image format (HEIC)"),
     Odd("random-bytes", "photo.jpg", lambda p, j: np.random.default_rng(0).bytes(4096), "error", 415, NOT_IMAGE),
     Odd("zip-bomb-ish", "photo.jpg", lambda p, j: zip_of_zeros(), "error", 415, NOT_IMAGE),
     Odd("png-declaring-10-gigapixels", "bomb.png", lambda p, j: png_declaring(100_000, 100_000),

@@ -15,6 +15,8 @@ from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+# registers the decoders of DECODERS that Pillow's preinit() leaves to be loaded on demand
+from PIL import TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
 from .errors import BinwiseError
 from .preprocessing import Preprocessing
@@ -23,6 +25,10 @@ from .preprocessing import Preprocessing
 # is a tiny file that expands to gigabytes. 8000x8000 photos (64 Mpx) still open.
 MAX_PIXELS = 200_000_000
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# The only Pillow decoders a photo reaches (JPEG includes MPO, the JPEG many phone cameras write).
+# Pillow would otherwise try every plugin it has: EPS through Ghostscript, PSD, ICNS, FITS, ...
+DECODERS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+Image.preinit()
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 
@@ -64,7 +70,7 @@ def open_image(source: ImageSource, name: str | None = None, at_least: int | Non
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(stream) as img:
+            with Image.open(stream, formats=DECODERS) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise BinwiseError(f"image too large ({img.width}x{img.height} pixels; "
                                        f"at most {MAX_PIXELS:,} pixels)", name, kind="image_too_large")
@@ -78,10 +84,15 @@ def open_image(source: ImageSource, name: str | None = None, at_least: int | Non
     except BinwiseError:
         raise
     except UnidentifiedImageError:
-        image_format = format_by_signature(first_bytes(stream))
+        head = first_bytes(stream)
+        image_format = format_by_signature(head)
         if image_format:  # Pillow says "cannot identify" also for a known format with a broken header
             raise BinwiseError(f"damaged image ({image_format} whose header cannot be read)", name,
                                kind="damaged_image") from None
+        other = unsupported_format(head)
+        if other:
+            raise BinwiseError(f"unsupported image format ({other}); binwise reads JPEG, PNG, WebP, GIF, BMP "
+                               "and TIFF: convert it to one of them", name, kind="unsupported_format") from None
         raise BinwiseError("not an image, or an image format that cannot be read", name, kind="not_an_image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BinwiseError(f"image too large (decompression bomb: {e})", name, kind="image_too_large") from None
@@ -100,6 +111,26 @@ def first_bytes(stream: io.BytesIO | Path, count: int = 16) -> bytes:
         return stream.getvalue()[:count]
     with open(stream, "rb") as f:
         return f.read(count)
+
+
+# Image formats people send that binwise does not decode, by their first bytes, so that they are
+# called unsupported rather than "not an image".
+UNSUPPORTED_SIGNATURES = {b"8BPS": "Photoshop PSD", b"%!PS": "PostScript / EPS", b"\xc5\xd0\xd3\xc6": "EPS",
+                          b"%PDF": "PDF", b"\x00\x00\x01\x00": "Windows icon", b"\xff\x0a": "JPEG XL",
+                          b"\x00\x00\x00\x0cJXL ": "JPEG XL", b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
+                          b"\xff\x4f\xff\x51": "JPEG 2000", b"icns": "Apple icon", b"qoif": "QOI"}
+# ISO base media files (HEIF, AVIF) say what they are in the brand after "ftyp" at offset 4
+HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+
+
+def unsupported_format(head: bytes) -> str | None:
+    if head[4:8] == b"ftyp":
+        return HEIF_BRANDS.get(head[8:12], "an ISO media file (HEIF, AVIF or video)")
+    if head.lstrip()[:5] == b"<?xml" or head.lstrip()[:4] == b"<svg":
+        return "SVG (a drawing, not a photo)"
+    if head[:1] == b"P" and head[1:2] in b"1234567" and head[2:3].isspace():
+        return "Netpbm (PBM, PGM, PPM)"
+    return next((name for signature, name in UNSUPPORTED_SIGNATURES.items() if head.startswith(signature)), None)
 
 
 def format_by_signature(head: bytes) -> str | None:

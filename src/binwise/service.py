@@ -61,7 +61,8 @@ class ServiceError(Exception):
 
 
 # HTTP status of each kind of image images.open_image refuses
-IMAGE_ERROR_STATUS = {"image_too_large": 413, "not_an_image": 415, "empty_file": 422, "damaged_image": 422}
+IMAGE_ERROR_STATUS = {"image_too_large": 413, "not_an_image": 415, "unsupported_format": 415, "empty_file": 422,
+                      "damaged_image": 422}
 
 
 def error_for_image(e: BinwiseError) -> ServiceError:
