@@ -101,3 +101,34 @@ def build_quick_garbage26_model(pretrained, photos, labels, path) -> None:
     save_model(path, ModelFile(model, GARBAGE26, imagenet.preprocessing, provenance={
         "source": f"test fixture: {pretrained.name} backbone, linear head fitted on {len(photos)} "
                   f"garbage26 train photos"}))
+
+
+# the calibration the calibrated fixture model gets: garbage photos score ok when the quick head is
+# sure of them, and a photo unlike the reference photos (a grey square, a cat) scores unknown
+FIXTURE_CALIBRATION = {"temperature": 1.0, "min_confidence": 0.5, "min_similarity": 0.5,
+                       "target_accuracy": 0.99, "unknown_rate": 0.02, "method": "fixed, for tests"}
+
+
+@pytest.fixture(scope="session")
+def calibrated_garbage26_model(request, garbage26_model, garbage26_data):
+    """``garbage26_model`` with ``FIXTURE_CALIBRATION`` and reference features (the unknown score)
+    of the same train photos its head was fitted on."""
+    import torch
+
+    from binwise.images import load_for_model
+    from binwise.modelfile import load_model, save_model
+    from binwise.taxonomy import GARBAGE26
+
+    path = request.config.cache.mkdir("binwise-models") / f"calibrated-{garbage26_model.name}"
+    if path.exists():
+        return path
+    model_file = load_model(garbage26_model)
+    photos = [p for name in GARBAGE26.classes_en
+              for p in sorted((garbage26_data / "train" / name).glob("*.jpg"))[:QUICK_HEAD_PHOTOS_PER_CLASS]]
+    pixels = torch.from_numpy(np.stack([load_for_model(p, model_file.preprocessing) for p in photos]))
+    with torch.no_grad():
+        model_file.reference_features = torch.cat([model_file.model.backbone(chunk).mean((2, 3))
+                                                   for chunk in pixels.split(32)])
+    model_file.calibration = dict(FIXTURE_CALIBRATION)
+    save_model(path, model_file)
+    return path

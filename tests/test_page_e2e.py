@@ -165,3 +165,40 @@ def test_under_an_onnx_model_the_page_says_why_grad_cam_is_off(browser, tmp_path
         page.click("#lang")
         assert "需要 .safetensors 模型" in page.text_content("#explain-note")
         page.click("#lang")
+
+
+# (status, what the page says in English and in Chinese)
+OUTCOMES = {"unsure": ("Not sure — try another photo", "不太确定——请换一张照片试试"),
+            "unknown": ("This doesn't look like garbage", "这看起来不像垃圾")}
+
+
+def test_the_page_shows_ok_unsure_and_unknown_in_both_languages(browser, calibrated_garbage26_model,
+                                                                garbage26_data, tmp_path):
+    """A calibrated model served with --min-confidence 0.99: the fixture head is 99.8% sure of the
+    Battery photo (ok), 98.6% of the Eggshell photo (unsure, and its bin still shown when the
+    classes it hesitates between share it); a plain grey square resembles no training photo (unknown)."""
+    from PIL import Image
+
+    grey = tmp_path / "grey.png"
+    Image.new("RGB", (300, 300), (128, 128, 128)).save(grey)
+    photos = {"ok": sorted((garbage26_data / "test" / "Battery").glob("*.jpg"))[0],
+              "unsure": sorted((garbage26_data / "test" / "Eggshell").glob("*.jpg"))[0],
+              "unknown": grey}
+    bins = {b.id: b for b in GARBAGE26.bins}
+    with serving(calibrated_garbage26_model, tmp_path / "serve.log", "--log-level", "warning",
+                 "--min-confidence", "0.99") as (url, _), open_page(browser, url) as page:
+        for status, photo in photos.items():
+            page.set_input_files("#file", str(photo))
+            page.wait_for_selector(f"#result[data-status={status}]", timeout=30_000)
+            name, detail = page.text_content("#bin-name"), page.text_content("#bin-confidence")
+            if status == "ok":
+                assert name == bins["hazardous"].en and detail.endswith("sure")
+            else:
+                assert name == OUTCOMES[status][0]
+            if status == "unsure":
+                assert " or " in detail or detail.startswith("Eggshell"), detail
+            if status == "unknown":
+                assert page.get_attribute("#bin", "data-bin") == ""
+            page.click("#lang")
+            assert page.text_content("#bin-name") == (bins["hazardous"].zh if status == "ok" else OUTCOMES[status][1])
+            page.click("#lang")

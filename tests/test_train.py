@@ -63,6 +63,11 @@ def test_head_training_writes_a_complete_run(pretrained, data, tmp_path):
     assert model_file.metrics["test_top1"] == metrics["test_top1"]
     # random features of noisy single-colour photos: well above chance (1/3), if not perfect
     assert metrics["test_top1"] >= 0.6 and metrics["test_photos"] == 9
+    # calibrated on cross-validated probes of the 24 train + val photos, which are also the reference
+    assert model_file.calibration["method"].startswith("5-fold cross-validation")
+    assert model_file.calibration["held_out_photos"] == 24 and tuple(model_file.reference_features.shape) == (
+        24, model_file.model.backbone.out_channels)
+    assert metrics["test_status"]["count"] == 9 and metrics["calibration"]["temperature"] > 0
     rows = list(csv.DictReader(open(run / "log.csv")))
     assert [r["phase"] for r in rows] == ["head (train - val)"] * 8 + ["head (all train)"] * 8
     assert rows[0]["val_acc"] != "" and rows[-1]["val_acc"] == ""
@@ -134,6 +139,8 @@ def test_finetune_trains_only_the_last_blocks(pretrained, data, tmp_path):
     changed = {k.split(".")[2] for k in before if k.startswith("backbone.") and not torch.equal(before[k], after[k])}
     assert changed == {str(last - 1), str(last)}
     assert 0 <= metrics["test_top1"] <= 1 and (tmp_path / "run" / "curves.png").is_file()
+    # fine-tuned without a validation split: nothing held out to calibrate on, so the defaults
+    assert load_model(tmp_path / "run" / "model.safetensors").calibration == {} and metrics["calibration"] is None
 
 
 def test_finetune_with_photos_kept_on_the_device(pretrained, data, tmp_path):

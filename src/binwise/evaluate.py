@@ -4,7 +4,9 @@ Photos go through binwise's one eval path (``images`` resize + centre crop, then
 normalisation) in a ``Classifier``, so every model format is evaluated alike: a .safetensors file
 in PyTorch, an .onnx export in onnxruntime without torch. The report
 has top-1, top-5, per-class precision / recall / F1, bin accuracy (when the taxonomy has bins) and
-the class- and bin-level confusion matrices, and names every misclassified photo.
+the class- and bin-level confusion matrices, names every misclassified photo, and scores the
+statuses (``binwise.status``): ECE before and after the temperature, the risk-coverage curve, and
+coverage and accuracy of the answered photos at the model's thresholds.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import status
 from .data import Sample, load_dataset, warn_skipped
 from .errors import BinwiseError
 from .modelfile import atomic_write
+from .status import Calibration
 from .taxonomy import Taxonomy
 
 
@@ -83,6 +87,28 @@ def classification_report(scores, labels, taxonomy: Taxonomy) -> dict:
     return report
 
 
+def status_report(raw: np.ndarray, calibrated: np.ndarray, labels: np.ndarray, similarity: np.ndarray | None,
+                  calibration: Calibration) -> dict:
+    """Calibration and selective accuracy of labelled photos: ECE (``status.ECE_BINS`` bins) and
+    reliability rows before (``raw`` probabilities, temperature 1) and after (``calibrated``)
+    temperature scaling, the risk-coverage curve of the calibrated confidence, and coverage and
+    accuracy of the answered (status ok) photos at the model's thresholds."""
+    _, coverage, accuracy = status.risk_coverage(calibrated.max(1), calibrated.argmax(1) == labels)
+    points = np.unique(np.linspace(0, len(coverage) - 1, min(len(coverage), 200)).round().astype(int))
+    return {
+        "temperature": calibration.temperature,
+        "calibrated": calibration.fitted,
+        "thresholds": calibration.thresholds.to_dict(),
+        "ece_bins": status.ECE_BINS,
+        "ece_before": status.expected_calibration_error(raw, labels),
+        "ece_after": status.expected_calibration_error(calibrated, labels),
+        "reliability_before": status.reliability(raw, labels),
+        "reliability_after": status.reliability(calibrated, labels),
+        "risk_coverage": {"coverage": coverage[points].tolist(), "accuracy": accuracy[points].tolist()},
+        "at_thresholds": status.answered_summary(calibrated, labels, similarity, calibration.thresholds),
+    }
+
+
 def select_split(dataset, split: str, recorded: list[dict] | None, data) -> tuple[list[Sample], int]:
     """The photos of ``split`` and how many were left out because the model trained on them.
 
@@ -112,11 +138,12 @@ def select_split(dataset, split: str, recorded: list[dict] | None, data) -> tupl
 
 
 def classify_samples(classifier, samples: list[Sample], batch_size: int, workers: int
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray | None]:
     """Class probabilities (in class order) and labels of the readable photos, their positions in
-    ``samples``, and the errors naming the unreadable ones."""
+    ``samples``, the errors naming the unreadable ones, and their similarities to the nearest
+    training photo (None when the model cannot tell)."""
     n = classifier.taxonomy.num_classes
-    rows, labels, indices, skipped = [], [], [], []
+    rows, labels, indices, skipped, similarity = [], [], [], [], []
     stream = classifier.predict_stream([s.path for s in samples], top_k=n, batch_size=batch_size,
                                        workers=max(1, workers))
     for i, (sample, (_, result)) in enumerate(zip(samples, stream)):
@@ -128,15 +155,19 @@ def classify_samples(classifier, samples: list[Sample], batch_size: int, workers
         rows.append(row)
         labels.append(sample.label)
         indices.append(i)
+        similarity.append(result.similarity)
+    scored = bool(similarity) and all(s is not None for s in similarity)
     return (np.array(rows).reshape(-1, n), np.array(labels, dtype=np.int64), np.array(indices, dtype=np.int64),
-            skipped)
+            skipped, np.array(similarity, dtype=np.float64) if scored else None)
 
 
 def evaluate(model_path: str | Path, data: str | Path, out_dir: str | Path | None = None,
              batch_size: int = 32, workers: int = 2, device: str = "cpu", split: str = "test") -> dict:
     """Evaluate a model file (.safetensors or .onnx) on a dataset's ``split`` ('test', 'train' or
     'all'; see ``select_split``); with ``out_dir`` write report.json, confusion.png,
-    bin_confusion.png and misclassified.png. ``workers``: threads decoding photos."""
+    bin_confusion.png, misclassified.png, reliability.png and risk_coverage.png. ``workers``:
+    threads decoding photos. ``report["status"]`` (``status_report``) has the calibration and the
+    coverage and accuracy at the model's thresholds."""
     from .predict import Classifier
 
     classifier = Classifier.load(model_path, device=device)
@@ -149,9 +180,12 @@ def evaluate(model_path: str | Path, data: str | Path, out_dir: str | Path | Non
     # relabel to the model's class order, which may differ from the dataset's
     to_model = {i: model_classes.index(name) for i, name in enumerate(dataset.taxonomy.classes_en)}
     samples = [Sample(s.path, to_model[s.label]) for s in samples]
-    probabilities, labels, indices, skipped = classify_samples(classifier, samples, batch_size, workers)
+    probabilities, labels, indices, skipped, similarity = classify_samples(classifier, samples, batch_size, workers)
     warn_skipped(skipped)
     report = classification_report(probabilities, labels, classifier.taxonomy)
+    # the probabilities are softmax(logits / T): softmax(T * log p) gives back temperature 1's
+    raw = status.softmax(classifier.calibration.temperature * np.log(np.maximum(probabilities, 1e-300)))
+    report["status"] = status_report(raw, probabilities, labels, similarity, classifier.calibration)
     predicted = probabilities.argmax(1)
     report["misclassified"] = [
         {"path": str(samples[i].path), "true": model_classes[t], "predicted": model_classes[p],
@@ -172,4 +206,6 @@ def evaluate(model_path: str | Path, data: str | Path, out_dir: str | Path | Non
         if "bin_confusion" in report:
             plots.bin_confusion(report, classifier.taxonomy, out_dir / "bin_confusion.png")
         plots.misclassified_grid(report["misclassified"], out_dir / "misclassified.png", taxonomy=classifier.taxonomy)
+        plots.reliability_diagram(report["status"], out_dir / "reliability.png")
+        plots.risk_coverage(report["status"], out_dir / "risk_coverage.png")
     return report

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import BinwiseError
+from .novelty import REFERENCE_KEY
 from .preprocessing import Preprocessing
 from .taxonomy import Taxonomy
 
@@ -42,8 +43,15 @@ class ModelFile:
     preprocessing: Preprocessing
     provenance: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    # temperature and status thresholds fitted on held-out photos (training.calibration); empty for
+    # imported weights and older files, whose predictions then use binwise.status's defaults
+    calibration: dict = field(default_factory=dict)
+    # (photos, features) pooled backbone features of training photos, for the unknown score
+    # (binwise.novelty); saved as the tensor novelty.REFERENCE_KEY, not part of the model's weights
+    reference_features: torch.Tensor | None = None
 
     def metadata(self) -> dict:
+        calibration = {"calibration": self.calibration} if self.calibration else {}
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -53,6 +61,7 @@ class ModelFile:
             "preprocessing": self.preprocessing.to_dict(),
             "provenance": self.provenance,
             "metrics": self.metrics,
+            **calibration,
         }
 
 
@@ -88,6 +97,8 @@ def save_model(path: str | os.PathLike, model_file: ModelFile) -> None:
                          f"has {model_file.taxonomy.num_classes} classes")
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous()
                for k, v in model_file.model.state_dict().items() if v.is_floating_point()}
+    if model_file.reference_features is not None:
+        tensors[REFERENCE_KEY] = model_file.reference_features.detach().to("cpu", torch.float16).contiguous()
     metadata = {METADATA_KEY: json.dumps(model_file.metadata(), ensure_ascii=False)}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
@@ -154,9 +165,11 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> M
         tensors = load_file(os.fspath(path))
     except (SafetensorError, OSError) as e:
         raise BinwiseError(f"model file is damaged: {e}", path) from None
+    reference = tensors.pop(REFERENCE_KEY, None)
     load_state_dict_checked(model, tensors, path)
     model.to(device).eval()
-    return ModelFile(model, taxonomy, preprocessing, meta.get("provenance", {}), meta.get("metrics", {}))
+    return ModelFile(model, taxonomy, preprocessing, meta.get("provenance", {}), meta.get("metrics", {}),
+                     meta.get("calibration", {}), reference)
 
 
 def load_state_dict_checked(model: torch.nn.Module, tensors: dict[str, torch.Tensor],

@@ -32,11 +32,19 @@ class OnnxRunner:
             raise BinwiseError(f"ONNX model takes {model_input.type} input, not uint8 pixels: it was exported "
                                "by an older binwise; export it again with 'binwise export'", path)
         self.input_name = model_input.name
+        # an export with the unknown score (binwise.novelty) has a second output named "similarity"
+        names = [o.name for o in self.session.get_outputs()]
+        self.scored = "similarity" in names
+        self._similarity_index = names.index("similarity") if self.scored else None
         self._single_threaded = None
         self._lock = threading.Lock()
 
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: pixels})[0]
+    def __call__(self, pixels: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        return self._outputs(self.session.run(None, {self.input_name: pixels}))
+
+    def _outputs(self, outputs: list) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """The logits, or (logits, similarity) for an export that has the similarity output."""
+        return (outputs[0], outputs[self._similarity_index]) if self.scored else outputs[0]
 
     def concurrent(self):
         """This model for batches run from several threads at once, each call on its calling
@@ -45,7 +53,7 @@ class OnnxRunner:
         with self._lock:
             if self._single_threaded is None:
                 session = _session(self.path, 1)
-                self._single_threaded = lambda pixels: session.run(None, {self.input_name: pixels})[0]
+                self._single_threaded = lambda pixels: self._outputs(session.run(None, {self.input_name: pixels}))
         return self._single_threaded
 
 

@@ -165,6 +165,43 @@ def grad_cam_figure(overlay, class_label: str, probability: float, path: Path) -
     _save(fig, Path(path))
 
 
+def reliability_diagram(status_report: dict, path: Path) -> None:
+    """Accuracy against mean confidence per confidence bin, before and after the temperature
+    (``evaluate.status_report``); the diagonal is perfect calibration."""
+    fig, ax = _subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    for key, label in (("before", "temperature 1"), ("after", f"temperature {status_report['temperature']:.2f}")):
+        rows = [r for r in status_report[f"reliability_{key}"] if r["count"]]
+        ax.plot([r["confidence"] for r in rows], [r["accuracy"] for r in rows], "o-",
+                label=f"{label}: ECE {status_report[f'ece_{key}']:.3f}")
+    ax.set_xlabel("confidence (top-class probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability ({status_report['ece_bins']} bins)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    _save(fig, path)
+
+
+def risk_coverage(status_report: dict, path: Path) -> None:
+    """Accuracy of the answered photos against the share answered, answering the most confident
+    first; the point marks the model's thresholds (unknown photos unanswered too)."""
+    fig, ax = _subplots(figsize=(6, 4))
+    curve = status_report["risk_coverage"]
+    ax.plot(curve["coverage"], curve["accuracy"], label="answering the most confident first")
+    at = status_report["at_thresholds"]
+    if at["answered_accuracy"] is not None:
+        ax.plot([at["coverage"]], [at["answered_accuracy"]], "o", color="C3",
+                label=f"at the thresholds: {at['coverage']:.1%} answered, {at['answered_accuracy']:.1%} right")
+    ax.set_xlabel("coverage (share of photos answered)")
+    ax.set_ylabel("accuracy of the answered photos")
+    ax.set_xlim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left")
+    _save(fig, path)
+
+
 def learning_rates(curves: dict[str, list[float]], path: Path, steps_per_epoch: int | None = None) -> None:
     """One line per schedule: learning rate against step."""
     fig, ax = _subplots(figsize=(8, 4))

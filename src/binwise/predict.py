@@ -6,6 +6,11 @@ uint8 pixels, from ``binwise.images.load_crop``, and normalise them the same way
 (``preprocessing.with_pixel_input`` in PyTorch, the ONNX graph inside itself), so they see what
 evaluation sees. Classifiers hold no per-call state, so ``predict`` may be called from many
 threads at once.
+
+Every Prediction carries a status, ``ok``, ``unsure`` or ``unknown`` (``binwise.status``): a runner
+returns the logits, or ``(logits, similarity)`` when the model can say how much each photo looks like
+its training photos (a .safetensors file with reference features; an .onnx file with a
+``similarity`` output). The model file's calibration gives the temperature and thresholds.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -25,6 +30,7 @@ import numpy as np
 from .errors import BinwiseError
 from .images import ImageSource, describe, load_crop
 from .preprocessing import Preprocessing, with_pixel_input
+from .status import Calibration, decide
 from .taxonomy import Bin, Taxonomy
 
 BACKENDS = ("auto", "torch", "onnxruntime", "litert")
@@ -44,15 +50,23 @@ class ClassScore:
 class Prediction:
     source: str  # file path, or "<N bytes>" for uploaded data
     top: list[ClassScore]  # best first
-    bin: Bin | None  # the bin of the top-1 class
+    # the answer's bin: the top class's when ok; when unsure, the one bin all ``choices`` go in
+    # (None if they go in different bins); None when unknown
+    bin: Bin | None
     bin_probability: float | None  # summed probability of all classes in that bin
+    status: str = "ok"  # ok | unsure | unknown (binwise.status)
+    choices: list[ClassScore] = field(default_factory=list)  # ok: the top class; unsure: those it cannot choose between
+    similarity: float | None = None  # to the nearest training photo (None: the model cannot tell)
 
     def to_dict(self) -> dict:
         return {
             "source": self.source,
+            "status": self.status,
             "top": [asdict(s) for s in self.top],
+            "choices": [asdict(s) for s in self.choices],
             "bin": asdict(self.bin) if self.bin else None,
             "bin_probability": self.bin_probability,
+            "similarity": self.similarity,
         }
 
 
@@ -69,6 +83,7 @@ class _TorchRunner:
         import torch
 
         from .modelfile import load_model, read_metadata
+        from .novelty import with_similarity
 
         self.device = torch.device(device)
         cuda = self.device.type == "cuda"
@@ -81,6 +96,10 @@ class _TorchRunner:
         self.model = model_file.model.to(self.device, memory_format=torch.channels_last if cuda
                                          else torch.contiguous_format)
         self.pixel_model = with_pixel_input(self.model, model_file.preprocessing).to(self.device)
+        self.scored = model_file.reference_features is not None
+        if self.scored:  # one tensor, logits then similarity, so a CUDA graph can capture it
+            scored = with_similarity(self.pixel_model, self.model, model_file.reference_features)
+            self.pixel_model = _Concatenated(scored).to(self.device)
         self.graph = None
         self.lock = threading.Lock()  # the CUDA graph's static buffers serve one call at a time
         self.concurrent_lock = threading.Lock()
@@ -94,7 +113,11 @@ class _TorchRunner:
                 return self(pixels)
         return one_at_a_time
 
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+    def __call__(self, pixels: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        out = self._run(pixels)
+        return (out[:, :-1], out[:, -1]) if self.scored else out
+
+    def _run(self, pixels: np.ndarray) -> np.ndarray:
         import torch
 
         x = torch.tensor(pixels, device=self.device)  # a copy: crops may be read-only
@@ -109,6 +132,22 @@ class _TorchRunner:
 
                     self.graph = CudaGraphModel(self.pixel_model, x)
                 return self.graph(x).cpu().numpy()
+
+
+def _Concatenated(scored):
+    """``novelty.with_similarity``'s (logits, similarity) as one (N, classes + 1) tensor."""
+    import torch
+
+    class Concatenated(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scored = scored
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            logits, similarity = self.scored(pixels)
+            return torch.cat([logits, similarity[:, None]], 1)
+
+    return Concatenated().eval()
 
 
 def keep_freed_memory() -> None:
@@ -147,6 +186,7 @@ class Classifier:
             self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
             # a softmax or sigmoid head already outputs probabilities
             self.output_activation = meta["architecture"].get("activation")
+            self.calibration = Calibration.from_metadata(meta)
         except (KeyError, TypeError, ValueError) as e:
             raise BinwiseError(f"model metadata is invalid: {e}", path) from None
         with open(path, "rb") as f:
@@ -206,32 +246,64 @@ class Classifier:
                                "carries no gradients); pass the one this model was exported from", self.path)
         return self.runner.model
 
+    def set_thresholds(self, min_confidence: float | None = None, min_similarity: float | None = None) -> "Classifier":
+        """Use these thresholds instead of the model file's (None keeps that one); see ``binwise.status``."""
+        for name, value in (("min_confidence", min_confidence), ("min_similarity", min_similarity)):
+            if value is not None and not -1 <= value <= 1:
+                raise BinwiseError(f"{name} must be between 0 and 1 (similarity: -1 and 1), got {value}")
+        self.calibration = self.calibration.with_overrides(min_confidence, min_similarity)
+        return self
+
+    @property
+    def status_note(self) -> str | None:
+        """Why a status may be less than the model file promises, in one sentence (None: nothing to say)."""
+        if not self.calibration.fitted:
+            return ("this model file has no calibration (trained by an older binwise, or imported weights): "
+                    f"predictions are unsure below {self.calibration.thresholds.min_confidence:.0%} and never unknown")
+        if not getattr(self.runner, "scored", False):
+            return ("this model cannot tell how much a photo looks like its training photos (an .onnx file "
+                    "without a 'similarity' output, or a .tflite file): predictions are never unknown")
+        return None
+
     def predict_arrays(self, pixels: np.ndarray) -> np.ndarray:
         """A batch of ``load_image`` crops (N, H, W, 3 uint8) -> class probabilities (N, num_classes)."""
-        return self._probabilities(self.runner(np.ascontiguousarray(pixels, dtype=np.uint8)))
+        return self.score_arrays(pixels)[0]
 
-    def _probabilities(self, outputs: np.ndarray) -> np.ndarray:
+    def score_arrays(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """A batch of crops -> (calibrated class probabilities, similarity to the nearest training
+        photo or None when the model cannot tell)."""
+        return self._scores(self.runner(np.ascontiguousarray(pixels, dtype=np.uint8)))
+
+    def _scores(self, outputs) -> tuple[np.ndarray, np.ndarray | None]:
+        logits, similarity = outputs if isinstance(outputs, tuple) else (outputs, None)
         if self.output_activation in ("softmax", "sigmoid"):
-            return outputs
-        outputs = outputs - outputs.max(axis=1, keepdims=True)
-        exp = np.exp(outputs)
-        return exp / exp.sum(axis=1, keepdims=True)
+            return logits, similarity
+        logits = logits / self.calibration.temperature
+        logits = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True), similarity
 
     def load_image(self, image: ImageSource, name: str | None = None) -> np.ndarray:
         """One photo, decoded, resized and cropped for this model (H, W, 3 uint8)."""
         return load_crop(image, self.preprocessing, name)
 
-    def prediction(self, source: str, probabilities: np.ndarray, top_k: int = 5) -> Prediction:
-        """A Prediction from one row of class probabilities."""
-        tax = self.taxonomy
+    def prediction(self, source: str, probabilities: np.ndarray, top_k: int = 5,
+                   similarity: float | None = None) -> Prediction:
+        """A Prediction from one row of (calibrated) class probabilities and its similarity."""
         order = np.argsort(-probabilities, kind="stable")[:max(1, top_k)]
-        top = [ClassScore(int(i), tax.classes_en[i], tax.classes_zh[i] if tax.classes_zh else "",
-                          tax.class_bins[i] if tax.class_bins else None, float(probabilities[i]))
-               for i in order]
-        best_bin = tax.bin_of(top[0].index)
-        bin_probability = (float(probabilities[self._bin_members[best_bin.id]].sum())
-                           if best_bin else None)
-        return Prediction(source, top, best_bin, bin_probability)
+        status, chosen = decide(probabilities, similarity, self.calibration.thresholds)
+        bins = {self.taxonomy.class_bins[i] for i in chosen} if self.taxonomy.class_bins else set()
+        answer_bin = self.taxonomy.bin_of(chosen[0]) if len(bins) == 1 else None
+        bin_probability = (float(probabilities[self._bin_members[answer_bin.id]].sum())
+                           if answer_bin else None)
+        return Prediction(source, [self._score(i, probabilities) for i in order], answer_bin, bin_probability,
+                          status, [self._score(i, probabilities) for i in chosen],
+                          None if similarity is None else float(similarity))
+
+    def _score(self, index: int, probabilities: np.ndarray) -> ClassScore:
+        tax = self.taxonomy
+        return ClassScore(int(index), tax.classes_en[index], tax.classes_zh[index] if tax.classes_zh else "",
+                          tax.class_bins[index] if tax.class_bins else None, float(probabilities[index]))
 
     def predict(self, images: ImageSource | list[ImageSource], top_k: int = 5,
                 batch_size: int = DEFAULT_BATCH_SIZE) -> Prediction | list[Prediction]:
@@ -241,14 +313,19 @@ class Classifier:
         carry on past bad files.
         """
         if not isinstance(images, (list, tuple)):
-            probabilities = self.predict_arrays(self.load_image(images)[None])
-            return self.prediction(describe(images), probabilities[0], top_k)
+            return self.predictions([describe(images)], *self.score_arrays(self.load_image(images)[None]), top_k)[0]
         predictions = []
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
-            probabilities = self.predict_arrays(np.stack([self.load_image(im) for im in chunk]))
-            predictions += [self.prediction(describe(im), p, top_k) for im, p in zip(chunk, probabilities)]
+            scores = self.score_arrays(np.stack([self.load_image(im) for im in chunk]))
+            predictions += self.predictions([describe(im) for im in chunk], *scores, top_k)
         return predictions
+
+    def predictions(self, sources: list[str], probabilities: np.ndarray, similarity: np.ndarray | None,
+                    top_k: int = 5) -> list[Prediction]:
+        """Predictions from a batch of ``score_arrays`` results."""
+        return [self.prediction(source, p, top_k, None if similarity is None else similarity[i])
+                for i, (source, p) in enumerate(zip(sources, probabilities))]
 
     def predict_stream(self, sources: Iterable[ImageSource], top_k: int = 5,
                        batch_size: int = DEFAULT_BATCH_SIZE, workers: int | None = None,
@@ -271,10 +348,10 @@ class Classifier:
                     decoded.append(self.load_image(source))
                 except BinwiseError as e:
                     decoded.append(e)
-            good = [a for a in decoded if not isinstance(a, BinwiseError)]
-            probabilities = iter(self._probabilities(run(np.stack(good))) if good else [])
-            return [(describe(source), array if isinstance(array, BinwiseError)
-                     else self.prediction(describe(source), next(probabilities), top_k))
+            good = [(describe(s), a) for s, a in zip(chunk, decoded) if not isinstance(a, BinwiseError)]
+            scores = self._scores(run(np.stack([a for _, a in good]))) if good else None
+            predictions = iter(self.predictions([name for name, _ in good], *scores, top_k) if good else [])
+            return [(describe(source), array if isinstance(array, BinwiseError) else next(predictions))
                     for source, array in zip(chunk, decoded)]
 
         sources = iter(sources)

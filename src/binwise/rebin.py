@@ -23,6 +23,7 @@ def rebin(model_path: str | Path, rules: str | Path, out: str | Path) -> ModelFi
                     "bins_before": [b.id for b in model_file.taxonomy.bins]})
     metrics = {k: v for k, v in model_file.metrics.items() if "bin" not in k}
     result = ModelFile(model_file.model, taxonomy, model_file.preprocessing,
-                       {**model_file.provenance, "rebinned": history}, metrics)
+                       {**model_file.provenance, "rebinned": history}, metrics,
+                       model_file.calibration, model_file.reference_features)
     save_model(out, result)
     return result

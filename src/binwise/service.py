@@ -3,8 +3,8 @@
 ``create_app(classifier)`` builds a FastAPI app around a loaded ``Classifier``:
 
 - ``POST /v1/classify``: a photo as multipart field ``file`` or as the raw request body with an
-  image content type. Answers the top-k classes, the bin and the model id; ``?explain=true`` adds a
-  Grad-CAM overlay (torch models only).
+  image content type. Answers the status (ok, unsure or unknown, see ``binwise.status``), the top-k
+  classes, the bin and the model id; ``?explain=true`` adds a Grad-CAM overlay (torch models only).
 - ``GET /v1/model``: classes, bins, preprocessing and provenance of the model.
 - ``GET /healthz``: liveness, queue length and the batch sizes run so far.
 - ``GET /``: the page (``binwise/static``); ``/docs``: the OpenAPI docs.
@@ -82,7 +82,12 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     model_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="binwise-model")
     decoders = concurrent.futures.ThreadPoolExecutor(decode_threads or min(4, os.cpu_count() or 1),
                                                      thread_name_prefix="binwise-decode")
-    batcher = DynamicBatcher(classifier.predict_arrays, max_batch=max_batch, max_wait_ms=max_wait_ms,
+    def score_rows(pixels):
+        """One (probabilities, similarity) per photo: the batcher hands each request its own row."""
+        probabilities, similarity = classifier.score_arrays(pixels)
+        return [(row, None if similarity is None else float(similarity[i])) for i, row in enumerate(probabilities)]
+
+    batcher = DynamicBatcher(score_rows, max_batch=max_batch, max_wait_ms=max_wait_ms,
                              max_queue=max_queue, executor=model_thread)
 
     @asynccontextmanager
@@ -138,11 +143,11 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                                f"progress); retry shortly")
         app.state.in_flight += 1
         try:
-            probabilities = await classify_photo(data, name)
+            probabilities, similarity = await classify_photo(data, name)
         finally:
             app.state.in_flight -= 1
         answer = {"model": classifier.model_id,
-                  **classifier.prediction(name, probabilities, top_k).to_dict(),
+                  **classifier.prediction(name, probabilities, top_k, similarity).to_dict(),
                   "confidence": float(probabilities.max())}
         if explain:
             answer["explain"] = await asyncio.get_running_loop().run_in_executor(
@@ -170,6 +175,10 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                 "architecture": classifier.metadata.get("architecture", {}),
                 "provenance": classifier.metadata.get("provenance", {}),
                 "metrics": classifier.metadata.get("metrics", {}),
+                "calibration": {"temperature": classifier.calibration.temperature,
+                                "fitted": classifier.calibration.fitted,
+                                **classifier.calibration.thresholds.to_dict(),
+                                "note": classifier.status_note},
                 "limits": {"max_upload_bytes": max_upload_bytes, "max_batch": max_batch,
                            "max_wait_ms": max_wait_ms, "max_queue": max_queue}}
 

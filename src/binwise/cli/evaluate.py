@@ -8,8 +8,8 @@ def register(subparsers) -> None:
     p.add_argument("model", help="a binwise .safetensors model file, or an .onnx file from 'binwise export'")
     p.add_argument("data", nargs="?", help="dataset folder (default: $BINWISE_DATA or ../shared/data/garbage26)")
     p.add_argument("--split", default="test", choices=["test", "train", "all"], help="which photos (default: test; in a flat folder, the photos the model never trained or validated on)")
-    p.add_argument("--out", metavar="DIR", help="write report.json, confusion.png, bin_confusion.png and "
-                   "misclassified.png here (default: eval-<model name>/ beside the model)")
+    p.add_argument("--out", metavar="DIR", help="write report.json, confusion.png, bin_confusion.png, "
+                   "misclassified.png, reliability.png and risk_coverage.png here (default: eval-<model name>/ beside the model)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2, help="photo-decoding threads (default: 2)")
     p.add_argument("--device", default="cpu")
@@ -37,7 +37,19 @@ def run(args) -> int:
     print(f"{'class':28s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'n':>5s}")
     for c in report["per_class"]:
         print(f"{c['class'][:28]:28s} {c['precision']:9.3f} {c['recall']:7.3f} {c['f1']:6.3f} {c['support']:5d}")
+    st = report["status"]
+    at = st["at_thresholds"]
+    answered = f"{at['answered_accuracy']:.2%} right" if at["answered_accuracy"] is not None else "none answered"
+    print(f"calibration: ECE ({st['ece_bins']} bins) {st['ece_before']:.3f} at temperature 1, "
+          f"{st['ece_after']:.3f} at {st['temperature']:.3f}" + ("" if st["calibrated"] else " (uncalibrated model)"))
+    print(f"status: {at['statuses']['ok']} ok, {at['statuses']['unsure']} unsure, {at['statuses']['unknown']} unknown: "
+          f"{at['coverage']:.1%} answered, {answered} (min confidence {st['thresholds']['min_confidence']:.3f}, "
+          f"min similarity {similarity_words(st['thresholds']['min_similarity'])})")
     if report["unreadable"]:
         print(f"{len(report['unreadable'])} unreadable photos skipped (named above)")
     print(f"{len(report['misclassified'])} misclassified; report and figures in {out}")
     return 0
+
+
+def similarity_words(threshold: float | None) -> str:
+    return "none: never unknown" if threshold is None else f"{threshold:.3f}"

@@ -30,7 +30,18 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N to run a .safetensors model on a "
                    "GPU (batch-1 calls replay a CUDA graph)")
     p.add_argument("--batch-size", type=int, default=32, help="photos per model call (default 32)")
+    add_threshold_arguments(p)
     p.set_defaults(func=run)
+
+
+def add_threshold_arguments(p) -> None:
+    """--min-confidence and --min-similarity, shared with ``binwise serve``."""
+    p.add_argument("--min-confidence", type=float, metavar="P",
+                   help="calibrated probability below which a photo is 'unsure' (default: the model file's, "
+                   "chosen on validation for 99%% accuracy of the answered photos; 0.5 for uncalibrated models)")
+    p.add_argument("--min-similarity", type=float, metavar="S",
+                   help="similarity to the nearest training photo below which a photo is 'unknown' "
+                   "(default: the model file's)")
 
 
 def run(args) -> int:
@@ -48,6 +59,9 @@ def run(args) -> int:
         print(f"binwise predict: no photos in {', '.join(args.paths)}", file=sys.stderr)
         return 1
     classifier = Classifier.load(args.model, backend=args.backend, threads=args.threads, device=args.device)
+    classifier.set_thresholds(args.min_confidence, args.min_similarity)
+    if classifier.status_note:
+        print(f"binwise predict: note: {classifier.status_note}", file=sys.stderr)
     stream = classifier.predict_stream(sources, top_k=args.top_k, batch_size=args.batch_size)
     results, failures = [], len(missing)
     for pattern in missing:
@@ -104,26 +118,36 @@ def expand_paths(patterns: list[str]) -> tuple[list[str], list[str], int]:
     return sources, missing, not_images
 
 
+def answer_words(p) -> str:
+    """The answer in words: the class and bin when ok; the choices (and their bin, when they share
+    one) when unsure; 'not garbage?' when unknown."""
+    if p.status == "unknown":
+        return "does not look like garbage"
+    names = " or ".join(f"{c.en} {c.zh}".rstrip() for c in p.choices)
+    words = names if p.status == "ok" else f"not sure: {names}"
+    if p.bin:
+        either = "" if p.status == "ok" or len(p.choices) < 2 else " either way"
+        words += f"  -> {p.bin.en} {p.bin.zh}{either} ({p.bin_probability:.1%})"
+    return words
+
+
 def print_table(predictions) -> None:
     width = min(60, max((len(p.source) for p in predictions), default=5))
     for p in predictions:
-        best = p.top[0]
-        line = f"{p.source:<{width}}  {best.en} {best.zh}".rstrip() + f"  {best.probability:6.1%}"
-        if p.bin:
-            line += f"  -> {p.bin.en} {p.bin.zh} ({p.bin_probability:.1%})"
-        others = ", ".join(f"{s.en} {s.probability:.1%}" for s in p.top[1:])
-        print(line + (f"  | {others}" if others else ""))
+        top = ", ".join(f"{s.en} {s.probability:.1%}" for s in p.top)
+        print(f"{p.source:<{width}}  {p.status:<7s}  {answer_words(p)}  | {top}")
 
 
 def write_csv(predictions, top_k: int) -> None:
     writer = csv.writer(sys.stdout)
-    header = ["source", "bin", "bin_zh", "bin_probability"]
+    header = ["source", "status", "bin", "bin_zh", "bin_probability", "similarity"]
     for rank in range(1, top_k + 1):
         header += [f"class{rank}", f"class{rank}_zh", f"class{rank}_index", f"probability{rank}"]
     writer.writerow(header)
     for p in predictions:
-        row = [p.source, p.bin.en if p.bin else "", p.bin.zh if p.bin else "",
-               f"{p.bin_probability:.6f}" if p.bin_probability is not None else ""]
+        row = [p.source, p.status, p.bin.en if p.bin else "", p.bin.zh if p.bin else "",
+               f"{p.bin_probability:.6f}" if p.bin_probability is not None else "",
+               f"{p.similarity:.6f}" if p.similarity is not None else ""]
         for s in p.top:
             row += [s.en, s.zh, s.index, f"{s.probability:.6f}"]
         writer.writerow(row)
@@ -154,6 +178,8 @@ def draw_grid(predictions, out: str, max_photos: int = 64) -> None:
         ax.imshow(img)
         best = p.top[0]
         title = f"{bilingual(best.en, best.zh)} {best.probability:.0%}"
+        if p.status != "ok":
+            title = f"{p.status}: {title}"
         if p.bin:
             title += f"\n{bilingual(p.bin.en, p.bin.zh)} {p.bin_probability:.0%}"
         ax.set_title(title, fontsize=10, color=p.bin.color if p.bin else "black")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 
+from .predict import add_threshold_arguments
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("serve", help="serve a model over HTTP: the photo page at /, the JSON API at "
                               "/v1/classify, the API docs at /docs")
@@ -23,6 +26,7 @@ def register(subparsers) -> None:
                    help="photos waiting beyond this get HTTP 503 (default: %(default)s)")
     p.add_argument("--max-upload-mb", type=float, default=10.0,
                    help="largest accepted upload in MB (default: %(default)s)")
+    add_threshold_arguments(p)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
 
@@ -40,6 +44,9 @@ def run(args) -> int:
     if args.max_wait_ms < 0 or args.max_upload_mb <= 0:
         raise BinwiseError("--max-wait-ms must not be negative and --max-upload-mb must be positive")
     classifier = Classifier.load(args.model, backend=args.backend, threads=args.threads, device=args.device)
+    classifier.set_thresholds(args.min_confidence, args.min_similarity)
+    if classifier.status_note:
+        print(f"binwise serve: note: {classifier.status_note}", flush=True)
     app = create_app(classifier, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                      max_queue=args.max_queue, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
     print(f"binwise serve: {classifier.model_id} at http://{args.host}:{args.port}/ (API docs at /docs)",

@@ -7,7 +7,9 @@ const TEXT = {
     title: "Which bin does it go in?", take: "Take a photo", choose: "Choose a photo",
     explain: "Show where the model looked (Grad-CAM)", top: "Most likely", other: "中文",
     working: "Looking…", explaining: "Working out where the model looked…",
-    sure: (p) => `${p} sure`, unsure: "Not sure: try a closer photo of one item.",
+    sure: (p) => `${p} sure`, unsure: "Not sure — try another photo",
+    unknown: "This doesn't look like garbage", or: " or ",
+    eitherWay: (names, bin) => `${names} — ${bin} either way`,
     noExplain: "Needs the .safetensors model; this service runs an ONNX export.",
     camLeast: "counted least", camMost: "counted most",
     failed: "Could not classify the photo", offline: "Could not reach the service",
@@ -16,7 +18,9 @@ const TEXT = {
     title: "这个该扔进哪个垃圾桶？", take: "拍照", choose: "选择照片",
     explain: "显示模型关注的区域 (Grad-CAM)", top: "最可能", other: "English",
     working: "识别中…", explaining: "正在计算模型关注的区域…",
-    sure: (p) => `置信度 ${p}`, unsure: "不太确定：请对单个物品拍得更近一些。",
+    sure: (p) => `置信度 ${p}`, unsure: "不太确定——请换一张照片试试",
+    unknown: "这看起来不像垃圾", or: "或",
+    eitherWay: (names, bin) => `${names}——都属于${bin}`,
     noExplain: "需要 .safetensors 模型；本服务运行的是 ONNX 导出模型。",
     camLeast: "影响最小", camMost: "影响最大",
     failed: "无法识别这张照片", offline: "无法连接到服务",
@@ -76,16 +80,28 @@ function renderAnswer() {
   const answer = state.answer;
   $("result").hidden = !answer;
   if (!answer) return;
+  // status: ok (the bin), unsure (the bin only when every class it hesitates between shares it),
+  // unknown (no bin: the photo looks like no training photo); older services send no status
+  const status = answer.status || "ok";
   const bin = answer.bin;
+  $("result").dataset.status = status;
   const card = $("bin");
   card.style.setProperty("--bin", bin ? bin.color : "#888");
   card.dataset.bin = bin ? bin.id : "";
   $("bin-icon").innerHTML = BIN_OUTLINE + (bin && BIN_SIGNS[bin.id] ? BIN_SIGNS[bin.id] : "");
-  const top = answer.top[0];
-  $("bin-name").textContent = bin ? bin[state.lang] || bin.en : top[state.lang] || top.en;
-  const confidence = bin ? answer.bin_probability : answer.confidence;
-  $("bin-confidence").textContent = t("sure", percent(confidence));
-  setStatus(confidence < 0.5 ? t("unsure") : "");
+  const name = (c) => c[state.lang] || c.en;
+  const choices = (answer.choices || []).map(name).join(t("or"));
+  if (status === "unknown") {
+    $("bin-name").textContent = t("unknown");
+    $("bin-confidence").textContent = "";
+  } else if (status === "unsure") {
+    $("bin-name").textContent = t("unsure");
+    $("bin-confidence").textContent = bin ? t("eitherWay", choices, name(bin)) : choices;
+  } else {
+    $("bin-name").textContent = bin ? name(bin) : name(answer.top[0]);
+    $("bin-confidence").textContent = t("sure", percent(bin ? answer.bin_probability : answer.confidence));
+  }
+  setStatus("");
 
   const list = $("top");
   list.replaceChildren(...answer.top.slice(0, 3).map((c) => {

@@ -50,7 +50,7 @@ def train_auto(model: MobileNetV2, ctx: RunContext, splits: Splits) -> TrainingO
         history = probe(model, ctx, features, splits.train + splits.val, [], head_config, "head (all train)", "probe-final")
         phases.append(PhaseRecord("head (all train)", history))
         log.info("auto: kept the probe: %s", reason)
-        return TrainingOutcome(phases, "head", reason, val_acc, details)
+        return TrainingOutcome(phases, "head", reason, val_acc, details, trained_on_val=bool(splits.val))
 
     pretrained = copy.deepcopy(model.state_dict())
     details: dict = {"probe_val_acc": None, "finetune_val_acc": None, "finetune_plan": None}

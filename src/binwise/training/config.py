@@ -103,6 +103,12 @@ class TrainConfig:
     test_fraction: float = 0.1
     retrain_on_all: bool = True  # after the monitored run, train again on all of train for the final model
     keep_best: bool = False  # end a monitored phase with its best epoch by validation accuracy
+    # calibration (training.calibration): the accuracy the answered (status ok) held-out photos must
+    # reach, the share of held-out garbage photos the unknown threshold may call unknown, and the
+    # folds of the probe's cross-validation
+    target_accuracy: float = 0.99
+    unknown_rate: float = 0.02
+    calibration_folds: int = 5
     time_budget: float = 600.0  # auto mode: seconds the whole run may take (fine-tuning fits in what is left)
     seed: int = 0
     workers: int = 2  # DataLoader processes decoding photos
@@ -136,6 +142,9 @@ class TrainConfig:
              f"data_on_device must be auto, yes or no, got {self.data_on_device!r}"),
             (isinstance(self.warm_start_head, bool), f"warm_start_head must be true or false, got {self.warm_start_head!r}"),
             (self.batchnorm in ("train", "frozen"), f"batchnorm must be train or frozen, got {self.batchnorm!r}"),
+            (0 < self.target_accuracy <= 1, f"target_accuracy must be in (0, 1], got {self.target_accuracy}"),
+            (0 <= self.unknown_rate < 1, f"unknown_rate must be in [0, 1), got {self.unknown_rate}"),
+            (self.calibration_folds >= 2, f"calibration_folds must be at least 2, got {self.calibration_folds}"),
             (self.keep_checkpoints >= 1, f"keep_checkpoints must be at least 1, got {self.keep_checkpoints}"),
         ]
         for ok, message in checks:

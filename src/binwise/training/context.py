@@ -45,3 +45,7 @@ class TrainingOutcome:
     reason: str = ""  # why, in one sentence
     val_acc: float | None = None  # the kept model's validation accuracy
     details: dict = field(default_factory=dict)  # extra figures for metrics.json
+    # the weights of the model trained without the validation photos, kept when the final model was
+    # refit on train + val after it (finetune mode): calibration scores it on validation
+    held_out_state: dict | None = None
+    trained_on_val: bool = False  # the final model saw the validation photos

@@ -169,6 +169,7 @@ def train_finetune(model: MobileNetV2, ctx: RunContext, splits: Splits) -> Train
     if not splits.val or config.retrain_on_all:
         plan.append(("all train", splits.train + splits.val, [], "final"))
     phases: list[PhaseRecord] = []
+    held_out_state = None
     for split_name, fit_train, fit_val, folder in plan:
         model.load_state_dict(initial)
         torch.manual_seed(config.seed)
@@ -180,7 +181,10 @@ def train_finetune(model: MobileNetV2, ctx: RunContext, splits: Splits) -> Train
                                                   name, folder + "-head")))
         name = f"finetune ({split_name})"
         phases.append(PhaseRecord(name, finetune_blocks(model, ctx, fit_train, fit_val, config, name, folder)))
+        if folder == "monitored" and len(plan) > 1:
+            held_out_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     val_acc = next((p.history[-1].get("val_acc") for p in phases if p.name == "finetune (train - val)"), None)
     if config.keep_best and splits.val and not config.retrain_on_all:
         val_acc = max(row["val_acc"] for row in phases[-1].history)
-    return TrainingOutcome(phases, choice="finetune", val_acc=val_acc)
+    return TrainingOutcome(phases, choice="finetune", val_acc=val_acc, held_out_state=held_out_state,
+                           trained_on_val=plan[-1][3] == "final" and bool(splits.val))

@@ -96,7 +96,7 @@ def train_head(model: MobileNetV2, ctx: RunContext, splits: Splits) -> TrainingO
     if not splits.val or config.retrain_on_all:
         history = probe(model, ctx, features, splits.train + splits.val, [], config, "head (all train)", "final")
         phases.append(PhaseRecord("head (all train)", history))
-    return TrainingOutcome(phases, choice="head", val_acc=val_acc,
+    return TrainingOutcome(phases, choice="head", val_acc=val_acc, trained_on_val=bool(splits.val) and config.retrain_on_all,
                            details={"feature_seconds": feature_seconds, "features_computed": features.computed,
                                     "features_reused": features.reused})
 

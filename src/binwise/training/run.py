@@ -23,17 +23,19 @@ import torch
 from .. import distributed, evaluate
 from ..data import load_dataset, warn_skipped
 from ..errors import BinwiseError
-from ..loader import predict_logits
 from ..model import MobileNetV2, MobileNetV2Config
 from ..modelfile import ModelFile, atomic_write, save_model, sha256_of_file
+from ..novelty import nearest_similarity
 from ..progress import SILENT, Progress
+from ..status import Calibration, softmax
 from ..taxonomy import Taxonomy
 from .auto import train_auto
+from .calibration import calibrate, model_outputs
 from .config import TrainConfig, read_config_file, save_config
 from .context import RunContext, TrainingOutcome
 from .finetune import train_finetune
-from .head import cached_features, probe_config, train_head
-from .splits import Splits, make_splits, manifest
+from .head import train_head
+from .splits import make_splits, manifest
 
 log = logging.getLogger(__name__)
 
@@ -99,19 +101,6 @@ def start_run_dir(config: TrainConfig, data: Path, run_dir: Path, pretrained: Pa
         atomic_write(run_dir / "run.json", lambda tmp: Path(tmp).write_text(json.dumps(sources, indent=2)))
 
 
-def test_split_logits(model: MobileNetV2, ctx: RunContext, splits: Splits, outcome: TrainingOutcome):
-    """Logits and labels of the readable test photos, from the model as trained."""
-    if outcome.choice == "head":  # the backbone is the pretrained one: its cached features serve
-        found = cached_features(model, ctx, splits.test, probe_config(ctx.config))
-        model.head.eval()
-        with torch.inference_mode():
-            return model.head(found.features[:, 0].to(ctx.device)).cpu(), found.labels
-    logits, labels, errors = predict_logits(model, ctx.pre, splits.test, ctx.config.feature_batch_size,
-                                           ctx.config.workers, ctx.device)
-    ctx.skipped.update(errors)
-    return logits, labels
-
-
 def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cache_dir: Path | None = None,
           taxonomy: Path | None = None, progress: Progress = SILENT) -> dict:
     """Train per ``config`` and write the run directory; returns the metrics written to metrics.json.
@@ -134,12 +123,17 @@ def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cach
     ctx = RunContext(config, base.preprocessing, run_dir, cache_dir, device, progress, started=started)
     model = build_model(base, dataset.taxonomy, config.dropout)
     outcome = MODES[config.mode](model, ctx, splits)
-    logits, labels = test_split_logits(model, ctx, splits, outcome)
+    test = model_outputs(model, ctx, splits.test, outcome.choice)
+    calibration, reference = calibrate(model, ctx, splits, outcome) if rank.is_main else ({}, None)
     skipped = distributed.union_over_ranks(sorted(ctx.skipped))
     warn_skipped(skipped)
     model.cpu().eval()
 
-    report = evaluate.classification_report(logits, labels, dataset.taxonomy)
+    report = evaluate.classification_report(test.logits, test.labels, dataset.taxonomy)
+    if calibration:
+        report["status"] = evaluate.status_report(
+            softmax(test.logits), softmax(test.logits, calibration["temperature"]), test.labels,
+            nearest_similarity(test.features, reference.numpy()), Calibration.from_metadata({"calibration": calibration}))
     metrics = {
         "test_top1": report["top1"], "test_top1_ci95": report["top1_ci95"], "test_top5": report["top5"],
         "test_bin_accuracy": report.get("bin_accuracy"), "test_bin_accuracy_ci95": report.get("bin_accuracy_ci95"),
@@ -149,6 +143,8 @@ def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cach
         "mode": config.mode, "chosen": outcome.choice, "reason": outcome.reason,
         "val_acc": outcome.val_acc,
         "smallest_class_recall": min(c["recall"] for c in report["per_class"] if c["support"]),
+        "calibration": calibration or None,
+        "test_status": report["status"]["at_thresholds"] if calibration else None,
         "unreadable_photos": skipped,
         "wall_seconds": time.perf_counter() - started,
         **outcome.details,
@@ -163,7 +159,8 @@ def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cach
         rows = manifest(splits, dataset)
         provenance["splits"] = rows
         atomic_write(run_dir / "splits.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
-    save_model(run_dir / "model.safetensors", ModelFile(model, dataset.taxonomy, ctx.pre, provenance, metrics))
+    save_model(run_dir / "model.safetensors", ModelFile(model, dataset.taxonomy, ctx.pre, provenance, metrics,
+                                                             calibration, reference))
     write_log(run_dir / "log.csv", outcome)
     atomic_write(run_dir / "metrics.json", lambda tmp: Path(tmp).write_text(
         json.dumps({**metrics, "report": report}, indent=2, ensure_ascii=False)))

@@ -1,0 +1,176 @@
+"""Whether a prediction can be trusted: ``ok``, ``unsure`` or ``unknown``; and the numbers behind it.
+
+Every prediction gets a status:
+
+- ``unknown``: the photo does not look like any training photo. The score is the cosine similarity
+  of the photo's pooled backbone feature to its nearest training photo (``similarity``); below
+  ``min_similarity`` the photo is called unknown. Measured on garbage26 against real and synthetic
+  non-garbage photos (``benchmarks/unsure_unknown.py``), this separates them far better than any
+  score computed from the logits (max softmax, max logit, energy), which a linear probe makes
+  confident on photos unlike anything it saw.
+- ``unsure``: the top class's calibrated probability is below ``min_confidence``. Its ``choices``
+  are the top classes that together reach ``min_confidence`` (at most ``MAX_CHOICES``); when they all
+  go in one bin, that bin is still the answer ("Glass Bottle or Glassware: recyclable either way").
+- ``ok``: otherwise.
+
+Training fits a temperature and both thresholds on held-out photos (``training.calibration``) and
+stores them in the model file's ``calibration`` metadata. This module is numpy only: it runs in a
+torch-free install.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+STATUSES = ("ok", "unsure", "unknown")
+MAX_CHOICES = 3
+# A model file without calibration (trained by an older binwise, or imported weights): unsure below
+# the page's old 50% warning, and no unknown check (no reference photos to compare with).
+UNCALIBRATED_MIN_CONFIDENCE = 0.5
+ECE_BINS = 15
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_confidence: float  # calibrated top-class probability below which a prediction is unsure
+    min_similarity: float | None = None  # nearest-training-photo similarity below which it is unknown
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What the model file's ``calibration`` metadata holds (see ``training.calibration``)."""
+
+    temperature: float = 1.0
+    thresholds: Thresholds = Thresholds(UNCALIBRATED_MIN_CONFIDENCE)
+    fitted: bool = False  # False: the defaults above, for a model file that has no calibration
+
+    @classmethod
+    def from_metadata(cls, metadata: dict) -> "Calibration":
+        stored = metadata.get("calibration")
+        if not stored:
+            return cls()
+        return cls(float(stored["temperature"]),
+                   Thresholds(float(stored["min_confidence"]),
+                              None if stored.get("min_similarity") is None else float(stored["min_similarity"])),
+                   fitted=True)
+
+    def with_overrides(self, min_confidence: float | None = None, min_similarity: float | None = None
+                       ) -> "Calibration":
+        """The same calibration with the thresholds given here instead of the stored ones."""
+        t = self.thresholds
+        thresholds = Thresholds(t.min_confidence if min_confidence is None else min_confidence,
+                                t.min_similarity if min_similarity is None else min_similarity)
+        return Calibration(self.temperature, thresholds, self.fitted)
+
+
+def decide(probabilities: np.ndarray, similarity: float | None, thresholds: Thresholds
+           ) -> tuple[str, list[int]]:
+    """(status, choices) for one row of calibrated class probabilities: ``choices`` are the class
+    indices the answer stands for (the top class when ok, the classes it cannot choose between when
+    unsure, none when unknown)."""
+    if similarity is not None and thresholds.min_similarity is not None and similarity < thresholds.min_similarity:
+        return "unknown", []
+    order = np.argsort(-probabilities, kind="stable")
+    if probabilities[order[0]] >= thresholds.min_confidence:
+        return "ok", [int(order[0])]
+    reached = np.cumsum(probabilities[order]) >= thresholds.min_confidence
+    count = int(np.argmax(reached)) + 1 if reached.any() else len(order)
+    return "unsure", [int(i) for i in order[:min(max(count, 2), MAX_CHOICES)]]
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimising the negative log-likelihood of softmax(logits / T) on held-out
+    photos (temperature scaling, Guo et al. 2017): a log-spaced grid, then a finer one around its
+    best point. One parameter, so it cannot change which class is top."""
+    labels = np.asarray(labels, dtype=np.int64)
+
+    def nll(t: float) -> float:
+        p = softmax(logits, t)[np.arange(len(labels)), labels]
+        return float(-np.log(np.maximum(p, 1e-300)).mean())
+
+    grid = np.exp(np.linspace(math.log(0.02), math.log(50), 200))
+    best = grid[int(np.argmin([nll(t) for t in grid]))]
+    fine = best * np.exp(np.linspace(-0.05, 0.05, 101))
+    return float(fine[int(np.argmin([nll(t) for t in fine]))])
+
+
+def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE: the gap between confidence and accuracy, averaged over equal-width confidence bins
+    weighted by their photo counts."""
+    rows = reliability(probabilities, labels, bins)
+    count = sum(r["count"] for r in rows)
+    return sum(r["count"] * abs(r["confidence"] - r["accuracy"]) for r in rows) / max(count, 1)
+
+
+def reliability(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
+    """Per equal-width confidence bin (lower edge excluded): photo count, mean confidence, accuracy."""
+    confidence = probabilities.max(1)
+    right = probabilities.argmax(1) == np.asarray(labels)
+    edges = np.linspace(0, 1, bins + 1)
+    rows = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (confidence > low) & (confidence <= high)
+        rows.append({"low": float(low), "high": float(high), "count": int(inside.sum()),
+                     "confidence": float(confidence[inside].mean()) if inside.any() else 0.0,
+                     "accuracy": float(right[inside].mean()) if inside.any() else 0.0})
+    return rows
+
+
+def risk_coverage(confidence: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Answering the k most confident photos, for every k: (thresholds, coverage, accuracy of the
+    answered), most confident first."""
+    order = np.argsort(-np.asarray(confidence), kind="stable")
+    answered = np.arange(1, len(order) + 1)
+    return (np.asarray(confidence)[order], answered / max(len(order), 1),
+            np.cumsum(np.asarray(right)[order]) / answered)
+
+
+def choose_min_confidence(confidence: np.ndarray, right: np.ndarray, target_accuracy: float) -> float:
+    """The lowest threshold at which the answered photos (confidence at or above it) are at least
+    ``target_accuracy`` correct: the most coverage that meets the target on these photos. If none
+    does, a threshold just above the highest confidence (nothing is answered)."""
+    thresholds, _, accuracy = risk_coverage(confidence, right)
+    # a threshold answers every photo of its confidence: only the last of each run of ties counts
+    group_end = np.append(thresholds[1:] != thresholds[:-1], True) if len(thresholds) else thresholds
+    meets = np.flatnonzero(group_end & (accuracy >= target_accuracy))
+    if not len(meets):
+        return float(np.nextafter(thresholds[0], np.inf)) if len(thresholds) else 1.0
+    return float(thresholds[meets[-1]])
+
+
+def choose_min_similarity(similarity: np.ndarray, unknown_rate: float) -> float:
+    """The threshold that calls ``unknown_rate`` of these (garbage, held-out) photos unknown."""
+    return float(np.quantile(np.asarray(similarity, dtype=np.float64), unknown_rate))
+
+
+def statuses(probabilities: np.ndarray, similarity: np.ndarray | None, thresholds: Thresholds) -> np.ndarray:
+    """The status of every row (vectorised ``decide``, statuses only)."""
+    out = np.where(probabilities.max(1) >= thresholds.min_confidence, "ok", "unsure").astype(object)
+    if similarity is not None and thresholds.min_similarity is not None:
+        out[np.asarray(similarity) < thresholds.min_similarity] = "unknown"
+    return out
+
+
+def answered_summary(probabilities: np.ndarray, labels: np.ndarray, similarity: np.ndarray | None,
+                     thresholds: Thresholds) -> dict:
+    """Coverage (share with status ok), accuracy of the ok photos, and the count of each status."""
+    status = statuses(probabilities, similarity, thresholds)
+    ok = status == "ok"
+    right = probabilities.argmax(1) == np.asarray(labels)
+    return {"coverage": float(ok.mean()) if len(ok) else 0.0,
+            "answered_accuracy": float(right[ok].mean()) if ok.any() else None,
+            "answered": int(ok.sum()), "answered_correct": int(right[ok].sum()), "count": len(ok),
+            "statuses": {s: int((status == s).sum()) for s in STATUSES}}

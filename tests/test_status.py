@@ -1,0 +1,126 @@
+"""Statuses (ok / unsure / unknown): calibration, thresholds, and the status in every output."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from inference_models import tiny_onnx
+from PIL import Image
+
+from binwise import status
+from binwise.cli import main
+from binwise.predict import Classifier
+from binwise.service import create_app
+from binwise.taxonomy import GARBAGE26
+
+
+def overconfident_validation(count: int = 3000, classes: int = 10, seed: int = 0):
+    """Logits whose softmax at temperature 1 is calibrated by construction (labels drawn from
+    it), then scaled by 3: a model three times too sure of itself."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1.5, (count, classes))
+    logits[np.arange(count), rng.integers(0, classes, count)] += 2.5
+    labels = np.array([rng.choice(classes, p=p) for p in status.softmax(logits)])
+    return 3 * logits, labels
+
+
+def test_temperature_scaling_lowers_ece_on_validation():
+    logits, labels = overconfident_validation()
+    temperature = status.fit_temperature(logits, labels)
+    before = status.expected_calibration_error(status.softmax(logits), labels)
+    after = status.expected_calibration_error(status.softmax(logits, temperature), labels)
+    assert temperature == pytest.approx(3, rel=0.1)
+    assert before > 0.1 and after < 0.03 and after < before / 4
+    # one scale for every logit: the top class never changes
+    assert np.array_equal(status.softmax(logits, temperature).argmax(1), logits.argmax(1))
+
+
+def test_min_confidence_reaches_the_target_accuracy_with_the_most_coverage():
+    logits, labels = overconfident_validation(seed=1)
+    p = status.softmax(logits, status.fit_temperature(logits, labels))
+    confidence, right = p.max(1), p.argmax(1) == labels
+    for target in (0.9, 0.95, 0.99):
+        threshold = status.choose_min_confidence(confidence, right, target)
+        answered = confidence >= threshold
+        assert right[answered].mean() >= target
+        lower = confidence < threshold
+        if lower.any():  # answering one more confidence level would miss the target
+            next_level = confidence[lower].max()
+            assert right[confidence >= next_level].mean() < target
+    assert status.choose_min_confidence(np.array([0.9, 0.8]), np.array([False, False]), 0.99) > 0.9
+
+
+def test_decide_ok_unsure_with_a_shared_bin_and_unknown():
+    thresholds = status.Thresholds(min_confidence=0.8, min_similarity=0.5)
+    p = np.zeros(4)
+    p[[0, 1, 2]] = 0.9, 0.06, 0.04
+    assert status.decide(p, 0.7, thresholds) == ("ok", [0])
+    p[[0, 1, 2]] = 0.5, 0.4, 0.1
+    assert status.decide(p, 0.7, thresholds) == ("unsure", [0, 1])
+    assert status.decide(p, 0.3, thresholds) == ("unknown", [])
+    assert status.decide(p, None, thresholds)[0] == "unsure"  # no similarity: never unknown
+
+
+@pytest.fixture(scope="module")
+def photos(garbage26_data, tmp_path_factory):
+    """A photo the fixture head is 99.8% sure of, one it is 98.6% sure of, and a grey square."""
+    folder = tmp_path_factory.mktemp("photos")
+    grey = folder / "grey.png"
+    Image.new("RGB", (300, 300), (128, 128, 128)).save(grey)
+    return {"sure": sorted((garbage26_data / "test" / "Battery").glob("*.jpg"))[0],
+            "less sure": sorted((garbage26_data / "test" / "Eggshell").glob("*.jpg"))[0], "grey": grey}
+
+
+def test_api_statuses_and_overrides(calibrated_garbage26_model, photos):
+    clf = Classifier.load(calibrated_garbage26_model)
+    assert clf.calibration.fitted and clf.status_note is None
+    sure, less_sure, grey = clf.predict([photos["sure"], photos["less sure"], photos["grey"]])
+    assert (sure.status, less_sure.status, grey.status) == ("ok", "ok", "unknown")
+    assert sure.bin.id == "hazardous" and sure.choices[0].en == "Battery" and sure.similarity > 0.5
+    assert grey.bin is None and grey.choices == [] and grey.similarity < 0.5
+    clf.set_thresholds(min_confidence=0.99)
+    p = clf.predict(photos["less sure"])
+    assert p.status == "unsure" and p.choices[0].en == "Eggshell" and len(p.choices) >= 2
+    bins = {GARBAGE26.class_bins[c.index] for c in p.choices}
+    assert (p.bin.id if p.bin else None) == (bins.pop() if len(bins) == 1 else None)
+    assert clf.set_thresholds(min_similarity=-1).predict(photos["grey"]).status != "unknown"
+    with pytest.raises(Exception, match="min_confidence must be between"):
+        clf.set_thresholds(min_confidence=2)
+
+
+def test_uncalibrated_onnx_model_is_unsure_below_half_and_never_unknown(photos):
+    clf = Classifier.load(tiny_onnx())
+    assert not clf.calibration.fitted and "no calibration" in clf.status_note
+    p = clf.predict(photos["grey"])
+    assert p.similarity is None and p.status == ("ok" if p.top[0].probability >= 0.5 else "unsure")
+
+
+def test_cli_table_json_and_csv_show_the_status(calibrated_garbage26_model, photos, capsys):
+    paths = [str(photos["sure"]), str(photos["less sure"]), str(photos["grey"])]
+    args = ["predict", str(calibrated_garbage26_model), *paths, "--min-confidence", "0.99"]
+    assert main(args + ["--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["status"] for r in rows] == ["ok", "unsure", "unknown"]
+    assert rows[0]["bin"]["id"] == "hazardous" and rows[2]["bin"] is None and rows[2]["similarity"] < 0.5
+    assert main(args + ["--csv"]) == 0
+    table = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["status"] for r in table] == ["ok", "unsure", "unknown"] and table[2]["bin"] == ""
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "  ok  " in lines[0] and "not sure: Eggshell" in lines[1] and "does not look like garbage" in lines[2]
+
+
+def test_service_answers_the_status(calibrated_garbage26_model, photos):
+    clf = Classifier.load(calibrated_garbage26_model)
+    with TestClient(create_app(clf)) as client:
+        answers = [client.post("/v1/classify", files={"file": (p.name, p.read_bytes())}).json()
+                   for p in (photos["sure"], photos["grey"])]
+        model = client.get("/v1/model").json()
+    assert [a["status"] for a in answers] == ["ok", "unknown"]
+    assert answers[0]["bin"]["id"] == "hazardous" and answers[1]["bin"] is None and answers[1]["choices"] == []
+    assert model["calibration"]["fitted"] and model["calibration"]["min_similarity"] == 0.5
