@@ -1,0 +1,98 @@
+"""Does the TFLite export keep the model? fp32 and int8 .tflite against PyTorch on the garbage26 test split.
+
+    PYTHONPATH=src .venv-litert/bin/python benchmarks/tflite_parity.py --model runs/garbage26/model.safetensors
+
+Needs a Python with the ``tflite-export`` extra (litert-torch, which brings LiteRT). Exports the
+model to fp32 and int8 TFLite (int8 calibrated on 300 training photos, as ``binwise export
+--int8`` does), runs all three on every test photo and reports the fp32 logits' relative L2
+distance to PyTorch (target <= 1e-4), how often int8's top-1 agrees with fp32's (target >= 99%),
+each one's top-1 accuracy (int8 drop target <= 1 point) and the export times. Speed is
+``binwise bench`` on the written files (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from binwise.export.tflite_file import export_tflite
+from binwise.images import is_image_file, load_crop
+from binwise.modelfile import load_model
+from binwise.paths import resolve_data
+from binwise.predict import Classifier
+from binwise.preprocessing import with_pixel_input
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_photos(model_file) -> tuple[list[Path], np.ndarray]:
+    """The test split's photos and their class indices (folders are the English class names)."""
+    index = {name: i for i, name in enumerate(model_file.taxonomy.classes_en)}
+    test = resolve_data() / "test"
+    pairs = [(p, index[d.name]) for d in sorted(test.iterdir()) if d.is_dir()
+             for p in sorted(d.iterdir()) if is_image_file(p)]
+    return [p for p, _ in pairs], np.array([label for _, label in pairs])
+
+
+def relative_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per photo: |a - b| / |b|."""
+    return np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a binwise .safetensors model trained on garbage26")
+    parser.add_argument("--out-dir", default="/tmp/binwise-tflite-parity", help="where the .tflite files go")
+    parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" /
+                                              f"tflite_parity_{datetime.date.today()}.json"))
+    args = parser.parse_args()
+
+    model_file = load_model(args.model)
+    photos, labels = test_photos(model_file)
+    pixels = np.stack([load_crop(p, model_file.preprocessing) for p in photos])
+    with torch.no_grad():
+        torch_logits = with_pixel_input(model_file.model, model_file.preprocessing)(torch.from_numpy(pixels)).numpy()
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files, seconds, logits = {}, {}, {}
+    for precision in ("fp32", "int8"):
+        start = time.perf_counter()
+        files[precision] = export_tflite(args.model, out_dir / f"model.{precision}.tflite", int8=precision == "int8")
+        seconds[precision] = time.perf_counter() - start
+        runner = Classifier.load(files[precision]).runner
+        logits[precision] = np.concatenate([runner(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
+
+    distance = relative_l2(logits["fp32"], torch_logits)
+    top1 = {name: value.argmax(1) for name, value in (("torch", torch_logits), *logits.items())}
+    accuracy = {name: float((predicted == labels).mean()) for name, predicted in top1.items()}
+    results = {
+        "model": str(args.model), "photos": len(photos), "date": str(datetime.date.today()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+                   f"torch {torch.__version__}",
+        "fp32_relative_l2": {"overall": float(np.linalg.norm(logits["fp32"] - torch_logits)
+                                              / np.linalg.norm(torch_logits)),
+                             "max_photo": float(distance.max()), "median_photo": float(np.median(distance))},
+        "fp32_same_top1_as_torch": float((top1["fp32"] == top1["torch"]).mean()),
+        "int8_same_top1_as_fp32": float((top1["int8"] == top1["fp32"]).mean()),
+        "int8_relative_l2_to_fp32": float(np.linalg.norm(logits["int8"] - logits["fp32"]) / np.linalg.norm(logits["fp32"])),
+        "top1_accuracy": accuracy,
+        "int8_accuracy_drop_points": 100 * (accuracy["fp32"] - accuracy["int8"]),
+        "export_seconds": seconds,
+        "file_mb": {name: path.stat().st_size / 1e6 for name, path in files.items()},
+        "files": {name: str(path) for name, path in files.items()},
+    }
+    print(json.dumps(results, indent=2))
+    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
