@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import BinwiseError
+from .metadata_checks import FORMAT, FORMAT_VERSION, METADATA_KEY, parse_metadata
 from .novelty import REFERENCE_KEY
 from .preprocessing import Preprocessing
 from .taxonomy import Taxonomy
@@ -29,9 +30,6 @@ if TYPE_CHECKING:
 
     from .model import MobileNetV2
 
-FORMAT = "binwise-model"
-FORMAT_VERSION = 1
-METADATA_KEY = "binwise"
 
 
 @dataclass
@@ -115,32 +113,22 @@ def read_header(path: str | os.PathLike) -> dict:
             if header_len <= 0 or header_len > min(100 << 20, path.stat().st_size - 8):
                 raise BinwiseError("not a binwise model file (not safetensors: bad header length)", path)
             header = json.loads(f.read(header_len))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BinwiseError(f"not a binwise model file (unreadable header: {e})", path) from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        reason = "nested too deeply" if isinstance(e, RecursionError) else e
+        raise BinwiseError(f"not a binwise model file (unreadable header: {reason})", path) from None
     if not isinstance(header, dict):
         raise BinwiseError("not a binwise model file (the safetensors header is not a JSON object)", path)
     return header
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The JSON metadata of a model file, without loading its tensors."""
-    header = read_header(path)
-    try:
-        raw = header.get("__metadata__", {}).get(METADATA_KEY)
-        if raw is None:
-            raise BinwiseError("safetensors file without binwise metadata; convert weights with "
-                               "'binwise import-weights'", path)
-        meta = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError) as e:
-        raise BinwiseError(f"not a binwise model file (unreadable header: {e})", path) from None
-    if not isinstance(meta, dict):
-        raise BinwiseError("not a binwise model file (its metadata is not a JSON object)", path)
-    if meta.get("format") != FORMAT:
-        raise BinwiseError(f"not a binwise model file (format {meta.get('format')!r})", path)
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise BinwiseError(f"model file format version {meta['format_version']} is newer than this "
-                           f"binwise ({FORMAT_VERSION}); upgrade binwise", path)
-    return meta
+    """The JSON metadata of a model file, checked (``metadata_checks``), without loading its tensors."""
+    raw = read_header(path).get("__metadata__", {})
+    raw = raw.get(METADATA_KEY) if isinstance(raw, dict) else None
+    if not isinstance(raw, str):
+        raise BinwiseError("safetensors file without binwise metadata; convert weights with "
+                           "'binwise import-weights'", path)
+    return parse_metadata(raw, path)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> ModelFile:

@@ -8,16 +8,13 @@ must never import torch: it is the whole inference path of a torch-free install.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 
 import numpy as np
 
 from .errors import BinwiseError
-
-METADATA_KEY = "binwise"  # the same key the safetensors model file uses
-FORMAT = "binwise-model"  # binwise.modelfile.FORMAT, repeated here because modelfile imports torch
+from .metadata_checks import METADATA_KEY, parse_metadata
 
 
 class OnnxRunner:
@@ -74,10 +71,4 @@ def _parse_metadata(props: dict, path) -> dict:
     raw = props.get(METADATA_KEY)
     if raw is None:
         raise BinwiseError("ONNX file without binwise metadata; export it with 'binwise export'", path)
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise BinwiseError(f"ONNX file has unreadable binwise metadata ({e})", path) from None
-    if meta.get("format") != FORMAT:
-        raise BinwiseError(f"ONNX file metadata is not a binwise model's (format {meta.get('format')!r})", path)
-    return meta
+    return parse_metadata(raw, path)

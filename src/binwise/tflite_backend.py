@@ -9,7 +9,6 @@ used from two threads at once, so each calling thread gets its own.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BinwiseError
-from .onnx_backend import FORMAT, METADATA_KEY
+from .metadata_checks import METADATA_KEY, parse_metadata
 
 EXTRA = "tflite"
 _TFLITE_IDENTIFIER = b"TFL3"  # bytes 4..8 of a TFLite flatbuffer
@@ -112,10 +111,4 @@ def read_metadata(model: bytes, path) -> dict:
     if raw is None:
         raise BinwiseError("TFLite file without binwise metadata; export it with 'binwise export --format tflite'",
                            path)
-    try:
-        meta = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BinwiseError(f"TFLite file has unreadable binwise metadata ({e})", path) from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise BinwiseError("TFLite file metadata is not a binwise model's", path)
-    return meta
+    return parse_metadata(raw, path)

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import BinwiseError
 from ..images import is_image_file, load_crop
-from ..onnx_backend import METADATA_KEY
+from ..metadata_checks import METADATA_KEY
 from ..preprocessing import Preprocessing, with_pixel_input
 
 OPSET = 17

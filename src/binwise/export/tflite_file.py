@@ -28,7 +28,7 @@ from ..errors import BinwiseError
 from ..images import load_crop
 from ..preprocessing import Preprocessing, with_pixel_input
 from ..taxonomy import Taxonomy
-from ..tflite_backend import METADATA_KEY
+from ..metadata_checks import METADATA_KEY
 from .onnx_file import DEFAULT_CALIBRATION_COUNT, calibration_photos
 
 EXTRA = "tflite-export"
