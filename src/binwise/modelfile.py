@@ -162,7 +162,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> M
 
 def load_state_dict_checked(model: torch.nn.Module, tensors: dict[str, torch.Tensor],
                             path: str | os.PathLike) -> None:
-    """load_state_dict with missing, unexpected and mis-shaped tensors reported in one clear line."""
+    """load_state_dict with missing, unexpected, mis-shaped and non-finite tensors reported in one clear line."""
+    import torch
+
     expected = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -177,4 +179,9 @@ def load_state_dict_checked(model: torch.nn.Module, tensors: dict[str, torch.Ten
         problems.append(f"{len(wrong)} tensors of the wrong shape (first: {wrong[0]})")
     if problems:
         raise BinwiseError("weights do not fit the architecture: " + "; ".join(problems), path)
+    # NaN or infinite weights make every answer NaN ("nan%"): refuse them here, once
+    not_finite = [k for k in expected if not torch.isfinite(tensors[k]).all()]
+    if not_finite:
+        raise BinwiseError(f"{len(not_finite)} weight tensors are not finite (NaN or infinite; first: "
+                           f"{not_finite[0]})", path)
     model.load_state_dict(tensors, strict=False)

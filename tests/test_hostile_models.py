@@ -1,0 +1,170 @@
+"""Hostile and careless model files: every one is refused in one line naming the file, exit 2.
+
+Each case is the small test model (``inference_models.tiny_model``) with one thing changed in its
+safetensors header, its metadata or its tensors, written here (nothing is committed). ``info``
+reads the metadata only; ``predict`` builds the model; ``serve`` must refuse to start.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+
+import numpy as np
+import pytest
+
+from binwise.cli import main
+from inference_models import garbage26_test_photos, tiny_model, tiny_onnx
+
+
+def split_safetensors(data: bytes) -> tuple[dict, bytes]:
+    length = struct.unpack("<Q", data[:8])[0]
+    return json.loads(data[8:8 + length]), data[8 + length:]
+
+
+def join_safetensors(header: dict | bytes, body: bytes) -> bytes:
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + body
+
+
+def with_metadata(change) -> bytes:
+    """The tiny model with ``change(meta)`` applied to its binwise metadata (or returning new text)."""
+    header, body = split_safetensors(tiny_model().read_bytes())
+    meta = json.loads(header["__metadata__"]["binwise"])
+    result = change(meta)
+    header["__metadata__"]["binwise"] = result if isinstance(result, str) else json.dumps(meta)
+    return join_safetensors(header, body)
+
+
+def set_path(path: str, value):
+    """A change that sets meta[a][b]... = value for path 'a.b...'."""
+    def change(meta):
+        *parents, last = path.split(".")
+        target = meta
+        for key in parents:
+            target = target[key]
+        target[last] = value
+    return change
+
+
+def with_tensor_values(name_part: str, value: float) -> bytes:
+    """The tiny model with every float32 of the first tensor whose name contains ``name_part`` set to ``value``."""
+    header, body = split_safetensors(tiny_model().read_bytes())
+    name = next(k for k in header if name_part in k)
+    start, end = header[name]["data_offsets"]
+    body = bytearray(body)
+    body[start:end] = np.full((end - start) // 4, value, np.float32).tobytes()
+    return join_safetensors(header, bytes(body))
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+METADATA_CASES = {
+    "metadata-is-a-list": (lambda m: "[1, 2, 3]", "metadata is not a JSON object"),
+    "metadata-nested-200k-deep": (lambda m: nested(200_000), "nested too deeply"),
+    "metadata-not-json": (lambda m: "{not json", "unreadable binwise metadata"),
+    "format-is-other": (set_path("format", "keras"), "format 'keras'"),
+    "format-version-text": (set_path("format_version", "1"), "format_version '1' is not an integer"),
+    "format-version-future": (set_path("format_version", 99), "newer than this binwise"),
+    "no-architecture": (lambda m: m.pop("architecture"), "no 'architecture' object"),
+    "architecture-is-a-list": (set_path("architecture", [1]), "no 'architecture' object"),
+    "architecture-resnet": (set_path("architecture.name", "resnet50"), "unsupported architecture 'resnet50'"),
+    "ten-names-for-26-outputs": (lambda m: m["taxonomy"].update(classes=m["taxonomy"]["classes"][:10]),
+                                 "26 outputs but the taxonomy names 10 classes"),
+    "num-classes-2-to-the-31": (set_path("architecture.num_classes", 2**31), "outputs but the taxonomy"),
+    "num-classes-true": (set_path("architecture.num_classes", True), "outputs but the taxonomy"),
+    "width-40": (set_path("architecture.width_mult", 40), "width_mult 40 is outside"),
+    "width-negative": (set_path("architecture.width_mult", -1), "width_mult -1 is outside"),
+    "width-text": (set_path("architecture.width_mult", "wide"), "width_mult 'wide' is outside"),
+    "last-channel-huge": (set_path("architecture.last_channel", 10**9), "last_channel 1000000000 is not a channel count"),
+    "residual-setting-huge": (set_path("architecture.inverted_residual_setting", [[6, 10**9, 1, 1]]),
+                              "inverted_residual_setting must be rows"),
+    "dropout-5": (set_path("architecture.dropout", 5), "dropout 5 is not in [0, 1)"),
+    "padding-reflect": (set_path("architecture.padding", "reflect"), "padding must be one of"),
+    "activation-relu": (set_path("architecture.activation", "relu"), "activation must be"),
+    "std-zero": (set_path("preprocessing.std", [0, 0, 0]), "std must be positive"),
+    "std-negative": (set_path("preprocessing.std", [0.5, -0.5, 0.5]), "std must be positive"),
+    "mean-nan": (set_path("preprocessing.mean", [math.nan, 0.5, 0.5]), "mean must be three finite numbers"),
+    "mean-two-values": (set_path("preprocessing.mean", [0.5, 0.5]), "mean must be three finite numbers"),
+    "resize-0": (set_path("preprocessing.resize_size", 0), "resize_size 0 is not an integer"),
+    "input-size-text": (set_path("preprocessing.input_size", "224"), "input_size '224' is not an integer"),
+    "input-size-40000": (set_path("preprocessing.input_size", 40000), "input_size 40000 is not an integer"),
+    "interpolation-lanczos": (set_path("preprocessing.interpolation", "lanczos"), "interpolation must be one of"),
+    "no-classes": (set_path("taxonomy.classes", []), "taxonomy.classes must be a list of 1 to"),
+    "classes-a-dict": (set_path("taxonomy.classes", {"a": 1}), "taxonomy.classes must be a list of 1 to"),
+    "class-name-a-number": (lambda m: m["taxonomy"]["classes"][3].update(en=7), "taxonomy class 3 needs an English name"),
+    "class-name-10k-long": (lambda m: m["taxonomy"]["classes"][3].update(en="x" * 10_000),
+                            "taxonomy class 3 needs an English name"),
+    "class-in-undefined-bin": (lambda m: m["taxonomy"]["classes"][5].update(bin="moon"), "taxonomy class 5"),
+    "bins-a-string": (set_path("taxonomy.bins", "dry,wet"), "taxonomy.bins must be a list of objects"),
+    "bin-without-id": (lambda m: m["taxonomy"]["bins"][0].pop("id") and None, "needs an id and an English name"),
+    "provenance-a-list": (set_path("provenance", [1, 2]), "'provenance' is not a JSON object"),
+}
+
+FILE_CASES = {
+    "header-length-huge": (lambda: struct.pack("<Q", 2**40) + tiny_model().read_bytes()[8:], "bad header length"),
+    "header-not-json": (lambda: join_safetensors(b"{\x00\x01 garbage", b""), "unreadable header"),
+    "header-a-list": (lambda: join_safetensors(b"[1, 2]", b""), "header is not a JSON object"),
+    "header-nested-deep": (lambda: join_safetensors(nested(100_000).encode(), b""), "nested too deeply"),
+    "no-binwise-metadata": (lambda: join_safetensors({"__metadata__": {"other": "x"}}, b""), "without binwise metadata"),
+    "metadata-not-text": (lambda: join_safetensors({"__metadata__": {"binwise": 5}}, b""), "without binwise metadata"),
+    "truncated-tensors": (lambda: tiny_model().read_bytes()[:-1000], "model file is damaged"),
+    "nan-weights": (lambda: with_tensor_values("head.classifier.weight", math.nan), "not finite"),
+    "infinite-weights": (lambda: with_tensor_values("features.0.0.weight", math.inf), "not finite"),
+    "empty-file": (lambda: b"", "bad header length"),
+}
+
+CASES = {**{name: (lambda change=change: with_metadata(change), problem)
+            for name, (change, problem) in METADATA_CASES.items()}, **FILE_CASES}
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return str(garbage26_test_photos(1)[0])
+
+
+def refused_in_one_line(capsys, command: list[str], path, problem: str) -> None:
+    assert main(command) == 2, command
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if not line.startswith("binwise predict: note:")]
+    assert len(lines) == 1 and str(path) in lines[0] and problem in lines[0], err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_hostile_model_file_is_refused_in_one_line(name, tmp_path, capsys, photo):
+    make, problem = CASES[name]
+    path = tmp_path / f"{name}.safetensors"
+    path.write_bytes(make())
+    loads_tensors = name in ("truncated-tensors", "nan-weights", "infinite-weights")
+    if not loads_tensors:  # info reads only the metadata, so it sees metadata problems only
+        refused_in_one_line(capsys, ["info", str(path)], path, problem)
+    refused_in_one_line(capsys, ["predict", str(path), photo], path, problem)
+
+
+@pytest.mark.parametrize("name", ["std-zero", "ten-names-for-26-outputs", "nan-weights"])
+def test_serve_refuses_to_start_with_a_hostile_model(name, tmp_path, capsys):
+    make, problem = CASES[name]
+    path = tmp_path / f"{name}.safetensors"
+    path.write_bytes(make())
+    refused_in_one_line(capsys, ["serve", str(path), "--port", "1"], path, problem)
+
+
+def test_an_onnx_export_with_hostile_metadata_is_refused(tmp_path, capsys, photo):
+    import onnx
+
+    for name, change, problem in (("std-zero", set_path("preprocessing.std", [0, 0, 0]), "std must be positive"),
+                                  ("ten-names", lambda m: m["taxonomy"].update(classes=m["taxonomy"]["classes"][:10]),
+                                   "26 outputs but the taxonomy names 10 classes")):
+        model = onnx.load(str(tiny_onnx()))
+        entry = next(p for p in model.metadata_props if p.key == "binwise")
+        meta = json.loads(entry.value)
+        change(meta)
+        entry.value = json.dumps(meta)
+        path = tmp_path / f"{name}.onnx"
+        onnx.save(model, str(path))
+        refused_in_one_line(capsys, ["predict", str(path), photo], path, problem)
+        refused_in_one_line(capsys, ["info", str(path)], path, problem)
