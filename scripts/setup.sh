@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job's set-up: .venv with binwise and what training, evaluation, prediction, export and
-# serving need (the 'train' extra: torch, torchvision, kornia, onnx, tflite), and a CJK font so
+# serving need (the 'train' extra: torch, torchvision, kornia, tflite), and a CJK font so
 # figures can show the Chinese class and bin names. No test tools: scripts/setup-dev.sh adds those.
 # Safe to run again: each step skips what is already there.
 set -euo pipefail

@@ -168,3 +168,43 @@ def test_an_onnx_export_with_hostile_metadata_is_refused(tmp_path, capsys, photo
         onnx.save(model, str(path))
         refused_in_one_line(capsys, ["predict", str(path), photo], path, problem)
         refused_in_one_line(capsys, ["info", str(path)], path, problem)
+
+
+def onnx_with_binwise_metadata(path, nodes, output_shape, extra_initializers=()):
+    """A small ONNX graph taking uint8 pixels, carrying the tiny model's binwise metadata."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    meta = {p.key: p.value for p in onnx.load(str(tiny_onnx())).metadata_props}["binwise"]
+    graph = helper.make_graph(
+        nodes, "hostile", [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", 224, 224, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, output_shape)], list(extra_initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.metadata_props.add(key="binwise", value=meta)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_graphs_binwise_does_not_export_are_refused_before_they_run(tmp_path, capsys, photo):
+    from onnx import TensorProto, helper
+
+    cast = helper.make_node("Cast", ["pixels"], ["x"], to=TensorProto.FLOAT)
+    mean = helper.make_node("ReduceMean", ["x"], ["logits"], axes=[1, 2], keepdims=0)
+    loop_body = helper.make_graph([], "body", [], [])
+    loop = helper.make_node("Loop", ["", ""], ["logits"], body=loop_body)  # a Loop could run for ever
+    custom = helper.make_node("Evil", ["x"], ["logits"], domain="com.example")
+    external = helper.make_tensor("w", TensorProto.FLOAT, [3], [0.0, 0.0, 0.0])
+    external.data_location = TensorProto.EXTERNAL
+    external.ClearField("float_data")
+    external.external_data.add(key="location", value="/etc/passwd")
+    cases = [
+        ("loop", [cast, loop], ["batch", 26], "operators binwise does not export (Loop)"),
+        ("custom-domain", [cast, custom], ["batch", 26], "com.example.Evil"),
+        ("three-outputs", [cast, mean], ["batch", 3], "output has shape ['batch', 3], not (batch, 26)"),
+        ("external-data", [cast, helper.make_node("Mul", ["x", "w"], ["y"]), mean], ["batch", 26],
+         "weights in external files"),
+    ]
+    for name, nodes, shape, problem in cases:
+        initializers = [external] if name == "external-data" else []
+        path = onnx_with_binwise_metadata(tmp_path / f"{name}.onnx", nodes, shape, initializers)
+        refused_in_one_line(capsys, ["predict", str(path), photo], path, problem)

@@ -22,13 +22,15 @@ class OnnxRunner:
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         self.path = path
+        check_graph(path)
         self.session = _session(path, threads)
         self.metadata = _parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
-        model_input = self.session.get_inputs()[0]
-        if model_input.type != "tensor(uint8)":
-            raise BinwiseError(f"ONNX model takes {model_input.type} input, not uint8 pixels: it was exported "
-                               "by an older binwise; export it again with 'binwise export'", path)
-        self.input_name = model_input.name
+        classes = len(self.metadata["taxonomy"]["classes"])
+        outputs = self.session.get_outputs()[0].shape
+        if len(outputs) != 2 or outputs[1] != classes:
+            raise BinwiseError(f"the ONNX model's output has shape {outputs}, not (batch, {classes}) for the "
+                               f"{classes} classes its metadata names", path)
+        self.input_name = self.session.get_inputs()[0].name
         # an export with the unknown score (binwise.novelty) has a second output named "similarity"
         names = [o.name for o in self.session.get_outputs()]
         self.scored = "similarity" in names
@@ -52,6 +54,51 @@ class OnnxRunner:
                 session = _session(self.path, 1)
                 self._single_threaded = lambda pixels: self._outputs(session.run(None, {self.input_name: pixels}))
         return self._single_threaded
+
+
+# The operators binwise's exports use (fp32; int8 as QDQ or QOperator; the unknown score's
+# similarity output), with the few other shape and arithmetic operators exporters write for this
+# network. Nothing that loops or branches (Loop, If, Scan: a graph could run for ever), reads files,
+# or comes from another domain reaches onnxruntime.
+ALLOWED_OPERATORS = {
+    "": {"Add", "ArgMax", "AveragePool", "Cast", "Clip", "Concat", "Constant", "Conv", "DequantizeLinear", "Div",
+         "Exp", "Flatten", "Gather", "Gemm", "GlobalAveragePool", "Identity", "LpNormalization", "MatMul", "Max",
+         "Mul", "Pad", "QLinearConv", "QLinearMatMul", "QuantizeLinear", "ReduceL2", "ReduceMax", "ReduceMean",
+         "ReduceSum", "Relu", "Reshape", "Shape", "Sigmoid", "Slice", "Softmax", "Sqrt", "Squeeze", "Sub",
+         "Transpose", "Unsqueeze"},
+    "com.microsoft": {"QGemm", "QLinearAdd", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat"},
+}
+MAX_ONNX_BYTES = 512 << 20  # MobileNetV2 1.4 in fp32 is 25 MB
+
+
+def check_graph(path: str | os.PathLike) -> None:
+    """Refuse graphs that do not take one uint8 pixel input, or that have operators outside
+    ALLOWED_OPERATORS, nested graphs or external data."""
+    import onnx
+
+    try:
+        if os.path.getsize(path) > MAX_ONNX_BYTES:
+            raise BinwiseError(f"ONNX file larger than {MAX_ONNX_BYTES >> 20} MB: not a binwise export", path)
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except BinwiseError:
+        raise
+    except Exception as e:  # protobuf's DecodeError, OSError, ...
+        raise BinwiseError(f"not a loadable ONNX model ({str(e).splitlines()[0] if str(e) else type(e).__name__})",
+                           path) from None
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if len(inputs) != 1 or inputs[0].type.tensor_type.elem_type != onnx.TensorProto.UINT8:
+        kind = onnx.TensorProto.DataType.Name(inputs[0].type.tensor_type.elem_type).lower() if inputs else "no"
+        raise BinwiseError(f"ONNX model takes tensor({kind}) input, not uint8 pixels: it was exported by an older "
+                           "binwise or another tool; export it again with 'binwise export'", path)
+    refused = sorted({f"{n.domain + '.' if n.domain else ''}{n.op_type}" for n in model.graph.node
+                      if n.op_type not in ALLOWED_OPERATORS.get(n.domain if n.domain != "ai.onnx" else "", set())})
+    if refused:
+        raise BinwiseError(f"ONNX graph has operators binwise does not export ({', '.join(refused[:5])}); "
+                           "only binwise's own exports are run", path)
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in model.graph.node for a in n.attribute):
+        raise BinwiseError("ONNX graph has nested graphs; only binwise's own exports are run", path)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        raise BinwiseError("ONNX model keeps weights in external files; only self-contained exports are run", path)
 
 
 def _session(path: str | os.PathLike, threads: int | None):

@@ -18,7 +18,7 @@ from ..errors import BinwiseError
 DISTRIBUTION = "binwise-sort"
 # Modules only the ``train`` extra installs (training, export, weight import, running .safetensors
 # models); a torch-free install names the extra instead of showing an ImportError traceback.
-TRAIN_EXTRA_MODULES = {"torch", "torchvision", "kornia", "onnx", "tflite", "safetensors.torch"}
+TRAIN_EXTRA_MODULES = {"torch", "torchvision", "kornia", "tflite", "safetensors.torch"}
 # Every optional module's extra: LiteRT, which runs .tflite models, is the 'tflite' extra.
 EXTRA_OF_MODULE = {**dict.fromkeys(TRAIN_EXTRA_MODULES, "train"), "ai_edge_litert": "tflite"}
 
