@@ -124,3 +124,18 @@ def test_service_answers_the_status(calibrated_garbage26_model, photos):
     assert [a["status"] for a in answers] == ["ok", "unknown"]
     assert answers[0]["bin"]["id"] == "hazardous" and answers[1]["bin"] is None and answers[1]["choices"] == []
     assert model["calibration"]["fitted"] and model["calibration"]["min_similarity"] == 0.5
+
+
+def test_the_onnx_export_carries_the_unknown_score(calibrated_garbage26_model, photos, tmp_path):
+    import onnx
+
+    from binwise.export import export_onnx
+
+    exported = export_onnx(calibrated_garbage26_model, tmp_path / "scored.onnx")
+    assert [o.name for o in onnx.load(str(exported)).graph.output] == ["logits", "similarity"]
+    sources = [photos["sure"], photos["less sure"], photos["grey"]]
+    in_torch = Classifier.load(calibrated_garbage26_model).predict(sources)
+    in_onnx = Classifier.load(exported).predict(sources)
+    assert Classifier.load(exported).status_note is None
+    assert [p.status for p in in_onnx] == [p.status for p in in_torch] == ["ok", "ok", "unknown"]
+    assert [p.similarity for p in in_onnx] == pytest.approx([p.similarity for p in in_torch], abs=1e-5)

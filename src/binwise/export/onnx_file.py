@@ -27,6 +27,7 @@ from ..preprocessing import Preprocessing, with_pixel_input
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
+SIMILARITY_NAME = "similarity"  # the name binwise.onnx_backend looks for
 INPUT_DESCRIPTION = "uint8 RGB pixels (batch, height, width, 3), resized and centre-cropped; normalised in the graph"
 DEFAULT_CALIBRATION_COUNT = 300
 
@@ -58,16 +59,17 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
                       "input": INPUT_DESCRIPTION,
                       "source": f"{Path(model_path).name}@{sha256_of_file(model_path)[:12]}"}
     size = model_file.preprocessing.input_size
+    output_names = [OUTPUT_NAME] if model_file.reference_features is None else [OUTPUT_NAME, SIMILARITY_NAME]
     with tempfile.TemporaryDirectory() as tmp:
         traced, fp32 = Path(tmp) / "traced.onnx", Path(tmp) / "fp32.onnx"
         with warnings.catch_warnings():
             # the TorchScript exporter warns about shape arithmetic it traces as constants; the
             # input size is fixed by the model's preprocessing, so those constants are right
             warnings.simplefilter("ignore")
-            torch.onnx.export(with_pixel_input(model_file.model, model_file.preprocessing),
-                              torch.zeros(1, size, size, 3, dtype=torch.uint8), str(traced), dynamo=False,
-                              opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+            torch.onnx.export(exported_module(model_file), torch.zeros(1, size, size, 3, dtype=torch.uint8),
+                              str(traced), dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
+                              output_names=output_names, dynamic_axes={name: {0: "batch"} for name in
+                                                                       [INPUT_NAME, *output_names]})
         simplify(traced, fp32)
         if int8:
             images = calibration_photos(calibration_dir, calibration_count, seed)
@@ -77,6 +79,18 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
             exported = fp32
         atomic_write(out, lambda tmp_out: _write_with_metadata(exported, tmp_out, meta))
     return Path(out)
+
+
+def exported_module(model_file):
+    """The model behind its pixel normalisation; with the training photos' features in the model
+    file, also the photo's similarity to the nearest of them (``novelty``), so that the export can
+    call a photo unknown as the model file does."""
+    pixel_model = with_pixel_input(model_file.model, model_file.preprocessing)
+    if model_file.reference_features is None:
+        return pixel_model
+    from ..novelty import with_similarity
+
+    return with_similarity(pixel_model, model_file.model, model_file.reference_features)
 
 
 def simplify(source: Path, out: Path) -> None:
