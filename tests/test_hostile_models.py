@@ -58,6 +58,14 @@ def with_tensor_values(name_part: str, value: float) -> bytes:
     return join_safetensors(header, bytes(body))
 
 
+def with_reference(array: np.ndarray) -> bytes:
+    """The tiny model with a ``novelty.reference`` tensor (the unknown score's training features) of these values."""
+    header, body = split_safetensors(tiny_model().read_bytes())
+    data = array.astype(np.float16).tobytes()
+    header["novelty.reference"] = {"dtype": "F16", "shape": list(array.shape), "data_offsets": [len(body), len(body) + len(data)]}
+    return join_safetensors(header, body + data)
+
+
 def nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
@@ -102,6 +110,18 @@ METADATA_CASES = {
     "bins-a-string": (set_path("taxonomy.bins", "dry,wet"), "taxonomy.bins must be a list of objects"),
     "bin-without-id": (lambda m: m["taxonomy"]["bins"][0].pop("id") and None, "needs an id and an English name"),
     "provenance-a-list": (set_path("provenance", [1, 2]), "'provenance' is not a JSON object"),
+    "class-bin-a-list": (lambda m: m["taxonomy"]["classes"][5].update(bin=["dry"]), "taxonomy class 5"),
+    "class-names-repeat": (lambda m: m["taxonomy"]["classes"][5].update(en=m["taxonomy"]["classes"][4]["en"]),
+                           "class names repeat"),
+    "calibration-a-list": (set_path("calibration", [1]), "'calibration' is not a JSON object"),
+    "temperature-zero": (set_path("calibration", {"temperature": 0, "min_confidence": 0.5}),
+                         "calibration temperature '0' is not a number"),
+    "temperature-negative": (set_path("calibration", {"temperature": -1, "min_confidence": 0.5}),
+                             "calibration temperature '-1' is not a number"),
+    "min-confidence-nan": (set_path("calibration", {"temperature": 1, "min_confidence": math.nan}),
+                           "min_confidence 'nan' is not a probability"),
+    "min-similarity-2": (set_path("calibration", {"temperature": 1, "min_confidence": 0.5, "min_similarity": 2}),
+                         "min_similarity '2' is not a cosine similarity"),
 }
 
 FILE_CASES = {
@@ -115,6 +135,9 @@ FILE_CASES = {
     "nan-weights": (lambda: with_tensor_values("head.classifier.weight", math.nan), "not finite"),
     "infinite-weights": (lambda: with_tensor_values("features.0.0.weight", math.inf), "not finite"),
     "empty-file": (lambda: b"", "bad header length"),
+    "reference-wrong-shape": (lambda: with_reference(np.ones((4, 7))), "novelty.reference has shape (4, 7)"),
+    "reference-empty": (lambda: with_reference(np.ones((0, 1280))), "novelty.reference has shape (0, 1280)"),
+    "reference-nan": (lambda: with_reference(np.full((3, 1280), np.nan)), "novelty.reference is not finite"),
 }
 
 CASES = {**{name: (lambda change=change: with_metadata(change), problem)
@@ -139,7 +162,7 @@ def test_a_hostile_model_file_is_refused_in_one_line(name, tmp_path, capsys, pho
     make, problem = CASES[name]
     path = tmp_path / f"{name}.safetensors"
     path.write_bytes(make())
-    loads_tensors = name in ("truncated-tensors", "nan-weights", "infinite-weights")
+    loads_tensors = name in ("truncated-tensors", "nan-weights", "infinite-weights") or name.startswith("reference-")
     if not loads_tensors:  # info reads only the metadata, so it sees metadata problems only
         refused_in_one_line(capsys, ["info", str(path)], path, problem)
     refused_in_one_line(capsys, ["predict", str(path), photo], path, problem)
@@ -158,7 +181,9 @@ def test_an_onnx_export_with_hostile_metadata_is_refused(tmp_path, capsys, photo
 
     for name, change, problem in (("std-zero", set_path("preprocessing.std", [0, 0, 0]), "std must be positive"),
                                   ("ten-names", lambda m: m["taxonomy"].update(classes=m["taxonomy"]["classes"][:10]),
-                                   "26 outputs but the taxonomy names 10 classes")):
+                                   "26 outputs but the taxonomy names 10 classes"),
+                                  ("input-160", set_path("preprocessing.input_size", 160),
+                                   "input has shape ['batch', 224, 224, 3], not (batch, 160, 160, 3)")):
         model = onnx.load(str(tiny_onnx()))
         entry = next(p for p in model.metadata_props if p.key == "binwise")
         meta = json.loads(entry.value)
@@ -208,3 +233,16 @@ def test_onnx_graphs_binwise_does_not_export_are_refused_before_they_run(tmp_pat
         initializers = [external] if name == "external-data" else []
         path = onnx_with_binwise_metadata(tmp_path / f"{name}.onnx", nodes, shape, initializers)
         refused_in_one_line(capsys, ["predict", str(path), photo], path, problem)
+
+
+def test_a_tflite_graph_that_does_not_fit_its_metadata_is_refused(tmp_path, capsys, photo):
+    pytest.importorskip("ai_edge_litert")
+    from binwise.export.tflite_file import with_metadata
+    from binwise.modelfile import read_metadata
+    from binwise.paths import resolve_pretrained
+
+    # ImageNet's 1001 outputs under the tiny model's 26 class names
+    path = tmp_path / "imagenet-as-garbage.tflite"
+    meta = {**read_metadata(tiny_model()), "export": {"format": "tflite", "precision": "int8", "source": "test"}}
+    path.write_bytes(with_metadata(resolve_pretrained().read_bytes(), meta))
+    refused_in_one_line(capsys, ["predict", str(path), photo], path, "to (batch, 26) as its metadata says")

@@ -63,9 +63,11 @@ def check_metadata(meta, path: str | os.PathLike) -> dict:
     classes = check_taxonomy(meta["taxonomy"], problems)
     check_architecture(meta["architecture"], classes, problems)
     check_preprocessing(meta["preprocessing"], problems)
-    for section in ("provenance", "metrics", "export"):
+    for section in ("provenance", "metrics", "export", "calibration"):
         if section in meta and not isinstance(meta[section], dict):
             problems.fail(f"the metadata's {section!r} is not a JSON object")
+    if meta.get("calibration"):
+        check_calibration(meta["calibration"], problems)
     return meta
 
 
@@ -110,7 +112,11 @@ def check_taxonomy(taxonomy: dict, problems: Problems) -> int:
                       f"taxonomy class {i} needs an English name (text of at most {MAX_NAME_LENGTH} characters)")
         problems.need(is_name(c.get("zh", "")), f"taxonomy class {i}'s Chinese name is not text")
         if bins:
-            problems.need(c.get("bin") in bin_ids, f"taxonomy class {i} ({c['en']!r:.60}) is in no defined bin")
+            problems.need(isinstance(c.get("bin"), str) and c["bin"] in bin_ids,
+                          f"taxonomy class {i} ({c['en']!r:.60}) is in no defined bin")
+    names = [c["en"] for c in classes]
+    problems.need(len(set(names)) == len(names), "taxonomy class names repeat (each output needs its own name)")
+    problems.need(len(bin_ids) == len(bins), "taxonomy bin ids repeat")
     return len(classes)
 
 
@@ -149,3 +155,17 @@ def check_preprocessing(pre: dict, problems: Problems) -> None:
     problems.need(all(v > 0 for v in pre.get("std", [0.5] * 3)), "preprocessing std must be positive")
     problems.need(pre.get("interpolation", "bilinear") in INTERPOLATIONS,
                   f"interpolation must be one of {', '.join(INTERPOLATIONS)}")
+
+
+def check_calibration(calibration: dict, problems: Problems) -> None:
+    """The temperature and thresholds ``binwise.status`` applies to every answer."""
+    temperature = calibration.get("temperature")
+    problems.need(is_number(temperature) and 1e-3 <= temperature <= 1e3,
+                  f"calibration temperature {str(temperature)[:20]!r} is not a number in 0.001-1000")
+    confidence = calibration.get("min_confidence")
+    # choose_min_confidence may return the float just above 1 (answer nothing)
+    problems.need(is_number(confidence) and 0 <= confidence <= 1 + 1e-9,
+                  f"calibration min_confidence {str(confidence)[:20]!r} is not a probability")
+    similarity = calibration.get("min_similarity")
+    problems.need(similarity is None or (is_number(similarity) and -1 <= similarity <= 1),
+                  f"calibration min_similarity {str(similarity)[:20]!r} is not a cosine similarity in [-1, 1]")

@@ -155,9 +155,24 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> M
         raise BinwiseError(f"model file is damaged: {e}", path) from None
     reference = tensors.pop(REFERENCE_KEY, None)
     load_state_dict_checked(model, tensors, path)
+    if reference is not None:
+        check_reference(reference, model.head.classifier.in_features, path)
     model.to(device).eval()
     return ModelFile(model, taxonomy, preprocessing, meta.get("provenance", {}), meta.get("metrics", {}),
                      meta.get("calibration", {}), reference)
+
+
+def check_reference(reference: torch.Tensor, features: int, path) -> None:
+    """The training photos' features (``novelty``): (photos, features), finite, at most MAX_REFERENCE rows."""
+    import torch
+
+    from .novelty import MAX_REFERENCE
+
+    if reference.dim() != 2 or not 1 <= len(reference) <= MAX_REFERENCE or reference.shape[1] != features:
+        raise BinwiseError(f"{REFERENCE_KEY} has shape {tuple(reference.shape)}, not (1 to {MAX_REFERENCE} "
+                           f"photos, {features} features)", path)
+    if not torch.isfinite(reference).all():
+        raise BinwiseError(f"{REFERENCE_KEY} is not finite (NaN or infinite values)", path)
 
 
 def load_state_dict_checked(model: torch.nn.Module, tensors: dict[str, torch.Tensor],

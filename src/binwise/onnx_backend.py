@@ -30,9 +30,16 @@ class OnnxRunner:
         if len(outputs) != 2 or outputs[1] != classes:
             raise BinwiseError(f"the ONNX model's output has shape {outputs}, not (batch, {classes}) for the "
                                f"{classes} classes its metadata names", path)
-        self.input_name = self.session.get_inputs()[0].name
+        model_input = self.session.get_inputs()[0]
+        size = self.metadata["preprocessing"].get("input_size", 224)
+        if len(model_input.shape) != 4 or list(model_input.shape[1:]) != [size, size, 3]:
+            raise BinwiseError(f"the ONNX model's input has shape {model_input.shape}, not (batch, {size}, {size}, 3) "
+                               "for the input size its metadata names", path)
+        self.input_name = model_input.name
         # an export with the unknown score (binwise.novelty) has a second output named "similarity"
         names = [o.name for o in self.session.get_outputs()]
+        if "similarity" in names and len(self.session.get_outputs()[names.index("similarity")].shape) != 1:
+            raise BinwiseError("the ONNX model's similarity output is not one value per photo", path)
         self.scored = "similarity" in names
         self._similarity_index = names.index("similarity") if self.scored else None
         self._single_threaded = None
@@ -111,7 +118,8 @@ def _session(path: str | os.PathLike, threads: int | None):
     try:
         return ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for unreadable models
-        raise BinwiseError(f"not a loadable ONNX model ({str(e).splitlines()[0]})", path) from None
+        raise BinwiseError(f"not a loadable ONNX model ({(str(e).splitlines() or [type(e).__name__])[0]})",
+                           path) from None
 
 
 def _parse_metadata(props: dict, path) -> dict:

@@ -242,15 +242,16 @@ class Classifier:
     def torch_model(self):
         """The PyTorch module (for Grad-CAM); only .safetensors models have one."""
         if self.backend != "torch":
-            raise BinwiseError("Grad-CAM needs the binwise .safetensors model file (an ONNX model "
-                               "carries no gradients); pass the one this model was exported from", self.path)
+            raise BinwiseError(f"Grad-CAM needs the binwise .safetensors model file (an exported "
+                               f"{self.path.suffix or 'model'} file carries no gradients); pass the one this model "
+                               "was exported from", self.path)
         return self.runner.model
 
     def set_thresholds(self, min_confidence: float | None = None, min_similarity: float | None = None) -> "Classifier":
         """Use these thresholds instead of the model file's (None keeps that one); see ``binwise.status``."""
-        for name, value in (("min_confidence", min_confidence), ("min_similarity", min_similarity)):
-            if value is not None and not -1 <= value <= 1:
-                raise BinwiseError(f"{name} must be between 0 and 1 (similarity: -1 and 1), got {value}")
+        for name, value, low in (("min_confidence", min_confidence, 0), ("min_similarity", min_similarity, -1)):
+            if value is not None and not low <= value <= 1:
+                raise BinwiseError(f"{name} must be between {low} and 1, got {value}")
         self.calibration = self.calibration.with_overrides(min_confidence, min_similarity)
         return self
 
@@ -261,8 +262,10 @@ class Classifier:
             return ("this model file has no calibration (trained by an older binwise, or imported weights): "
                     f"predictions are unsure below {self.calibration.thresholds.min_confidence:.0%} and never unknown")
         if not getattr(self.runner, "scored", False):
-            return ("this model cannot tell how much a photo looks like its training photos (an .onnx file "
-                    "without a 'similarity' output, or a .tflite file): predictions are never unknown")
+            where = {"torch": "a model file without the training photos' features",
+                     "onnxruntime": "an .onnx file without a 'similarity' output"}.get(self.backend, "a .tflite file")
+            return (f"this model cannot tell how much a photo looks like its training photos ({where}): "
+                    "predictions are never unknown")
         return None
 
     def predict_arrays(self, pixels: np.ndarray) -> np.ndarray:

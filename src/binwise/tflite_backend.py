@@ -20,6 +20,10 @@ from .metadata_checks import METADATA_KEY, parse_metadata
 
 EXTRA = "tflite"
 _TFLITE_IDENTIFIER = b"TFL3"  # bytes 4..8 of a TFLite flatbuffer
+MAX_TFLITE_BYTES = 512 << 20
+# Control flow (a graph that loops or branches could run for ever), subgraph calls and custom
+# kernels: binwise's exports use none of them.
+REFUSED_OPERATORS = {"WHILE", "IF", "CALL", "CALL_ONCE", "CUSTOM", "UNKNOWN"}
 
 
 class TfliteRunner:
@@ -27,10 +31,16 @@ class TfliteRunner:
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         self.path = Path(path)
+        if self.path.stat().st_size > MAX_TFLITE_BYTES:
+            raise BinwiseError(f"TFLite file larger than {MAX_TFLITE_BYTES >> 20} MB: not a binwise export", path)
         self.model = self.path.read_bytes()
         self.metadata = read_metadata(self.model, path)
         self._interpreters = _PerThread(self.model, threads, path)
         self.input, self.output = self._interpreters.get().details
+        size, classes = self.metadata["preprocessing"].get("input_size", 224), len(self.metadata["taxonomy"]["classes"])
+        if list(self.input["shape"][1:]) != [size, size, 3] or list(self.output["shape"][1:]) != [classes]:
+            raise BinwiseError(f"the TFLite model maps {list(self.input['shape'])} to {list(self.output['shape'])}, not "
+                               f"(batch, {size}, {size}, 3) to (batch, {classes}) as its metadata says", path)
         self._single_threaded = None
         self._lock = threading.Lock()
 
@@ -71,8 +81,12 @@ class _Interpreter:
             self.interpreter = Interpreter(model_content=model, num_threads=threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise BinwiseError(f"not a loadable TFLite model ({str(e).splitlines()[0]})", path) from None
-        (self.input,), (self.output,) = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+            raise BinwiseError(f"not a loadable TFLite model ({(str(e).splitlines() or [type(e).__name__])[0]})",
+                               path) from None
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise BinwiseError(f"TFLite model has {len(inputs)} inputs and {len(outputs)} outputs, not one of each", path)
+        (self.input,), (self.output,) = inputs, outputs
         self.details = self.input, self.output
         if self.input["dtype"] != np.uint8:
             raise BinwiseError(f"TFLite model takes {np.dtype(self.input['dtype'])} input, not uint8 pixels; "
@@ -111,4 +125,15 @@ def read_metadata(model: bytes, path) -> dict:
     if raw is None:
         raise BinwiseError("TFLite file without binwise metadata; export it with 'binwise export --format tflite'",
                            path)
+    refused = sorted(set(operator_names(flatbuffer, schema)) & REFUSED_OPERATORS)
+    if refused:
+        raise BinwiseError(f"TFLite graph has operators binwise does not export ({', '.join(refused)}); only "
+                           "binwise's own exports are run", path)
     return parse_metadata(raw, path)
+
+
+def operator_names(flatbuffer, schema) -> list[str]:
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    codes = (flatbuffer.OperatorCodes(i) for i in range(flatbuffer.OperatorCodesLength()))
+    # newer files keep the code in BuiltinCode, older ones (codes < 128) in DeprecatedBuiltinCode
+    return [names.get(max(c.BuiltinCode(), c.DeprecatedBuiltinCode()), "UNKNOWN") for c in codes]

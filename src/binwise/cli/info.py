@@ -17,6 +17,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..preprocessing import Preprocessing
     from ..taxonomy import Taxonomy
 
     meta, file_lines = read_model_file(Path(args.model))
@@ -27,6 +28,9 @@ def run(args) -> int:
     print(f"model        {args.model} ({os.path.getsize(args.model) / 1e6:.1f} MB)")
     for line in file_lines:
         print(line)
+    # fields a model file may leave out take MobileNetV2Config's and Preprocessing's defaults
+    arch = {"width_mult": 1.0, "padding": "symmetric", "dropout": 0.0, **arch}
+    pre = {**Preprocessing().to_dict(), **pre}
     print(f"architecture {arch['name']} width {arch['width_mult']} padding {arch['padding']} "
           f"dropout {arch['dropout']}")
     print(f"input        {pre['input_size']}x{pre['input_size']} (resize {pre['resize_size']}, "
@@ -46,9 +50,8 @@ def run(args) -> int:
 
 def read_model_file(path: Path) -> tuple[dict, list[str]]:
     """The binwise metadata of a model file, and lines describing the file itself (format,
-    parameters or graph inputs and outputs). Reads no tensors and needs no torch."""
-    from ..errors import BinwiseError
-
+    parameters or graph inputs and outputs). Reads no tensors and needs no torch; the readers check
+    the metadata (``metadata_checks``)."""
     if path.suffix.lower() == ".onnx":
         from ..onnx_backend import OnnxRunner
 
@@ -76,11 +79,9 @@ def read_model_file(path: Path) -> tuple[dict, list[str]]:
 
         meta = read_metadata(path)
         tensors = {k: v for k, v in read_header(path).items() if k != "__metadata__" and isinstance(v, dict)}
-        parameters = sum(math.prod(v.get("shape", [])) for k, v in tensors.items()
-                         if not k.endswith(("running_mean", "running_var")))
+        parameters = sum(math.prod(v["shape"]) for k, v in tensors.items()
+                         if isinstance(v.get("shape"), list) and all(isinstance(d, int) for d in v["shape"])
+                         and not k.endswith(("running_mean", "running_var")))
         lines = [f"format       binwise safetensors, {len(tensors)} tensors, run by PyTorch",
                  f"parameters   {parameters:,}"]
-    for key in ("architecture", "preprocessing", "taxonomy"):
-        if not isinstance(meta.get(key), dict):
-            raise BinwiseError(f"model metadata has no valid {key!r} section", path)
     return meta, lines

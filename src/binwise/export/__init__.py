@@ -72,6 +72,8 @@ def export_model(model: str | os.PathLike, format: str, out: str | os.PathLike |
     if int8 and spec.int8_suffix is None:
         raise BinwiseError(f"--int8 does not apply to {format}; it does to "
                            f"{', '.join(f.name for f in FORMATS.values() if f.int8_suffix)}")
+    if options.get("calibration_count") is not None and options["calibration_count"] < 1:
+        raise BinwiseError("--calibration-count must be at least 1")
     model = Path(model)
     out = Path(out) if out else model.with_suffix(spec.int8_suffix if int8 else spec.suffix)
     options = {**options, "int8": int8} if spec.int8_suffix else options

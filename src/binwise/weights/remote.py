@@ -30,9 +30,10 @@ from ..errors import BinwiseError
 log = logging.getLogger(__name__)
 
 TORCHVISION = "torchvision"
-# torch.hub's file-name convention: "<name>-<sha256 prefix>.<suffix>". Eight digits at least, so
-# that a date or version in a name ("-2024.") is not taken for a hash.
-NAME_HASH = re.compile(r"-([0-9a-f]{8,64})\.")
+# torch.hub's file-name convention: "<name>-<sha256 prefix>.<suffix>". Eight hex digits at least,
+# with at least one letter a-f, so that a date or version in a name ("-2024.", "-20240131.") is not
+# taken for a hash (one in 40 real prefixes of 8 is all decimal digits; pass #sha256= for those).
+NAME_HASH = re.compile(r"-(?=[0-9]*[a-f])([0-9a-f]{8,64})\.")
 FRAGMENT_HASH = re.compile(r"sha256=([0-9a-f]{64})")
 TIMEOUT_SECONDS = 60
 CHUNK_BYTES = 1 << 20
@@ -125,8 +126,9 @@ def download(url: str, path: Path, sha256: str | None) -> None:
                 received += len(chunk)
         # http.client returns a body cut short by a dropped connection as if it were complete
         # (torch.hub.download_url_to_file would then cache it), so the length is checked here.
-        if announced is not None and received != int(announced):
-            raise cannot_download(url, path, f"the connection closed after {received:,} of {int(announced):,} bytes")
+        expected = int(announced) if announced is not None and announced.strip().isdigit() else None
+        if expected is not None and received != expected:
+            raise cannot_download(url, path, f"the connection closed after {received:,} of {expected:,} bytes")
         if sha256 is not None and not digest.hexdigest().startswith(sha256):
             raise cannot_download(url, path, f"its sha256 is {digest.hexdigest()}; the URL expects one starting "
                                   f"{sha256} (#sha256= or the file name's -<hex>. part, torch.hub's convention)")
