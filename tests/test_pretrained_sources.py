@@ -229,3 +229,13 @@ def test_missing_data_and_weights_say_where_to_get_them(tmp_path, monkeypatch):
     message = str(weights_error.value)
     assert str(tmp_path / "shared" / "weights" / "mobilenet_v2_1.0_224_quant.tflite") in message
     assert "--pretrained torchvision" in message and "github.com/google-coral/test_data" in message
+
+
+def test_which_file_names_promise_a_hash():
+    from binwise.weights.remote import expected_sha256
+
+    assert expected_sha256("https://download.pytorch.org/models/mobilenet_v2-b0353104.pth") == "b0353104"
+    # a date or version is not a hash prefix
+    assert expected_sha256("https://example.org/mobilenet-20240131.pth") is None
+    assert expected_sha256("https://example.org/model-2024.pth") is None
+    assert expected_sha256("https://example.org/m.pth#sha256=" + "ab" * 32) == "ab" * 32
