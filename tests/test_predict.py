@@ -123,7 +123,7 @@ def test_bad_photo_in_predict_raises_a_clear_error(classifiers, tmp_path):
 def test_load_errors_are_clear(tmp_path):
     with pytest.raises(BinwiseError, match="no such model file"):
         Classifier.load(tmp_path / "nope.onnx")
-    with pytest.raises(BinwiseError, match="needs an .onnx file"):
+    with pytest.raises(BinwiseError, match="needs an exported .onnx file"):
         Classifier.load(tiny_model(), backend="onnxruntime")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x08\x07garbage")

@@ -34,6 +34,23 @@ from .status import Calibration, decide
 from .taxonomy import Bin, Taxonomy
 
 BACKENDS = ("auto", "torch", "onnxruntime", "litert")
+
+
+def _onnx_runner():
+    from .onnx_backend import OnnxRunner
+
+    return OnnxRunner
+
+
+def _tflite_runner():
+    from .tflite_backend import TfliteRunner
+
+    return TfliteRunner
+
+
+# The backends that run exported files: (file suffix, the runner class, imported only when used, so
+# that neither runtime is needed to run the other's files).
+EXPORTED_RUNNERS = {"onnxruntime": (".onnx", _onnx_runner), "litert": (".tflite", _tflite_runner)}
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -207,34 +224,23 @@ class Classifier:
         path = Path(path)
         if not path.is_file():
             raise BinwiseError("no such model file", path)
-        is_onnx = path.suffix.lower() == ".onnx"
-        is_tflite = path.suffix.lower() == ".tflite"
+        suffix = path.suffix.lower()
         if backend == "auto":
-            backend = "onnxruntime" if is_onnx else "litert" if is_tflite else "torch"
-        if backend == "litert":
-            if not is_tflite:
-                raise BinwiseError("the litert backend needs a .tflite file; make one with "
-                                   "'binwise export MODEL --format tflite'", path)
-            if device != "cpu":
-                raise BinwiseError(f"a .tflite model runs on the CPU here; for --device {device} pass the "
-                                   ".safetensors model file", path)
-            from .tflite_backend import TfliteRunner
-
-            runner = TfliteRunner(path, threads)
-        elif backend == "onnxruntime":
-            if not is_onnx:
-                raise BinwiseError("the onnxruntime backend needs an .onnx file; make one with "
-                                   "'binwise export MODEL --format onnx'", path)
-            from .onnx_backend import OnnxRunner
-
-            if device != "cpu":
-                raise BinwiseError(f"an .onnx model runs on the CPU here; for --device {device} pass the "
-                                   ".safetensors model file", path)
-            runner = OnnxRunner(path, threads)
-        elif is_onnx or is_tflite:
-            raise BinwiseError(f"the torch backend needs a binwise .safetensors model, not a {path.suffix} file", path)
-        else:
+            backend = next((name for name, (s, _) in EXPORTED_RUNNERS.items() if s == suffix), "torch")
+        if backend == "torch":
+            if suffix in {s for s, _ in EXPORTED_RUNNERS.values()}:
+                raise BinwiseError(f"the torch backend needs a binwise .safetensors model, not a {path.suffix} file",
+                                   path)
             runner = _TorchRunner(path, threads, device)
+        else:
+            wanted, runner_class = EXPORTED_RUNNERS[backend]
+            if suffix != wanted:
+                raise BinwiseError(f"the {backend} backend needs an exported {wanted} file; make one with "
+                                   f"'binwise export MODEL --format {wanted[1:]}'", path)
+            if device != "cpu":
+                raise BinwiseError(f"an exported {wanted} model runs on the CPU here; for --device {device} pass the "
+                                   ".safetensors model file", path)
+            runner = runner_class()(path, threads)
         keep_freed_memory()
         return cls(runner, path, backend)
 
