@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -22,8 +23,9 @@ class OnnxRunner:
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         self.path = path
-        check_graph(path)
-        self.session = _session(path, threads)
+        # read once: the bytes checked are the bytes run, whatever happens to the file meanwhile
+        self.model_bytes = checked_model(path)
+        self.session = _session(self.model_bytes, threads, path)
         self.metadata = _parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
         classes = len(self.metadata["taxonomy"]["classes"])
         outputs = self.session.get_outputs()[0].shape
@@ -58,7 +60,7 @@ class OnnxRunner:
         and classifies its own batches never shares its core with onnxruntime's threads."""
         with self._lock:
             if self._single_threaded is None:
-                session = _session(self.path, 1)
+                session = _session(self.model_bytes, 1, self.path)
                 self._single_threaded = lambda pixels: self._outputs(session.run(None, {self.input_name: pixels}))
         return self._single_threaded
 
@@ -78,15 +80,16 @@ ALLOWED_OPERATORS = {
 MAX_ONNX_BYTES = 512 << 20  # MobileNetV2 1.4 in fp32 is 25 MB
 
 
-def check_graph(path: str | os.PathLike) -> None:
-    """Refuse graphs that do not take one uint8 pixel input, or that have operators outside
-    ALLOWED_OPERATORS, nested graphs or external data."""
+def checked_model(path: str | os.PathLike) -> bytes:
+    """The file's bytes, once its graph is known to take one uint8 pixel input and to have no
+    operators outside ALLOWED_OPERATORS, no nested graphs and no external data."""
     import onnx
 
     try:
         if os.path.getsize(path) > MAX_ONNX_BYTES:
             raise BinwiseError(f"ONNX file larger than {MAX_ONNX_BYTES >> 20} MB: not a binwise export", path)
-        model = onnx.load(os.fspath(path), load_external_data=False)
+        data = Path(path).read_bytes()
+        model = onnx.load_from_string(data)
     except BinwiseError:
         raise
     except Exception as e:  # protobuf's DecodeError, OSError, ...
@@ -106,9 +109,10 @@ def check_graph(path: str | os.PathLike) -> None:
         raise BinwiseError("ONNX graph has nested graphs; only binwise's own exports are run", path)
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
         raise BinwiseError("ONNX model keeps weights in external files; only self-contained exports are run", path)
+    return data
 
 
-def _session(path: str | os.PathLike, threads: int | None):
+def _session(model: bytes, threads: int | None, path: str | os.PathLike):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -116,7 +120,7 @@ def _session(path: str | os.PathLike, threads: int | None):
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for unreadable models
         raise BinwiseError(f"not a loadable ONNX model ({(str(e).splitlines() or [type(e).__name__])[0]})",
                            path) from None

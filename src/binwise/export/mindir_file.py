@@ -27,6 +27,7 @@ from ..errors import BinwiseError
 
 MINDSPORE_PYTHON_ENV = "BINWISE_MINDSPORE_PYTHON"
 WORKER = Path(__file__).with_name("mindir_worker.py")
+EXPORT_TIMEOUT_SECONDS = 600  # MindSpore takes about 15 s for MobileNetV2 on 2 cores
 INPUT_DESCRIPTION = "float32 (batch, 3, height, width), resized, centre-cropped and normalised with the preprocessing's mean and std"
 
 
@@ -71,7 +72,12 @@ def export_mindir(model_path: str | os.PathLike, out: str | os.PathLike,
                "input_size": model_file.preprocessing.input_size,
                "metadata": json.dumps(meta, ensure_ascii=False)}
         (Path(tmp) / "job.json").write_text(json.dumps(job))
-        result = subprocess.run([python, str(WORKER), str(Path(tmp) / "job.json")], capture_output=True, text=True)
+        try:
+            result = subprocess.run([python, str(WORKER), str(Path(tmp) / "job.json")], capture_output=True,
+                                    text=True, errors="replace", timeout=EXPORT_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise BinwiseError(f"MindSpore did not finish the MINDIR export within {EXPORT_TIMEOUT_SECONDS} s",
+                               model_path) from None
         written = Path(tmp) / "model.mindir"
         if result.returncode != 0 or not written.is_file():
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]

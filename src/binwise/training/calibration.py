@@ -134,7 +134,8 @@ def model_outputs(model: MobileNetV2, ctx: RunContext, samples: list[Sample], ch
                                           ctx.config.workers, ctx.device)
     ctx.skipped.update(errors)
     n = model.config.num_classes
-    readable = [s for s in samples if not any(str(s.path) in e for e in errors)]
+    # each error reads "<path>: <problem>" (BinwiseError); unreadable photos are few, so a scan is cheap
+    readable = [s for s in samples if not any(e.startswith(f"{s.path}: ") for e in errors)]
     return Outputs(both[:, :n].numpy(), both[:, n:].numpy(), labels.numpy(), readable)
 
 
