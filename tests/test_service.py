@@ -107,8 +107,42 @@ def test_model_metadata(client, classifier):
     assert [c["en"] for c in info["classes"]] == list(GARBAGE26.classes_en)
     assert [b["id"] for b in info["bins"]] == ["dry", "recyclable", "wet", "hazardous"]
     assert Preprocessing.from_dict(info["preprocessing"]) == classifier.preprocessing
-    assert "garbage26 train photos" in info["provenance"]["source"]
+    assert "provenance" not in info  # where it came from (server paths, training config) stays with the operator
     assert info["limits"]["max_upload_bytes"] == 2 * 1024 * 1024
+
+
+def test_model_metadata_shows_provenance_only_when_asked_and_never_server_paths(classifier, tmp_path):
+    from binwise.service import public_metrics
+
+    with TestClient(create_app(classifier, show_provenance=True)) as client:
+        assert "garbage26 train photos" in client.get("/v1/model").json()["provenance"]["source"]
+    metrics = {"test_top1": 0.95, "test_top1_ci95": [0.9, 0.98], "unreadable_photos": [str(tmp_path / "x.jpg")],
+               "data": str(tmp_path), "test_photos": 130, "chosen": None}
+    assert public_metrics(metrics) == {"test_top1": 0.95, "test_top1_ci95": [0.9, 0.98], "test_photos": 130,
+                                       "chosen": None}
+
+
+def test_api_key_guards_every_api_request_but_not_the_page(classifier, photos):
+    garbage_jpeg = photos[0][1].read_bytes()
+    with TestClient(create_app(classifier, api_key="s3cret")) as client:
+        assert client.get("/v1/model").status_code == 401
+        refused = client.post("/v1/classify", files={"file": ("a.jpg", garbage_jpeg)}, headers={"X-API-Key": "wrong"})
+        assert refused.status_code == 401 and refused.json()["error"] == "unauthorized"
+        assert client.get("/v1/model", headers={"X-API-Key": "s3cret"}).status_code == 200
+        ok = client.post("/v1/classify", files={"file": ("a.jpg", garbage_jpeg)},
+                         headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and ok.json()["top"]
+        assert client.get("/").status_code == 200 and client.get("/healthz").status_code == 200
+
+
+def test_cors_is_off_unless_an_origin_is_configured(classifier):
+    origin = {"Origin": "https://sorting-app.example"}
+    with TestClient(create_app(classifier)) as client:
+        assert "access-control-allow-origin" not in client.get("/v1/model", headers=origin).headers
+    with TestClient(create_app(classifier, cors_origins=("https://sorting-app.example",))) as client:
+        allowed = client.get("/v1/model", headers=origin).headers
+        assert allowed["access-control-allow-origin"] == "https://sorting-app.example"
+        assert "access-control-allow-origin" not in client.get("/v1/model", headers={"Origin": "https://evil.example"}).headers
 
 
 def test_health_page_docs_and_unknown_paths(client):

@@ -5,7 +5,8 @@
 - ``POST /v1/classify``: a photo as multipart field ``file`` or as the raw request body with an
   image content type. Answers the status (ok, unsure or unknown, see ``binwise.status``), the top-k
   classes, the bin and the model id; ``?explain=true`` adds a Grad-CAM overlay (torch models only).
-- ``GET /v1/model``: classes, bins, preprocessing and provenance of the model.
+- ``GET /v1/model``: classes, bins, preprocessing, calibration and test metrics of the model (its
+  provenance, which names files on the server, only with ``show_provenance``).
 - ``GET /healthz``: liveness, queue length and the batch sizes run so far.
 - ``GET /``: the page (``binwise/static``); ``/docs``: the OpenAPI docs.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import hmac
 import io
 import os
 from contextlib import asynccontextmanager
@@ -73,10 +75,27 @@ def error_response(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail}, status_code=status)
 
 
+def public_metrics(metrics: dict) -> dict:
+    """The model's measured numbers (accuracies, intervals, counts), without anything that names a
+    file on the server (the unreadable photos' paths, for one)."""
+    def is_numeric(value) -> bool:
+        if isinstance(value, (list, tuple)):
+            return all(is_numeric(v) for v in value)
+        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    return {k: v for k, v in metrics.items() if is_numeric(v)}
+
+
 def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                max_upload_bytes: int = 10 * 1024 * 1024, max_queue: int = 256,
-               decode_threads: int | None = None) -> FastAPI:
-    """A FastAPI app serving ``classifier`` (a ``binwise.predict.Classifier``)."""
+               decode_threads: int | None = None, api_key: str | None = None,
+               show_provenance: bool = False, cors_origins: tuple[str, ...] = ()) -> FastAPI:
+    """A FastAPI app serving ``classifier`` (a ``binwise.predict.Classifier``).
+
+    ``api_key``: when given, every ``/v1/`` request must carry it (``X-API-Key`` header, or
+    ``Authorization: Bearer``); the page and /healthz stay open. ``show_provenance``: /v1/model also
+    shows where the model came from (training data and weights paths, the training config), which
+    by default it keeps to the operator. ``cors_origins``: the other sites whose pages may call the
+    API from a browser (none by default)."""
     # One model thread for batches and Grad-CAM: one model call already uses every core through
     # torch's or onnxruntime's own threads, so running two at once would only make both slower.
     model_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="binwise-model")
@@ -113,6 +132,23 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     @app.exception_handler(ServiceError)
     async def on_service_error(request: Request, e: ServiceError):
         return error_response(e.status, e.error, e.detail)
+
+    if api_key:
+        expected = api_key.encode()
+
+        @app.middleware("http")
+        async def require_api_key(request: Request, call_next):
+            if request.url.path.startswith("/v1/"):
+                given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+                if not hmac.compare_digest(given.encode(), expected):
+                    return error_response(401, "unauthorized", "this service needs its API key (X-API-Key header)")
+            return await call_next(request)
+
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["X-API-Key", "Authorization", "Content-Type"])
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, e: StarletteHTTPException):
@@ -165,22 +201,26 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
         except QueueFull as e:
             raise ServiceError(503, "busy", f"the service is busy ({e}); retry shortly") from None
 
-    @app.get("/v1/model", summary="The served model: classes, bins, preprocessing, provenance")
+    @app.get("/v1/model", summary="The served model: classes, bins, preprocessing, calibration, test metrics")
     async def model_info():
-        return {"model": classifier.model_id,
+        architecture = classifier.metadata.get("architecture", {})
+        info = {"model": classifier.model_id,
+                "binwise_version": classifier.metadata.get("binwise_version"),
                 "backend": classifier.backend,
                 "explain": can_explain(classifier),
                 **classifier.taxonomy.to_dict(),
                 "preprocessing": classifier.preprocessing.to_dict(),
-                "architecture": classifier.metadata.get("architecture", {}),
-                "provenance": classifier.metadata.get("provenance", {}),
-                "metrics": classifier.metadata.get("metrics", {}),
+                "architecture": {k: architecture.get(k) for k in ("name", "width_mult", "padding", "num_classes")},
+                "metrics": public_metrics(classifier.metadata.get("metrics", {})),
                 "calibration": {"temperature": classifier.calibration.temperature,
                                 "fitted": classifier.calibration.fitted,
                                 **classifier.calibration.thresholds.to_dict(),
                                 "note": classifier.status_note},
                 "limits": {"max_upload_bytes": max_upload_bytes, "max_batch": max_batch,
                            "max_wait_ms": max_wait_ms, "max_queue": max_queue}}
+        if show_provenance:
+            info["provenance"] = classifier.metadata.get("provenance", {})
+        return info
 
     @app.get("/healthz", summary="Liveness and batching statistics")
     async def healthz():

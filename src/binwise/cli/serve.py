@@ -27,6 +27,13 @@ def register(subparsers) -> None:
     p.add_argument("--max-upload-mb", type=float, default=10.0,
                    help="largest accepted upload in MB (default: %(default)s)")
     add_threshold_arguments(p)
+    p.add_argument("--api-key", metavar="KEY", help="require this key (X-API-Key header) on every /v1/ request "
+                   "(default: $BINWISE_API_KEY; none: open). The page passes it on from its own URL, /?key=KEY")
+    p.add_argument("--show-provenance", action="store_true", help="let /v1/model show where the model came from "
+                   "(paths of its training data and weights, its training config); hidden by default")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a site (https://example.org) whose pages may call the API from a browser; repeatable "
+                   "(default: none)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
 
@@ -47,8 +54,12 @@ def run(args) -> int:
     classifier.set_thresholds(args.min_confidence, args.min_similarity)
     if classifier.status_note:
         print(f"binwise serve: note: {classifier.status_note}", flush=True)
+    import os
+
     app = create_app(classifier, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                     max_queue=args.max_queue, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+                     max_queue=args.max_queue, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                     api_key=args.api_key or os.environ.get("BINWISE_API_KEY") or None,
+                     show_provenance=args.show_provenance, cors_origins=tuple(args.cors_origin))
     print(f"binwise serve: {classifier.model_id} at http://{args.host}:{args.port}/ (API docs at /docs)",
           flush=True)
     # Idle keep-alive connections stay open 65 s (uvicorn's default is 5 s, the same as httpx's

@@ -150,7 +150,7 @@ async function classify(file, explain) {
   if (explain) params.set("explain", "true");
   let response;
   try {
-    response = await fetch(`/v1/classify?${params}`, { method: "POST", body: form });
+    response = await fetch(`/v1/classify?${params}`, { method: "POST", body: form, headers: apiHeaders });
   } catch (e) {
     throw new Error(`${t("offline")}: ${e.message}`);
   }
@@ -197,9 +197,13 @@ async function onExplainToggle() {
   renderPhoto();
 }
 
+// A service started with --api-key: the page is opened as /?key=KEY and passes the key on.
+const apiKey = new URLSearchParams(location.search).get("key");
+const apiHeaders = apiKey ? { "X-API-Key": apiKey } : {};
+
 async function loadModel() {
   try {
-    const response = await fetch("/v1/model");
+    const response = await fetch("/v1/model", { headers: apiHeaders });
     state.model = await response.json();
     $("model").textContent = state.model.model;
     if (!state.model.explain) {
