@@ -312,3 +312,43 @@ def test_error_status_comes_from_the_problem_not_from_the_file_name(client, phot
     truncated = photos[0][1].read_bytes()[:300]
     assert_error(client.post("/v1/classify", files={"file": ("image too large - not an image.jpg", truncated)}),
                  422, "damaged_image", "image too large - not an image.jpg")
+
+
+def test_refused_uploads_close_the_connection_and_busy_answers_say_when_to_retry(classifier, photos):
+    jpeg = photos[0][1].read_bytes()
+    with TestClient(create_app(classifier, max_upload_bytes=1000)) as client:
+        too_large = client.post("/v1/classify", content=jpeg, headers={"content-type": "image/jpeg"})
+        assert too_large.status_code == 413 and too_large.headers["connection"] == "close"
+    app = create_app(classifier, max_explain=1)
+    with TestClient(app) as client:
+        app.state.explaining = 1  # as if one Grad-CAM request were running
+        busy = client.post("/v1/classify?explain=true", files={"file": ("a.jpg", jpeg)})
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1" and "Grad-CAM" in busy.json()["detail"]
+        assert client.post("/v1/classify", files={"file": ("a.jpg", jpeg)}).status_code == 200
+
+
+def test_ambiguous_framing_and_stalled_uploads_are_refused():
+    import asyncio
+
+    from starlette.requests import Request
+
+    from binwise.service import ServiceError, read_upload
+
+    def request(headers: dict, receive):
+        scope = {"type": "http", "method": "POST", "path": "/v1/classify",
+                 "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}
+        return Request(scope, receive)
+
+    async def stalls():
+        await asyncio.sleep(5)
+        return {"type": "http.request", "body": b"late", "more_body": False}
+
+    async def check(headers, receive, status):
+        with pytest.raises(ServiceError) as refused:
+            await read_upload(request(headers, receive), 10_000, pause_limit_s=0.2)
+        assert refused.value.status == status
+        return refused.value.detail
+
+    both = {"content-type": "image/jpeg", "content-length": "4", "transfer-encoding": "chunked"}
+    assert "Content-Length and Transfer-Encoding" in asyncio.run(check(both, stalls, 400))
+    assert "paused for more than 0.2 s" in asyncio.run(check({"content-type": "image/jpeg"}, stalls, 408))

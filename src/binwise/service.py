@@ -62,6 +62,13 @@ class ServiceError(Exception):
         self.status, self.error, self.detail = status, error, detail
 
 
+# Headers that go with some answers: after a refused or stalled upload the connection is closed
+# rather than the rest of the body read (a 200 MB body after a 413 would otherwise still be
+# drained); a busy service says when to come back.
+STATUS_HEADERS = {400: {"Connection": "close"}, 408: {"Connection": "close"}, 413: {"Connection": "close"},
+                  503: {"Retry-After": "1"}}
+
+
 # HTTP status of each kind of image images.open_image refuses
 IMAGE_ERROR_STATUS = {"image_too_large": 413, "not_an_image": 415, "unsupported_format": 415, "empty_file": 422,
                       "damaged_image": 422}
@@ -72,7 +79,7 @@ def error_for_image(e: BinwiseError) -> ServiceError:
 
 
 def error_response(status: int, error: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status)
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=STATUS_HEADERS.get(status))
 
 
 def public_metrics(metrics: dict) -> dict:
@@ -88,14 +95,17 @@ def public_metrics(metrics: dict) -> dict:
 def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                max_upload_bytes: int = 10 * 1024 * 1024, max_queue: int = 256,
                decode_threads: int | None = None, api_key: str | None = None,
-               show_provenance: bool = False, cors_origins: tuple[str, ...] = ()) -> FastAPI:
+               show_provenance: bool = False, cors_origins: tuple[str, ...] = (), max_explain: int = 2,
+               body_timeout_s: float = 30.0) -> FastAPI:
     """A FastAPI app serving ``classifier`` (a ``binwise.predict.Classifier``).
 
     ``api_key``: when given, every ``/v1/`` request must carry it (``X-API-Key`` header, or
     ``Authorization: Bearer``); the page and /healthz stay open. ``show_provenance``: /v1/model also
     shows where the model came from (training data and weights paths, the training config), which
     by default it keeps to the operator. ``cors_origins``: the other sites whose pages may call the
-    API from a browser (none by default)."""
+    API from a browser (none by default). ``max_explain``: Grad-CAM requests run at once (more get
+    503: each takes the model thread for a forward and a backward pass). ``body_timeout_s``: the
+    longest an upload may pause between two parts of its body (408 after)."""
     # One model thread for batches and Grad-CAM: one model call already uses every core through
     # torch's or onnxruntime's own threads, so running two at once would only make both slower.
     model_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="binwise-model")
@@ -127,6 +137,7 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     # Requests past reading their upload: decoding, queued or in the running batch. Bounded so a
     # flood of uploads cannot pile up decoded photos in memory faster than the model drains them.
     app.state.in_flight = 0
+    app.state.explaining = 0
     max_in_flight = max_queue + max_batch
 
     @app.exception_handler(ServiceError)
@@ -173,7 +184,7 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
         if explain and not can_explain(classifier):
             raise ServiceError(400, "explain_unavailable", "Grad-CAM needs the PyTorch model file "
                                "(.safetensors); this service runs an ONNX model")
-        data, name = await read_upload(request, max_upload_bytes)
+        data, name = await read_upload(request, max_upload_bytes, body_timeout_s)
         if app.state.in_flight >= max_in_flight:
             raise ServiceError(503, "busy", f"the service is busy ({app.state.in_flight} photos in "
                                f"progress); retry shortly")
@@ -186,8 +197,14 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                   **classifier.prediction(name, probabilities, top_k, similarity).to_dict(),
                   "confidence": float(probabilities.max())}
         if explain:
-            answer["explain"] = await asyncio.get_running_loop().run_in_executor(
-                model_thread, explain_overlay, classifier, data, answer["top"][0]["index"])
+            if app.state.explaining >= max_explain:
+                raise ServiceError(503, "busy", f"{app.state.explaining} Grad-CAM requests are running; retry shortly")
+            app.state.explaining += 1
+            try:
+                answer["explain"] = await asyncio.get_running_loop().run_in_executor(
+                    model_thread, explain_overlay, classifier, data, answer["top"][0]["index"])
+            finally:
+                app.state.explaining -= 1
         return answer
 
     async def classify_photo(data: bytes, name: str):
@@ -239,8 +256,12 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     return app
 
 
-async def read_upload(request: Request, limit: int) -> tuple[bytes, str]:
-    """The uploaded photo's bytes and a name for messages; refuses bodies over ``limit`` (413)."""
+async def read_upload(request: Request, limit: int, pause_limit_s: float = 30.0) -> tuple[bytes, str]:
+    """The uploaded photo's bytes and a name for messages; refuses bodies over ``limit`` (413),
+    ambiguous framing (400) and bodies that pause longer than ``pause_limit_s`` (408)."""
+    if "content-length" in request.headers and "transfer-encoding" in request.headers:
+        # a proxy and this server could read different bodies from it (request smuggling)
+        raise ServiceError(400, "ambiguous_framing", "a request with both Content-Length and Transfer-Encoding")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     multipart = content_type == "multipart/form-data"
     if not multipart and not content_type.startswith("image/") and content_type != "application/octet-stream":
@@ -253,7 +274,15 @@ async def read_upload(request: Request, limit: int) -> tuple[bytes, str]:
     if declared.isdigit() and int(declared) > body_limit:
         raise too_large
     chunks, size = [], 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            async with asyncio.timeout(pause_limit_s):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise ServiceError(408, "upload_too_slow", f"the upload paused for more than {pause_limit_s:g} s") from None
         size += len(chunk)
         if size > body_limit:
             raise too_large

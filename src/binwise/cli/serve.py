@@ -27,6 +27,10 @@ def register(subparsers) -> None:
     p.add_argument("--max-upload-mb", type=float, default=10.0,
                    help="largest accepted upload in MB (default: %(default)s)")
     add_threshold_arguments(p)
+    p.add_argument("--max-explain", type=int, default=2,
+                   help="Grad-CAM requests run at once; more get 503 (default: %(default)s)")
+    p.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="longest pause inside an upload before it is refused with 408 (default: %(default)s)")
     p.add_argument("--api-key", metavar="KEY", help="require this key (X-API-Key header) on every /v1/ request "
                    "(default: $BINWISE_API_KEY; none: open). The page passes it on from its own URL, /?key=KEY")
     p.add_argument("--show-provenance", action="store_true", help="let /v1/model show where the model came from "
@@ -45,11 +49,11 @@ def run(args) -> int:
     from ..predict import Classifier
     from ..service import create_app
 
-    for flag in ("max_batch", "max_queue", "port"):
+    for flag in ("max_batch", "max_queue", "port", "max_explain"):
         if getattr(args, flag) < 1:
             raise BinwiseError(f"--{flag.replace('_', '-')} must be at least 1")
-    if args.max_wait_ms < 0 or args.max_upload_mb <= 0:
-        raise BinwiseError("--max-wait-ms must not be negative and --max-upload-mb must be positive")
+    if args.max_wait_ms < 0 or args.max_upload_mb <= 0 or args.body_timeout <= 0:
+        raise BinwiseError("--max-wait-ms must not be negative; --max-upload-mb and --body-timeout must be positive")
     classifier = Classifier.load(args.model, backend=args.backend, threads=args.threads, device=args.device)
     classifier.set_thresholds(args.min_confidence, args.min_similarity)
     if classifier.status_note:
@@ -59,7 +63,8 @@ def run(args) -> int:
     app = create_app(classifier, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                      max_queue=args.max_queue, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                      api_key=args.api_key or os.environ.get("BINWISE_API_KEY") or None,
-                     show_provenance=args.show_provenance, cors_origins=tuple(args.cors_origin))
+                     show_provenance=args.show_provenance, cors_origins=tuple(args.cors_origin),
+                     max_explain=args.max_explain, body_timeout_s=args.body_timeout)
     print(f"binwise serve: {classifier.model_id} at http://{args.host}:{args.port}/ (API docs at /docs)",
           flush=True)
     # Idle keep-alive connections stay open 65 s (uvicorn's default is 5 s, the same as httpx's
