@@ -29,3 +29,25 @@ def test_a_real_server_answers_a_huge_upload_413_and_closes_without_reading_it(t
                 answer += chunk
             assert answer.startswith(b"HTTP/1.1 413") and b"connection: close" in answer.lower()
             assert time.monotonic() - started < 5  # it did not wait for (or read) the other 200 MB
+
+
+def test_a_slow_header_client_is_closed_after_the_header_timeout_and_others_are_served(tmp_path):
+    import socket
+    import time
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    from inference_models import tiny_onnx
+
+    with serving(tiny_onnx(), tmp_path / "serve.log", "--header-timeout", "1") as (url, _):
+        address = urlsplit(url)
+        slow = [socket.create_connection((address.hostname, address.port), timeout=10) for _ in range(20)]
+        started = time.monotonic()
+        for conn in slow:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # and the rest never comes
+        with urllib.request.urlopen(url + "/healthz", timeout=10) as response:  # others still get answers
+            assert response.status == 200
+        for conn in slow:
+            assert conn.recv(1024) == b""  # closed by the server
+            conn.close()
+        assert 0.9 < time.monotonic() - started < 5

@@ -29,6 +29,9 @@ def register(subparsers) -> None:
     add_threshold_arguments(p)
     p.add_argument("--max-explain", type=int, default=2,
                    help="Grad-CAM requests run at once; more get 503 (default: %(default)s)")
+    p.add_argument("--header-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="longest a client may take to send a request's headers before the connection is closed "
+                   "(default: %(default)s)")
     p.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="longest pause inside an upload before it is refused with 408 (default: %(default)s)")
     p.add_argument("--api-key", metavar="KEY", help="require this key (X-API-Key header) on every /v1/ request "
@@ -43,6 +46,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    import os
+
     import uvicorn
 
     from ..errors import BinwiseError
@@ -52,14 +57,13 @@ def run(args) -> int:
     for flag in ("max_batch", "max_queue", "port", "max_explain"):
         if getattr(args, flag) < 1:
             raise BinwiseError(f"--{flag.replace('_', '-')} must be at least 1")
-    if args.max_wait_ms < 0 or args.max_upload_mb <= 0 or args.body_timeout <= 0:
-        raise BinwiseError("--max-wait-ms must not be negative; --max-upload-mb and --body-timeout must be positive")
+    if args.max_wait_ms < 0 or min(args.max_upload_mb, args.body_timeout, args.header_timeout) <= 0:
+        raise BinwiseError("--max-wait-ms must not be negative; --max-upload-mb, --body-timeout and --header-timeout "
+                           "must be positive")
     classifier = Classifier.load(args.model, backend=args.backend, threads=args.threads, device=args.device)
     classifier.set_thresholds(args.min_confidence, args.min_similarity)
     if classifier.status_note:
         print(f"binwise serve: note: {classifier.status_note}", flush=True)
-    import os
-
     app = create_app(classifier, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                      max_queue=args.max_queue, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                      api_key=args.api_key or os.environ.get("BINWISE_API_KEY") or None,
@@ -71,5 +75,8 @@ def run(args) -> int:
     # own expiry): a client reusing a connection just as the server drops it gets no answer at
     # all, likely the one ReadError in 3,385 requests of benchmarks/load.py. 65 s outlasts the
     # 60 s idle timeout of common proxies too, so clients and proxies close first.
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=65)
+    from ..http_limits import with_header_timeout
+
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=65,
+                http=with_header_timeout(args.header_timeout))
     return 0
