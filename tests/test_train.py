@@ -298,3 +298,28 @@ def test_real_backbone_head_on_garbage26_subset(garbage26_data, tmp_path):
     assert model_file.taxonomy is not None and model_file.taxonomy.classes_en == GARBAGE26.classes_en
     assert model_file.preprocessing.mean == (0.5, 0.5, 0.5) and model_file.model.config.padding == "tf_same"
     assert metrics["test_photos"] == 52 and metrics["test_top1"] >= 0.5 and metrics["test_bin_accuracy"] >= 0.6
+
+
+def test_a_full_disk_ends_training_in_one_line_naming_the_last_checkpoint(pretrained, data, tmp_path, monkeypatch,
+                                                                        capsys):
+    import safetensors
+    import safetensors.torch
+
+    from binwise.errors import BinwiseError
+    from binwise.modelfile import atomic_write
+
+    def disk_full(*args, **kwargs):  # what safetensors raises when the disk is full
+        raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    with pytest.raises(BinwiseError, match="the disk is full") as caught:
+        atomic_write(tmp_path / "x.safetensors", disk_full)
+    assert caught.value.kind == "disk_full" and not list(tmp_path.glob(".x.safetensors*"))  # nothing half-written
+
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)  # the model file; checkpoints still fit
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--run-dir", str(run), "--pretrained", str(pretrained), "--mode", "head",
+                 "--epochs", "3", "--batch-size", "8", "--workers", "0", "--engine", "torch", "--val-fraction", "0",
+                 "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "model.safetensors: cannot write it: the disk is full; the last complete checkpoint is" in err
+    assert f"binwise train --resume {run}" in err and "Traceback" not in err

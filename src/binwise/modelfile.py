@@ -10,6 +10,7 @@ torch-free install; building the model (``load_model``) and saving do.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -80,9 +81,14 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        # safetensors reports a full disk as its own error, naming only the OS error
+        if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
+            raise BinwiseError("cannot write it: the disk is full", path, kind="disk_full") from None
+        if isinstance(e, OSError):
+            raise BinwiseError(f"cannot write it ({e.strerror or e})", path, kind="cannot_write") from None
         raise
 
 

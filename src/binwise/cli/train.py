@@ -130,12 +130,24 @@ def rank_main(*job) -> None:
 
 
 def train_and_report(config, data, run_dir, pretrained, cache_dir, taxonomy, progress) -> int:
+    from pathlib import Path
+
     from .. import distributed
+    from ..errors import BinwiseError
     from ..progress import SILENT
     from ..training.run import train
     from .progress import ProgressBar
 
-    metrics = train(config, data, run_dir, pretrained, cache_dir, taxonomy, ProgressBar() if progress else SILENT)
+    try:
+        metrics = train(config, data, run_dir, pretrained, cache_dir, taxonomy, ProgressBar() if progress else SILENT)
+    except BinwiseError as e:
+        if e.kind == "disk_full":  # say what is kept and how to go on from it
+            kept = max(Path(run_dir).glob("checkpoints/**/ckpt-*.safetensors"), key=lambda c: c.stat().st_mtime,
+                       default=None)
+            raise BinwiseError(f"{e}; " + (f"the last complete checkpoint is {kept}: free some space and run "
+                                           f"'binwise train --resume {run_dir}'" if kept else
+                                           "no checkpoint was written yet: free some space and train again")) from None
+        raise
     if not distributed.current().is_main:
         return 0
     if metrics["reason"]:
