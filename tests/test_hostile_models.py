@@ -246,3 +246,17 @@ def test_a_tflite_graph_that_does_not_fit_its_metadata_is_refused(tmp_path, caps
     meta = {**read_metadata(tiny_model()), "export": {"format": "tflite", "precision": "int8", "source": "test"}}
     path.write_bytes(with_metadata(resolve_pretrained().read_bytes(), meta))
     refused_in_one_line(capsys, ["predict", str(path), photo], path, "to (batch, 26) as its metadata says")
+
+
+def test_a_small_pth_that_unpacks_to_gigabytes_is_refused_before_loading(tmp_path, capsys):
+    import zipfile
+
+    path = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("archive/data/0", "w", force_zip64=True) as entry:
+            block = bytes(1 << 20)
+            for _ in range(600):  # 600 MB of zeros, about 0.6 MB deflated
+                entry.write(block)
+    assert path.stat().st_size < 5 << 20
+    refused_in_one_line(capsys, ["import-weights", str(path), "--out", str(tmp_path / "m.safetensors")], path,
+                        "unpacks to 600 MB")

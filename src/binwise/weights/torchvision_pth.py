@@ -44,6 +44,7 @@ def read_torchvision(path: str | os.PathLike, taxonomy=None):
         raise BinwiseError("no such weights file", path)
     if path.stat().st_size == 0:
         raise BinwiseError("empty file, not a torchvision .pth", path)
+    check_unpacked_size(path)
     try:
         # weights_only: the unpickler builds tensors and plain containers and refuses anything else,
         # so a file cannot run code. Any failure of it on hostile bytes becomes one error line.
@@ -74,6 +75,28 @@ def read_torchvision(path: str | os.PathLike, taxonomy=None):
                 raise BinwiseError(f"parameter {name!r} has type {value.dtype}, expected floating point", path)
             tensors[mapped] = value
     return build_model_file(tensors, path, taxonomy, "torchvision-pth", dropout=TORCHVISION_DROPOUT)
+
+
+# MobileNetV2 1.4 is 25 MB in fp32; a .pth (a zip) that unpacks to more is not one, and a small
+# file of deflated zeros could otherwise make torch.load allocate gigabytes.
+MAX_UNPACKED_BYTES = 512 << 20
+
+
+def check_unpacked_size(path: Path) -> None:
+    """Refuse a .pth whose zip entries unpack to more than MAX_UNPACKED_BYTES (legacy, non-zip
+    files are bounded by their own size)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as e:
+        raise BinwiseError(f"not a readable torchvision .pth (damaged zip: {e})", path) from None
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise BinwiseError(f"refused: the file unpacks to {unpacked / 2**20:,.0f} MB, more than any MobileNetV2's "
+                           f"weights ({MAX_UNPACKED_BYTES >> 20} MB at most)", path)
 
 
 def _specific_line(error: Exception) -> str:
