@@ -1,5 +1,6 @@
 import csv
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -323,3 +324,41 @@ def test_a_full_disk_ends_training_in_one_line_naming_the_last_checkpoint(pretra
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "model.safetensors: cannot write it: the disk is full; the last complete checkpoint is" in err
     assert f"binwise train --resume {run}" in err and "Traceback" not in err
+
+
+DAMAGED_RUNS = {
+    "run-json-missing": (lambda r: (r / "run.json").unlink(), "not a binwise run directory"),
+    "run-json-garbage": (lambda r: (r / "run.json").write_text("{not json"), "run.json is unreadable"),
+    "run-json-a-list": (lambda r: (r / "run.json").write_text("[1]"), "run.json does not name"),
+    "run-json-data-moved": (lambda r: (r / "run.json").write_text('{"data": "/nonexistent", "pretrained": "/x"}'),
+                            "not found"),
+    "config-garbage": (lambda r: (r / "config.yaml").write_text(": : :\n\t- ["), "config.yaml"),
+    "config-missing": (lambda r: (r / "config.yaml").unlink(), "not a binwise run directory"),
+    "config-wrong-types": (lambda r: (r / "config.yaml").write_text("epochs: many\n"), "epochs='many'"),
+    "checkpoint-truncated": (lambda r: [c.write_bytes(c.read_bytes()[:100]) for c in r.glob("checkpoints/**/ckpt-*")],
+                             "damaged checkpoint"),
+    "checkpoint-zeros": (lambda r: [c.write_bytes(bytes(64)) for c in r.glob("checkpoints/**/ckpt-*")],
+                         "damaged checkpoint"),
+    "checkpoints-folder-a-file": (lambda r: (shutil.rmtree(r / "checkpoints"), (r / "checkpoints").write_text("x")),
+                                  "a file stands where the run keeps its checkpoints"),
+}
+
+
+@pytest.fixture(scope="module")
+def unfinished_run(pretrained, data, tmp_path_factory):
+    """A short head run's directory with its checkpoints but no model file, as a crash leaves it."""
+    root = tmp_path_factory.mktemp("unfinished")
+    train(quick(val_fraction=0.0, epochs=3), data, root / "run", pretrained, root / "cache")
+    (root / "run" / "model.safetensors").unlink()
+    return root / "run"
+
+
+@pytest.mark.parametrize("name", list(DAMAGED_RUNS))
+def test_resuming_a_damaged_run_directory_is_one_clear_error(name, unfinished_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(unfinished_run, run)
+    damage, problem = DAMAGED_RUNS[name]
+    damage(run)
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and problem in err.strip().splitlines()[-1], err

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..errors import BinwiseError
 from ..modelfile import atomic_write
 
 CHECKPOINT_KEY = "binwise_checkpoint"
@@ -36,6 +37,9 @@ def save_checkpoint(folder: Path, module: nn.Module, optimizer: torch.optim.Opti
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise BinwiseError("a file stands where the run keeps its checkpoints; move it away to resume", blocking)
     files = sorted(folder.glob("ckpt-*.safetensors"))
     return files[-1] if files else None
 
@@ -43,12 +47,19 @@ def latest_checkpoint(folder: Path) -> Path | None:
 def load_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
     """Restore ``module`` (and ``optimizer`` and torch's RNG when given one) from ``path``; returns
     the loop state saved with it."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), "pt") as f:
-        state = json.loads(f.metadata()[CHECKPOINT_KEY])
-    tensors = load_file(str(path))
-    module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    try:
+        with safe_open(str(path), "pt") as f:
+            state = json.loads(f.metadata()[CHECKPOINT_KEY])
+        tensors = load_file(str(path))
+        if not isinstance(state, dict):
+            raise ValueError("its loop state is not a JSON object")
+        module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
+        # RuntimeError: load_state_dict's missing keys or shapes
+        raise BinwiseError(f"damaged checkpoint ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__}); "
+                           "delete it to resume from the one before", path, kind="damaged_checkpoint") from None
     if optimizer is not None:
         optim_state = optimizer.state_dict()
         for key, value in tensors.items():

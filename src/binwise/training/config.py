@@ -121,6 +121,16 @@ class TrainConfig:
     keep_checkpoints: int = 2  # the last N epoch checkpoints are kept, plus the best
 
     def validate(self) -> "TrainConfig":
+        try:
+            return self._validate()
+        except TypeError:  # a comparison with a value of the wrong type, from a config file
+            def kind(value):
+                return str if isinstance(value, str) else (int, float)
+            wrong = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                     if isinstance(f.default, (int, float, str)) and not isinstance(getattr(self, f.name), kind(f.default))]
+            raise BinwiseError(f"settings of the wrong type: {', '.join(wrong) or 'see the config file'}") from None
+
+    def _validate(self) -> "TrainConfig":
         checks = [
             (self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
@@ -230,7 +240,10 @@ def read_config_file(path: str | Path) -> dict:
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
-        raise BinwiseError(f"config file is not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {e}",
+        mark = getattr(e, "problem_mark", None)  # PyYAML's messages span lines: keep the problem and its place
+        reason = (f"{e.problem} at line {mark.line + 1}, column {mark.column + 1}" if mark and getattr(e, "problem", None)
+                  else " ".join(str(e).split()))
+        raise BinwiseError(f"config file is not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {reason}",
                            path) from None
     if data is None:
         return {}

@@ -69,7 +69,13 @@ def saved_run(run_dir: Path) -> tuple[TrainConfig, Path, Path, Path, Path | None
     """The (config, data, run_dir, pretrained, cache_dir, taxonomy) a run directory was trained with."""
     if not (run_dir / "run.json").is_file() or not (run_dir / "config.yaml").is_file():
         raise BinwiseError("not a binwise run directory (no run.json / config.yaml)", run_dir)
-    sources = json.loads((run_dir / "run.json").read_text())
+    try:
+        sources = json.loads((run_dir / "run.json").read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise BinwiseError(f"run.json is unreadable ({e})", run_dir) from None
+    if not isinstance(sources, dict) or not all(isinstance(sources.get(k), str) for k in ("data", "pretrained")) \
+            or not all(isinstance(sources.get(k), (str, type(None))) for k in ("cache_dir", "taxonomy")):
+        raise BinwiseError("run.json does not name the run's data and pretrained weights", run_dir)
     config = TrainConfig.from_dict(read_config_file(run_dir / "config.yaml")).validate()
     cache_dir = Path(sources["cache_dir"]) if sources.get("cache_dir") else None
     taxonomy = Path(sources["taxonomy"]) if sources.get("taxonomy") else None
