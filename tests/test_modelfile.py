@@ -122,3 +122,19 @@ def test_info_cli_on_bad_file_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "binwise.cli", "info", str(path)], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and str(path) in r.stderr and "Traceback" not in r.stderr
+
+
+def test_files_are_written_with_the_users_umask(tmp_path):
+    import os
+
+    from binwise.modelfile import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.json", lambda tmp: open(tmp, "w").write("{}"))
+        os.umask(0o077)
+        atomic_write(tmp_path / "b.json", lambda tmp: open(tmp, "w").write("{}"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # readable by others, as other tools write
+    assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600

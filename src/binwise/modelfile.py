@@ -72,6 +72,12 @@ def sha256_of_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Call ``write(tmp_path)`` then rename over ``path``, so a crash never leaves half a file."""
     path = Path(path)
@@ -80,6 +86,7 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600: give it the user's usual mode
         os.replace(tmp, path)
     except BaseException as e:
         if os.path.exists(tmp):

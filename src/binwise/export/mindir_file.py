@@ -52,7 +52,7 @@ def mindspore_python(given: str | os.PathLike | None = None) -> str:
 def export_mindir(model_path: str | os.PathLike, out: str | os.PathLike,
                   mindspore_interpreter: str | os.PathLike | None = None) -> Path:
     """Write ``model_path`` (a binwise .safetensors file) as the tutorial's MINDIR to ``out``."""
-    from ..modelfile import load_model, sha256_of_file
+    from ..modelfile import current_umask, load_model, sha256_of_file
     from ..weights.mindspore_ckpt import write_ckpt
 
     python = mindspore_python(mindspore_interpreter)
@@ -83,8 +83,6 @@ def export_mindir(model_path: str | os.PathLike, out: str | os.PathLike,
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
             raise BinwiseError(f"MindSpore could not export the MINDIR ({python} exited {result.returncode}: {last})",
                                model_path)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(written, 0o666 & ~umask)  # MindSpore writes it read-only for its owner alone
+        os.chmod(written, 0o666 & ~current_umask())  # MindSpore writes it read-only for its owner alone
         os.replace(written, out)  # same folder: atomic
     return out
