@@ -23,7 +23,7 @@ def test_cuda_device_without_a_gpu_is_a_clear_error():
 
 
 def test_onnx_model_on_cuda_is_refused():
-    with pytest.raises(BinwiseError, match="tiny.onnx: an .onnx model runs on the CPU"):
+    with pytest.raises(BinwiseError, match="tiny.onnx: an exported .onnx model runs on the CPU"):
         Classifier.load(tiny_onnx(), device="cuda")
 
 
