@@ -56,8 +56,11 @@ def training_curves(phases: list[str], histories: list[list[dict]], path: Path) 
     legend = [Line2D([], [], color="black", label="training photos")]
     if any(validated):
         legend.append(Line2D([], [], color="black", linestyle="--", label="validation photos"))
+    # one distinct colour per phase, however many (matplotlib's C0-C9 cycle would repeat after ten)
+    colours = ([f"C{i}" for i in range(len(phases))] if len(phases) <= 10
+               else [matplotlib.colormaps["turbo"](x) for x in np.linspace(0, 1, len(phases))])
     for i, (name, history) in enumerate(zip(phases, histories)):
-        colour = f"C{i % 10}"
+        colour = colours[i]
         epochs = [r["epoch"] for r in history]
         axes[0].plot(epochs, [r["train_loss"] for r in history], color=colour)
         axes[1].plot(epochs, [r["train_acc"] for r in history], color=colour)
