@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .images import is_image_file, open_image
-from .predict import Classifier
+from .predict import EXPORTED_SUFFIXES, Classifier
 
 PHOTO_SIZE = (500, 375)
 
@@ -102,7 +102,7 @@ def run_bench(model: str | os.PathLike, onnx_fp32: str | os.PathLike | None = No
                "backends": {}}
     with tempfile.TemporaryDirectory() as tmp:
         suffix = Path(model).suffix.lower()
-        if suffix in (".onnx", ".tflite"):  # an exported model alone, named by its format and precision
+        if suffix in EXPORTED_SUFFIXES:  # an exported model alone, named by its format and precision
             classifier = Classifier.load(model, threads=threads)
             name = f"{suffix[1:]}-{classifier.metadata.get('export', {}).get('precision', 'fp32')}"
             files, classifiers = {name: model}, {name: classifier}

@@ -16,3 +16,9 @@ class BinwiseError(Exception):
         self.path = os.fspath(path) if path is not None else None
         self.kind = kind
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+def first_line(error: Exception) -> str:
+    """A library exception's message cut to its first line (its type's name if it has none), for
+    the one line a BinwiseError gives."""
+    return (str(error).splitlines() or [type(error).__name__])[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BinwiseError
+from .errors import BinwiseError, first_line
 from .metadata_checks import METADATA_KEY, parse_metadata
 
 
@@ -93,7 +93,7 @@ def checked_model(path: str | os.PathLike) -> bytes:
     except BinwiseError:
         raise
     except Exception as e:  # protobuf's DecodeError, OSError, ...
-        raise BinwiseError(f"not a loadable ONNX model ({str(e).splitlines()[0] if str(e) else type(e).__name__})",
+        raise BinwiseError(f"not a loadable ONNX model ({first_line(e)})",
                            path) from None
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     if len(inputs) != 1 or inputs[0].type.tensor_type.elem_type != onnx.TensorProto.UINT8:
@@ -122,7 +122,7 @@ def _session(model: bytes, threads: int | None, path: str | os.PathLike):
     try:
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for unreadable models
-        raise BinwiseError(f"not a loadable ONNX model ({(str(e).splitlines() or [type(e).__name__])[0]})",
+        raise BinwiseError(f"not a loadable ONNX model ({first_line(e)})",
                            path) from None
 
 

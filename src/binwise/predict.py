@@ -51,6 +51,7 @@ def _tflite_runner():
 # The backends that run exported files: (file suffix, the runner class, imported only when used, so
 # that neither runtime is needed to run the other's files).
 EXPORTED_RUNNERS = {"onnxruntime": (".onnx", _onnx_runner), "litert": (".tflite", _tflite_runner)}
+EXPORTED_SUFFIXES = tuple(suffix for suffix, _ in EXPORTED_RUNNERS.values())
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -228,7 +229,7 @@ class Classifier:
         if backend == "auto":
             backend = next((name for name, (s, _) in EXPORTED_RUNNERS.items() if s == suffix), "torch")
         if backend == "torch":
-            if suffix in {s for s, _ in EXPORTED_RUNNERS.values()}:
+            if suffix in EXPORTED_SUFFIXES:
                 raise BinwiseError(f"the torch backend needs a binwise .safetensors model, not a {path.suffix} file",
                                    path)
             runner = _TorchRunner(path, threads, device)

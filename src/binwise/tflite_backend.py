@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BinwiseError
+from .errors import BinwiseError, first_line
 from .metadata_checks import METADATA_KEY, parse_metadata
 
 EXTRA = "tflite"
@@ -81,7 +81,7 @@ class _Interpreter:
             self.interpreter = Interpreter(model_content=model, num_threads=threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise BinwiseError(f"not a loadable TFLite model ({(str(e).splitlines() or [type(e).__name__])[0]})",
+            raise BinwiseError(f"not a loadable TFLite model ({first_line(e)})",
                                path) from None
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:

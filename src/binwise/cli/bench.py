@@ -32,8 +32,9 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from ..bench import format_table, run_bench
     from ..errors import BinwiseError
+    from ..predict import EXPORTED_SUFFIXES
 
-    if args.model.lower().endswith((".onnx", ".tflite")) and (args.onnx or args.int8 or args.backends):
+    if args.model.lower().endswith(EXPORTED_SUFFIXES) and (args.onnx or args.int8 or args.backends):
         raise BinwiseError("an exported model is measured alone; --onnx, --int8 and --backends go with a "
                            ".safetensors model", args.model)
     backends = tuple(b.strip() for b in (args.backends or "torch,onnx-fp32,onnx-int8").split(",") if b.strip())

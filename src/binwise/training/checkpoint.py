@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import BinwiseError
+from ..errors import BinwiseError, first_line
 from ..modelfile import atomic_write
 
 CHECKPOINT_KEY = "binwise_checkpoint"
@@ -58,7 +58,7 @@ def load_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimi
         module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError) as e:
         # RuntimeError: load_state_dict's missing keys or shapes
-        raise BinwiseError(f"damaged checkpoint ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__}); "
+        raise BinwiseError(f"damaged checkpoint ({first_line(e)[:200]}); "
                            "delete it to resume from the one before", path, kind="damaged_checkpoint") from None
     if optimizer is not None:
         optim_state = optimizer.state_dict()
