@@ -154,8 +154,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> M
     meta = read_metadata(path)
     try:
         arch = dict(meta["architecture"])
-        if arch.pop("name", None) != "mobilenet_v2":
-            raise BinwiseError(f"unsupported architecture {meta['architecture'].get('name')!r}", path)
+        arch.pop("name")  # mobilenet_v2: read_metadata's checks refuse any other
         config = MobileNetV2Config.from_dict(arch)
         taxonomy = Taxonomy.from_dict(meta["taxonomy"])
         preprocessing = Preprocessing.from_dict(meta["preprocessing"])
