@@ -64,6 +64,40 @@ def gif_declaring(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def frame_header_at(jpeg: bytes) -> int:
+    """Offset of a JPEG's frame (SOF0/1/2) marker."""
+    i = 2
+    while jpeg[i + 1] not in (0xC0, 0xC1, 0xC2):
+        i += 2 + int.from_bytes(jpeg[i + 2:i + 4], "big")
+    return i
+
+
+def jpeg_declaring(jpeg: bytes, height_factor: float, width_factor: float) -> bytes:
+    """The JPEG with its frame header's height and width multiplied: more blocks than its data holds."""
+    data, at = bytearray(jpeg), frame_header_at(jpeg)
+    height, width = struct.unpack(">HH", data[at + 5:at + 9])
+    data[at + 5:at + 9] = struct.pack(">HH", int(height * height_factor), int(width * width_factor))
+    return bytes(data)
+
+
+def jpeg_with_frame(jpeg: bytes, marker: int | None = None, bits: int | None = None) -> bytes:
+    """The JPEG's header changed to another frame kind or sample precision (what a 12-bit or a
+    lossless JPEG declares; the data after it is not re-encoded, the verdict comes from the header)."""
+    data, at = bytearray(jpeg), frame_header_at(jpeg)
+    if marker is not None:
+        data[at + 1] = marker
+    if bits is not None:
+        data[at + 4] = bits
+    return bytes(data)
+
+
+def grey_bottom_rows(photo):
+    """The photo with its bottom quarter exactly the grey that libjpeg gives blocks it has no data for."""
+    pixels = np.asarray(photo).copy()
+    pixels[-photo.height // 4:] = 128
+    return Image.fromarray(pixels)
+
+
 def exif_rotated(photo, fmt: str, **options) -> bytes:
     """The photo stored on its side with EXIF orientation 6 ("rotate 90 degrees clockwise to view"),
     as phone cameras write portrait photos."""
@@ -151,6 +185,24 @@ CASES = [
     Odd("zero-bytes", "photo.jpg", lambda p, j: b"", "error", 422, EMPTY),
     Odd("truncated-jpeg", "photo.jpg", lambda p, j: j[: len(j) // 2], "error", 422, DAMAGED),
     Odd("jpeg-header-only", "photo.jpg", lambda p, j: j[:200], "error", 422, DAMAGED),
+    Odd("jpeg-declaring-twice-the-size", "photo.jpg", lambda p, j: jpeg_declaring(j, 2, 2), "error", 422,
+        DAMAGED + " (JPEG whose data ends before its last rows"),
+    Odd("jpeg-declaring-10%-taller", "photo.jpg", lambda p, j: jpeg_declaring(j, 1.1, 1), "error", 422,
+        DAMAGED + " (JPEG whose data ends before its last rows"),
+    Odd("progressive-jpeg-declaring-twice-the-width", "photo.jpg",
+        lambda p, j: jpeg_declaring(encode(p, "JPEG", quality=90, progressive=True), 1, 2), "error", 422,
+        DAMAGED + " (JPEG whose data ends before its last rows"),
+    # valid photos ending in that grey must not be called damaged
+    Odd("jpeg-with-grey-bottom-rows", "photo.jpg", lambda p, j: encode(grey_bottom_rows(p), "JPEG", quality=95), "ok"),
+    Odd("plain-grey-jpeg", "grey.jpg", lambda p, j: encode(Image.new("RGB", (300, 200), (128,) * 3), "JPEG"), "ok"),
+    Odd("12-bit-jpeg", "scan.jpg", lambda p, j: jpeg_with_frame(j, bits=12), "error", 415,
+        "unsupported image format (12-bit JPEG)"),
+    Odd("lossless-jpeg", "scan.jpg", lambda p, j: jpeg_with_frame(j, marker=0xC3), "error", 415,
+        "unsupported image format (lossless JPEG)"),
+    Odd("hierarchical-jpeg", "scan.jpg", lambda p, j: jpeg_with_frame(j, marker=0xC5), "error", 415,
+        "unsupported image format (hierarchical JPEG)"),
+    Odd("mpo", "IMG_0001.MPO", lambda p, j: encode(p, "MPO", quality=95, save_all=True, append_images=[p.rotate(5)]),
+        "close"),
     Odd("truncated-png", "photo.png", lambda p, j: encode(p, "PNG")[:2000], "error", 422, DAMAGED),
     Odd("png-bad-header-crc", "photo.png", lambda p, j: png_with_bad_header_crc(p), "error", 422, DAMAGED),
     Odd("text-named-jpg", "notes.jpg", lambda p, j: b"shopping list: eggs, milk\n" * 20, "error", 415, NOT_IMAGE),

@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL import TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
 from .errors import BinwiseError
+from .jpeg_structure import ends_in_grey, ran_out_of_data, unsupported_jpeg
 from .preprocessing import Preprocessing
 
 # Refuse images whose declared size would take more than ~600 MB as RGB: a "decompression bomb"
@@ -78,27 +79,37 @@ def open_image(source: ImageSource, name: str | None = None, at_least: int | Non
                 if at_least:
                     img.draft(None, (at_least, at_least))  # a no-op for formats other than JPEG
                 img.load()
+                if img.format in ("JPEG", "MPO") and ends_in_grey(img) and ran_out_of_data(first_bytes(stream, None)):
+                    raise BinwiseError("damaged image (JPEG whose data ends before its last rows: the file is cut "
+                                       "short, or its header declares a larger image)", name, kind="damaged_image")
                 # in place: otherwise Pillow returns a copy of every upright photo
                 ImageOps.exif_transpose(img, in_place=True)
                 return to_rgb(img)
     except BinwiseError:
         raise
     except UnidentifiedImageError:
-        head = first_bytes(stream)
+        head = first_bytes(stream, HEADER_BYTES)
+        other = unsupported_format(head)
+        if other:
+            raise unsupported(other, name) from None
         image_format = format_by_signature(head)
         if image_format:  # Pillow says "cannot identify" also for a known format with a broken header
             raise BinwiseError(f"damaged image ({image_format} whose header cannot be read)", name,
                                kind="damaged_image") from None
-        other = unsupported_format(head)
-        if other:
-            raise BinwiseError(f"unsupported image format ({other}); binwise reads JPEG, PNG, WebP, GIF, BMP "
-                               "and TIFF: convert it to one of them", name, kind="unsupported_format") from None
         raise BinwiseError("not an image, or an image format that cannot be read", name, kind="not_an_image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BinwiseError(f"image too large (decompression bomb: {e})", name, kind="image_too_large") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
-        # truncated or corrupt data: Pillow raises these from its decoders
+        # a JPEG kind Pillow identifies but has no decoder for, or truncated or corrupt data
+        other = unsupported_format(first_bytes(stream, HEADER_BYTES))
+        if other:
+            raise unsupported(other, name) from None
         raise BinwiseError(f"damaged image ({e})", name, kind="damaged_image") from None
+
+
+def unsupported(image_format: str, name: str) -> BinwiseError:
+    return BinwiseError(f"unsupported image format ({image_format}); binwise reads 8-bit JPEG, PNG, WebP, GIF, BMP "
+                        "and TIFF: convert it to one of them", name, kind="unsupported_format")
 
 
 # The first bytes of the image formats binwise reads (IMAGE_SUFFIXES); WebP is RIFF....WEBP.
@@ -106,7 +117,12 @@ SIGNATURES = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG", b"GIF87a": "
               b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
 
 
-def first_bytes(stream: io.BytesIO | Path, count: int = 16) -> bytes:
+# enough for a JPEG's frame header after its EXIF, ICC profile and other application segments
+HEADER_BYTES = 1 << 20
+
+
+def first_bytes(stream: io.BytesIO | Path, count: int | None = 16) -> bytes:
+    """The first ``count`` bytes of ``stream`` (all of them with None)."""
     if isinstance(stream, io.BytesIO):
         return stream.getvalue()[:count]
     with open(stream, "rb") as f:
@@ -124,6 +140,8 @@ HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF
 
 
 def unsupported_format(head: bytes) -> str | None:
+    if head.startswith(b"\xff\xd8\xff"):
+        return unsupported_jpeg(head)
     if head[4:8] == b"ftyp":
         return HEIF_BRANDS.get(head[8:12], "an ISO media file (HEIF, AVIF or video)")
     if head.lstrip()[:5] == b"<?xml" or head.lstrip()[:4] == b"<svg":
