@@ -32,6 +32,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .batching import DynamicBatcher, QueueFull
 from .errors import BinwiseError
@@ -66,8 +67,13 @@ class ServiceError(Exception):
 # rather than the rest of the body read (a 200 MB body after a 413 would otherwise still be
 # drained); a busy service says when to come back.
 STATUS_HEADERS = {400: {"Connection": "close"}, 408: {"Connection": "close"}, 413: {"Connection": "close"},
-                  503: {"Retry-After": "1"}}
+                  431: {"Connection": "close"}, 503: {"Retry-After": "1"}}
 
+
+# Request headers beyond these get 431. uvicorn only bounds headers that arrive in pieces (16 KB
+# buffered); these are nginx's default buffers (4 x 8 KB), and more fields than any browser sends.
+MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADER_FIELDS = 100
 
 # HTTP status of each kind of image images.open_image refuses
 IMAGE_ERROR_STATUS = {"image_too_large": 413, "not_an_image": 415, "unsupported_format": 415, "empty_file": 422,
@@ -160,6 +166,16 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
 
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Authorization", "Content-Type"])
+
+    # added last, so it runs first: before the API key is even looked at
+    @app.middleware("http")
+    async def limit_headers(request: Request, call_next):
+        headers = request.scope["headers"]
+        size = sum(len(name) + len(value) + 4 for name, value in headers)
+        if len(headers) > MAX_HEADER_FIELDS or size > MAX_HEADER_BYTES:
+            return error_response(431, "headers_too_large", f"request headers too large ({len(headers)} fields, "
+                                  f"{size:,} bytes; at most {MAX_HEADER_FIELDS} fields and {MAX_HEADER_BYTES:,} bytes)")
+        return await call_next(request)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, e: StarletteHTTPException):
@@ -283,6 +299,8 @@ async def read_upload(request: Request, limit: int, pause_limit_s: float = 30.0)
             break
         except TimeoutError:
             raise ServiceError(408, "upload_too_slow", f"the upload paused for more than {pause_limit_s:g} s") from None
+        except ClientDisconnect:  # nobody reads this answer; it keeps the client's hang-up out of the error log
+            raise ServiceError(400, "client_disconnected", "the client closed the connection during its upload") from None
         size += len(chunk)
         if size > body_limit:
             raise too_large
