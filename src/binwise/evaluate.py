@@ -183,9 +183,7 @@ def evaluate(model_path: str | Path, data: str | Path, out_dir: str | Path | Non
     probabilities, labels, indices, skipped, similarity = classify_samples(classifier, samples, batch_size, workers)
     warn_skipped(skipped)
     report = classification_report(probabilities, labels, classifier.taxonomy)
-    # the probabilities are softmax(logits / T): softmax(T * log p) gives back temperature 1's
-    raw = status.softmax(classifier.calibration.temperature * np.log(np.maximum(probabilities, 1e-300)))
-    report["status"] = status_report(raw, probabilities, labels, similarity, classifier.calibration)
+    report["status"] = status_report(classifier.uncalibrated(probabilities), probabilities, labels, similarity, classifier.calibration)
     predicted = probabilities.argmax(1)
     report["misclassified"] = [
         {"path": str(samples[i].path), "true": model_classes[t], "predicted": model_classes[p],

@@ -30,7 +30,7 @@ import numpy as np
 from .errors import BinwiseError
 from .images import ImageSource, describe, load_crop
 from .preprocessing import Preprocessing, with_pixel_input
-from .status import Calibration, decide
+from .status import Calibration, decide, softmax
 from .taxonomy import Bin, Taxonomy
 
 BACKENDS = ("auto", "torch", "onnxruntime", "litert")
@@ -292,6 +292,13 @@ class Classifier:
         logits = logits - logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True), similarity
+
+    def uncalibrated(self, probabilities: np.ndarray) -> np.ndarray:
+        """``score_arrays``' probabilities as they were before the temperature (for "ECE before")."""
+        if self.output_activation in ("softmax", "sigmoid"):
+            return probabilities  # such heads output probabilities, which _scores leaves as they are
+        # softmax(logits / T) = probabilities, so softmax(T * log probabilities) = softmax(logits)
+        return softmax(self.calibration.temperature * np.log(np.maximum(probabilities, 1e-300)))
 
     def load_image(self, image: ImageSource, name: str | None = None) -> np.ndarray:
         """One photo, decoded, resized and cropped for this model (H, W, 3 uint8)."""
