@@ -78,8 +78,11 @@ def current_umask() -> int:
     return mask
 
 
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` then rename over ``path``, so a crash never leaves half a file."""
+def atomic_write(path: str | os.PathLike, write, durable: bool = False) -> None:
+    """Call ``write(tmp_path)`` then rename over ``path``, so a crash never leaves half a file.
+
+    ``durable``: the file's bytes reach the disk before the rename, and the rename itself after
+    it (fsync of the file, then of its folder), so the file survives a power cut once this returns."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -87,7 +90,11 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600: give it the user's usual mode
+        if durable:
+            fsync_path(tmp)
         os.replace(tmp, path)
+        if durable:
+            fsync_path(path.parent)
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -97,6 +104,15 @@ def atomic_write(path: str | os.PathLike, write) -> None:
         if isinstance(e, OSError):
             raise BinwiseError(f"cannot write it ({e.strerror or e})", path, kind="cannot_write") from None
         raise
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's or a folder's entries to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save_model(path: str | os.PathLike, model_file: ModelFile) -> None:

@@ -5,6 +5,8 @@
 - ``POST /v1/classify``: a photo as multipart field ``file`` or as the raw request body with an
   image content type. Answers the status (ok, unsure or unknown, see ``binwise.status``), the top-k
   classes, the bin and the model id; ``?explain=true`` adds a Grad-CAM overlay (torch models only).
+- ``POST /v1/feedback``: a photo the model got wrong and its right class (``binwise.feedback``),
+  when the app has a feedback store.
 - ``GET /v1/model``: classes, bins, preprocessing, calibration and test metrics of the model (its
   provenance, which names files on the server, only with ``show_provenance``).
 - ``GET /healthz``: liveness, queue length and the batch sizes run so far.
@@ -24,6 +26,7 @@ import hmac
 import io
 import os
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib.resources import files
 
 from fastapi import FastAPI, Query, Request
@@ -56,11 +59,18 @@ CLASSIFY_BODY = {
 
 
 class ServiceError(Exception):
-    """An answer other than 200, with a short code and a readable message."""
+    """An answer other than 200, with a short code, a readable message and any headers of its own."""
 
-    def __init__(self, status: int, error: str, detail: str):
+    def __init__(self, status: int, error: str, detail: str, headers: dict | None = None):
         super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers
+
+
+@dataclass
+class Upload:
+    data: bytes  # the photo
+    name: str  # its file name, for messages
+    fields: dict[str, str]  # the form's text fields that were asked for and sent
 
 
 # Headers that go with some answers: after a refused or stalled upload the connection is closed
@@ -84,8 +94,9 @@ def error_for_image(e: BinwiseError) -> ServiceError:
     return ServiceError(IMAGE_ERROR_STATUS.get(e.kind, 422), e.kind, str(e))
 
 
-def error_response(status: int, error: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=STATUS_HEADERS.get(status))
+def error_response(status: int, error: str, detail: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status,
+                        headers={**STATUS_HEADERS.get(status, {}), **(headers or {})})
 
 
 def public_metrics(metrics: dict) -> dict:
@@ -102,7 +113,8 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                max_upload_bytes: int = 10 * 1024 * 1024, max_queue: int = 256,
                decode_threads: int | None = None, api_key: str | None = None,
                show_provenance: bool = False, cors_origins: tuple[str, ...] = (), max_explain: int = 2,
-               body_timeout_s: float = 30.0) -> FastAPI:
+               body_timeout_s: float = 30.0, feedback_store=None, feedback_rate: int = 30,
+               trust_forwarded_for: bool = False) -> FastAPI:
     """A FastAPI app serving ``classifier`` (a ``binwise.predict.Classifier``).
 
     ``api_key``: when given, every ``/v1/`` request must carry it (``X-API-Key`` header, or
@@ -111,7 +123,10 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     by default it keeps to the operator. ``cors_origins``: the other sites whose pages may call the
     API from a browser (none by default). ``max_explain``: Grad-CAM requests run at once (more get
     503: each takes the model thread for a forward and a backward pass). ``body_timeout_s``: the
-    longest an upload may pause between two parts of its body (408 after)."""
+    longest an upload may pause between two parts of its body (408 after). ``feedback_store``: a
+    ``binwise.feedback.store`` store, which turns on ``POST /v1/feedback`` (at most
+    ``feedback_rate`` a minute per client; ``trust_forwarded_for``: the client is the address the
+    proxy in front adds to X-Forwarded-For)."""
     # One model thread for batches and Grad-CAM: one model call already uses every core through
     # torch's or onnxruntime's own threads, so running two at once would only make both slower.
     model_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="binwise-model")
@@ -132,6 +147,8 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
             yield
         finally:
             await batcher.stop()
+            if feedback_store is not None:
+                close_feedback()
             decoders.shutdown(wait=False, cancel_futures=True)
             model_thread.shutdown(wait=False, cancel_futures=True)
 
@@ -148,7 +165,7 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
 
     @app.exception_handler(ServiceError)
     async def on_service_error(request: Request, e: ServiceError):
-        return error_response(e.status, e.error, e.detail)
+        return error_response(e.status, e.error, e.detail, e.headers)
 
     if api_key:
         expected = api_key.encode()
@@ -200,15 +217,9 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
         if explain and not can_explain(classifier):
             raise ServiceError(400, "explain_unavailable", "Grad-CAM needs the PyTorch model file "
                                "(.safetensors); this service runs an ONNX model")
-        data, name = await read_upload(request, max_upload_bytes, body_timeout_s)
-        if app.state.in_flight >= max_in_flight:
-            raise ServiceError(503, "busy", f"the service is busy ({app.state.in_flight} photos in "
-                               f"progress); retry shortly")
-        app.state.in_flight += 1
-        try:
-            probabilities, similarity = await classify_photo(data, name)
-        finally:
-            app.state.in_flight -= 1
+        upload = await read_upload(request, max_upload_bytes, body_timeout_s)
+        data, name = upload.data, upload.name
+        probabilities, similarity = await score_upload(data, name)
         answer = {"model": classifier.model_id,
                   **classifier.prediction(name, probabilities, top_k, similarity).to_dict(),
                   "confidence": float(probabilities.max())}
@@ -222,6 +233,17 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
             finally:
                 app.state.explaining -= 1
         return answer
+
+    async def score_upload(data: bytes, name: str):
+        """(calibrated probabilities, similarity) of an uploaded photo; 503 when too many are in progress."""
+        if app.state.in_flight >= max_in_flight:
+            raise ServiceError(503, "busy", f"the service is busy ({app.state.in_flight} photos in "
+                               f"progress); retry shortly")
+        app.state.in_flight += 1
+        try:
+            return await classify_photo(data, name)
+        finally:
+            app.state.in_flight -= 1
 
     async def classify_photo(data: bytes, name: str):
         loop = asyncio.get_running_loop()
@@ -241,6 +263,7 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                 "binwise_version": classifier.metadata.get("binwise_version"),
                 "backend": classifier.backend,
                 "explain": can_explain(classifier),
+                "feedback": feedback_store is not None,
                 **classifier.taxonomy.to_dict(),
                 "preprocessing": classifier.preprocessing.to_dict(),
                 "architecture": {k: architecture.get(k) for k in ("name", "width_mult", "padding", "num_classes")},
@@ -264,6 +287,13 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                 "batches": batches, "images": images,
                 "mean_batch_size": round(images / batches, 2) if batches else None}
 
+    if feedback_store is not None:
+        from .feedback.routes import add_feedback_route
+
+        close_feedback = add_feedback_route(app, feedback_store, classifier, score_upload, max_upload_bytes=max_upload_bytes,
+                                            body_timeout_s=body_timeout_s, per_minute=feedback_rate,
+                                            trust_forwarded_for=trust_forwarded_for)
+
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(STATIC_DIR / "index.html")
@@ -272,9 +302,10 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     return app
 
 
-async def read_upload(request: Request, limit: int, pause_limit_s: float = 30.0) -> tuple[bytes, str]:
-    """The uploaded photo's bytes and a name for messages; refuses bodies over ``limit`` (413),
-    ambiguous framing (400) and bodies that pause longer than ``pause_limit_s`` (408)."""
+async def read_upload(request: Request, limit: int, pause_limit_s: float = 30.0, fields: tuple[str, ...] = ()) -> Upload:
+    """The uploaded photo (its bytes, a name for messages) and the text form fields named in
+    ``fields``; refuses bodies over ``limit`` (413), ambiguous framing (400) and bodies that pause
+    longer than ``pause_limit_s`` (408)."""
     if "content-length" in request.headers and "transfer-encoding" in request.headers:
         # a proxy and this server could read different bodies from it (request smuggling)
         raise ServiceError(400, "ambiguous_framing", "a request with both Content-Length and Transfer-Encoding")
@@ -309,7 +340,7 @@ async def read_upload(request: Request, limit: int, pause_limit_s: float = 30.0)
     if not multipart:
         if not body:
             raise ServiceError(422, "empty_upload", "the request body is empty: send the photo's bytes")
-        return body, "upload"
+        return Upload(body, "upload", {})
 
     async def replay():
         return {"type": "http.request", "body": body, "more_body": False}
@@ -321,11 +352,12 @@ async def read_upload(request: Request, limit: int, pause_limit_s: float = 30.0)
             raise ServiceError(422, "missing_file", "no photo uploaded: send it as multipart form field 'file'")
         data = await upload.read()
         name = upload.filename or "upload"
+        values = {field: form[field] for field in fields if isinstance(form.get(field), str)}
     if len(data) > limit:
         raise too_large
     if not data:
         raise ServiceError(422, "empty_upload", f"{name}: empty file (0 bytes)")
-    return data, name
+    return Upload(data, name, values)
 
 
 def can_explain(classifier) -> bool:

@@ -19,12 +19,13 @@ DISTRIBUTION = "binwise-sort"
 # Modules only the ``train`` extra installs (training, export, weight import, running .safetensors
 # models); a torch-free install names the extra instead of showing an ImportError traceback.
 TRAIN_EXTRA_MODULES = {"torch", "torchvision", "kornia", "tflite", "safetensors.torch"}
-# Every optional module's extra: LiteRT, which runs .tflite models, is the 'tflite' extra.
-EXTRA_OF_MODULE = {**dict.fromkeys(TRAIN_EXTRA_MODULES, "train"), "ai_edge_litert": "tflite"}
+# Every optional module's extra: LiteRT, which runs .tflite models, is the 'tflite' extra; psycopg,
+# which reaches a PostgreSQL feedback store, the 'postgres' extra.
+EXTRA_OF_MODULE = {**dict.fromkeys(TRAIN_EXTRA_MODULES, "train"), "ai_edge_litert": "tflite", "psycopg": "postgres"}
 
 # Subcommand modules, in the order ``binwise --help`` lists them.
 COMMAND_MODULES = ["info", "serve", "predict", "export", "bench", "explain", "weights", "train", "rebin", "evaluate",
-                   "data", "schedules"]
+                   "data", "schedules", "feedback"]
 
 
 def build_parser() -> argparse.ArgumentParser:

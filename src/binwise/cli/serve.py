@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+from ..feedback import DEFAULT_MAX_ROWS
 from .predict import add_threshold_arguments
 
 
@@ -41,6 +42,16 @@ def register(subparsers) -> None:
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="a site (https://example.org) whose pages may call the API from a browser; repeatable "
                    "(default: none)")
+    p.add_argument("--feedback-db", metavar="PATH|URL", help="turn on POST /v1/feedback and the page's "
+                   "'Wrong? Tell us', recording into this SQLite file (created, with the photos in photos/ beside "
+                   "it) or PostgreSQL database (postgresql://..., shared by replicas; the 'postgres' extra). "
+                   "Default: no feedback")
+    p.add_argument("--feedback-rate", type=int, default=30, metavar="N",
+                   help="feedbacks one client may post a minute; more get 429 (default: %(default)s)")
+    p.add_argument("--feedback-max-rows", type=int, default=DEFAULT_MAX_ROWS, metavar="N",
+                   help="rows the feedback store may hold; past that feedback gets 507 (default: %(default)s)")
+    p.add_argument("--trust-forwarded-for", action="store_true", help="behind a proxy: a feedback's client is the "
+                   "last address in X-Forwarded-For (the one the proxy adds), not the connection's")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
 
@@ -54,7 +65,7 @@ def run(args) -> int:
     from ..predict import Classifier
     from ..service import create_app
 
-    for flag in ("max_batch", "max_queue", "port", "max_explain"):
+    for flag in ("max_batch", "max_queue", "port", "max_explain", "feedback_rate", "feedback_max_rows"):
         if getattr(args, flag) < 1:
             raise BinwiseError(f"--{flag.replace('_', '-')} must be at least 1")
     if args.max_wait_ms < 0 or min(args.max_upload_mb, args.body_timeout, args.header_timeout) <= 0:
@@ -64,11 +75,19 @@ def run(args) -> int:
     classifier.set_thresholds(args.min_confidence, args.min_similarity)
     if classifier.status_note:
         print(f"binwise serve: note: {classifier.status_note}", flush=True)
+    feedback_store = None
+    if args.feedback_db:
+        from ..feedback.store import open_store
+
+        feedback_store = open_store(args.feedback_db, max_rows=args.feedback_max_rows)
+        print(f"binwise serve: feedback recorded in {feedback_store.name}", flush=True)
     app = create_app(classifier, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                      max_queue=args.max_queue, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                      api_key=args.api_key or os.environ.get("BINWISE_API_KEY") or None,
                      show_provenance=args.show_provenance, cors_origins=tuple(args.cors_origin),
-                     max_explain=args.max_explain, body_timeout_s=args.body_timeout)
+                     max_explain=args.max_explain, body_timeout_s=args.body_timeout,
+                     feedback_store=feedback_store, feedback_rate=args.feedback_rate,
+                     trust_forwarded_for=args.trust_forwarded_for)
     print(f"binwise serve: {classifier.model_id} at http://{args.host}:{args.port}/ (API docs at /docs)",
           flush=True)
     # Idle keep-alive connections stay open 65 s (uvicorn's default is 5 s, the same as httpx's

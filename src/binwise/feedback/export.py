@@ -1,0 +1,60 @@
+"""Feedback as training photos: an ImageFolder ``OUT/<class>/<sha256>.<suffix>``.
+
+One file per photo, in the folder of its latest correction (a later feedback on the same photo
+overrides an earlier one, whatever model either was about). Photos corrected as "not garbage" go
+to ``OUT/.not-garbage/``: binwise reads no dot folder as a class, so training leaves them out.
+Exporting again into the same folder writes only what is new and moves photos whose correction
+changed; files not named by a SHA-256 are never touched.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import BinwiseError
+from ..modelfile import atomic_write
+from . import NOT_GARBAGE
+
+NOT_GARBAGE_FOLDER = ".not-garbage"
+EXPORTED_NAME = re.compile(r"[0-9a-f]{64}\.\w+")
+
+
+@dataclass
+class ExportReport:
+    written: int = 0  # photos written this time
+    kept: int = 0  # already there from an earlier export
+    removed: int = 0  # moved away: their correction changed
+    not_garbage: int = 0  # in .not-garbage/
+    per_class: dict[str, int] = field(default_factory=dict)
+
+
+def folder_name(corrected: str) -> str:
+    if corrected == NOT_GARBAGE:
+        return NOT_GARBAGE_FOLDER
+    if "/" in corrected or "\\" in corrected or corrected.startswith("."):
+        raise BinwiseError(f"class name {corrected!r} cannot be a folder name")
+    return corrected
+
+
+def export_feedback(store, out_dir: Path) -> ExportReport:
+    latest = {row.photo_sha256: row for row in store.rows()}  # oldest first: the last one wins
+    wanted = {out_dir / folder_name(row.corrected) / f"{sha}.{row.photo_suffix}": row for sha, row in latest.items()}
+    report = ExportReport()
+    for path in out_dir.glob("*/*") if out_dir.is_dir() else ():
+        if EXPORTED_NAME.fullmatch(path.name) and path not in wanted:
+            path.unlink()
+            report.removed += 1
+    for path, row in wanted.items():
+        if path.parent.name == NOT_GARBAGE_FOLDER:
+            report.not_garbage += 1
+        else:
+            report.per_class[row.corrected] = report.per_class.get(row.corrected, 0) + 1
+        if path.is_file():
+            report.kept += 1
+            continue
+        photo = store.read_photo(row)
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(photo))
+        report.written += 1
+    return report

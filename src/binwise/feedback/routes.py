@@ -1,0 +1,122 @@
+"""``POST /v1/feedback``: a photo, the class a person says is right, and an optional note.
+
+The photo goes through the model again (so the row records what the model really answered, and
+anything that is no photo is refused like in ``/v1/classify``), then into the store in its own
+writer thread: the store's disk flushes never block the event loop. Each client may post at most
+``per_minute`` feedbacks in any minute (429 with Retry-After past that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import math
+import time
+from collections import deque
+
+from fastapi import FastAPI, Request
+
+from ..errors import BinwiseError
+from ..service import ServiceError, read_upload
+from . import NOT_GARBAGE, check_note, resolve_correction
+from .store import new_row
+
+log = logging.getLogger(__name__)
+
+FEEDBACK_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["file", "class"],
+            "properties": {"file": {"type": "string", "format": "binary"},
+                           "class": {"type": "string", "description": "the right class: its English or Chinese "
+                                     f"name, its index, or '{NOT_GARBAGE}'"},
+                           "note": {"type": "string", "maxLength": 500}}}}},
+    }
+}
+# HTTP status of the store's refusals: full (507 Insufficient Storage) or failing (503)
+STORE_ERROR_STATUS = {"feedback_store_full": 507, "disk_full": 507}
+# clients remembered by the rate limiter before those idle for a whole window are forgotten
+MAX_TRACKED_CLIENTS = 10_000
+
+
+class RateLimiter:
+    """At most ``per_minute`` requests from one client in any 60 s (a sliding window)."""
+
+    def __init__(self, per_minute: int, window_s: float = 60.0):
+        self.per_minute, self.window_s = per_minute, window_s
+        self.recent: dict[str, deque[float]] = {}
+
+    def retry_after(self, client: str, now: float) -> float | None:
+        """None, and the request counted, when ``client`` may go on; else the seconds to wait."""
+        times = self.recent.setdefault(client, deque())
+        while times and times[0] <= now - self.window_s:
+            times.popleft()
+        if len(times) >= self.per_minute:
+            return times[0] + self.window_s - now
+        times.append(now)
+        if len(self.recent) > MAX_TRACKED_CLIENTS:
+            self.recent = {c: t for c, t in self.recent.items() if t and t[-1] > now - self.window_s}
+        return None
+
+
+def client_address(request: Request, trust_forwarded_for: bool) -> str:
+    """The sender: the connection's address, or, behind a trusted proxy, the address that proxy
+    appended to X-Forwarded-For (the last one: the ones before it are the client's own word)."""
+    if trust_forwarded_for:
+        forwarded = [a.strip() for a in request.headers.get("x-forwarded-for", "").split(",") if a.strip()]
+        if forwarded:
+            return forwarded[-1][:100]
+    return request.client.host if request.client else "unknown"
+
+
+def add_feedback_route(app: FastAPI, store, classifier, score_upload, *, max_upload_bytes: int, body_timeout_s: float,
+                       per_minute: int, trust_forwarded_for: bool):
+    """Add ``POST /v1/feedback`` to ``app``, recording into ``store``; returns what closes it."""
+    writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="binwise-feedback")
+    limiter = RateLimiter(per_minute)
+    taxonomy = classifier.taxonomy
+
+    @app.post("/v1/feedback", openapi_extra=FEEDBACK_BODY,
+              summary="Tell the service a photo's right class (the model got it wrong, or was unsure)")
+    async def feedback(request: Request):
+        client = client_address(request, trust_forwarded_for)
+        wait = limiter.retry_after(client, time.monotonic())
+        if wait is not None:
+            seconds = max(1, math.ceil(wait))
+            raise ServiceError(429, "too_many_feedbacks", f"at most {per_minute} feedbacks a minute from one "
+                               f"client; retry in {seconds} s", headers={"Retry-After": str(seconds)})
+        upload = await read_upload(request, max_upload_bytes, body_timeout_s, fields=("class", "note"))
+        given = {**request.query_params, **upload.fields}  # a raw-body upload names them in the query
+        if not given.get("class", "").strip():
+            raise ServiceError(422, "missing_class", "no 'class' field: send the photo's right class (its English or "
+                               f"Chinese name, its index, or '{NOT_GARBAGE}')")
+        try:
+            index, corrected = resolve_correction(taxonomy, given["class"])
+            note = check_note(given.get("note"))
+        except BinwiseError as e:
+            raise ServiceError(422, e.kind, str(e)) from None
+        probabilities, similarity = await score_upload(upload.data, upload.name)
+        prediction = classifier.prediction(upload.name, probabilities, 1, similarity)
+        row = new_row(upload.data, model=classifier.model_id, predicted=prediction.top[0].en,
+                      predicted_status=prediction.status, corrected=corrected, note=note, client=client)
+        try:
+            stored, already = await asyncio.get_running_loop().run_in_executor(writer, store.add, row, upload.data)
+        except BinwiseError as e:
+            log.warning("feedback not recorded: %s", e)  # the server's own paths stay in its log
+            raise ServiceError(STORE_ERROR_STATUS.get(e.kind, 503), e.kind,
+                               "the feedback was not recorded: " + ("the store is full" if e.kind in STORE_ERROR_STATUS
+                                                                    else "its store is unavailable; retry shortly")) from None
+        return {"recorded": True, "already_recorded": already, "id": stored.id, "time": stored.time,
+                "model": stored.model, "photo_sha256": stored.photo_sha256,
+                "predicted": {"class": stored.predicted, "status": stored.predicted_status},
+                "corrected": {"index": index, "en": corrected,
+                              "zh": taxonomy.classes_zh[index] if index is not None and taxonomy.classes_zh else ""},
+                "note": stored.note}
+
+    def close() -> None:
+        writer.shutdown(wait=True)  # a row being written is finished, not cut off
+        store.close()
+
+    return close
