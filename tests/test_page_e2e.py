@@ -202,3 +202,57 @@ def test_the_page_shows_ok_unsure_and_unknown_in_both_languages(browser, calibra
             page.click("#lang")
             assert page.text_content("#bin-name") == (bins["hazardous"].zh if status == "ok" else OUTCOMES[status][1])
             page.click("#lang")
+
+
+def test_wrong_tell_us_records_the_right_class_and_is_hidden_without_a_store(browser, calibrated_garbage26_model,
+                                                                           server, garbage26_data, tmp_path):
+    """Under --min-confidence 0.99 the Eggshell photo is unsure: its choices come first; a grey
+    square is unknown: "not garbage" leads. Both corrections reach the store, in both languages."""
+    from PIL import Image
+
+    from binwise.feedback.store import open_store
+
+    with open_page(browser, server) as page:  # the module's server has no feedback store
+        page.set_input_files("#file", str(sorted((garbage26_data / "test" / "Battery").glob("*.jpg"))[0]))
+        page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+        assert not page.is_visible("#wrong")
+
+    grey = tmp_path / "grey.png"
+    Image.new("RGB", (300, 300), (128, 128, 128)).save(grey)
+    eggshell = sorted((garbage26_data / "test" / "Eggshell").glob("*.jpg"))[0]
+    db = tmp_path / "feedback" / "feedback.sqlite"
+    with serving(calibrated_garbage26_model, tmp_path / "serve.log", "--log-level", "warning", "--min-confidence",
+                 "0.99", "--feedback-db", str(db)) as (url, _), open_page(browser, url) as page:
+        page.set_input_files("#file", str(eggshell))
+        page.wait_for_selector("#result[data-status=unsure]", timeout=30_000)
+        assert page.text_content("#wrong") == "Wrong? Tell us" and not page.is_visible("#feedback-form")
+        page.click("#wrong")
+        first_group = page.locator("#feedback-class optgroup").first
+        assert first_group.get_attribute("label") == "The model's guesses"
+        assert "Eggshell" in first_group.locator("option").all_text_contents()
+        groups = page.locator("#feedback-class optgroup")
+        assert [groups.nth(i).get_attribute("label") for i in range(1, 6)] == [b.en for b in GARBAGE26.bins] + [
+            "Not garbage"]
+        page.select_option("#feedback-class", str(GARBAGE26.classes_en.index("Eggshell")))
+        page.fill("#feedback-note", "a broken eggshell")
+        page.click("#feedback-send")
+        page.wait_for_selector("#feedback-status[data-outcome=thanks]", timeout=30_000)
+        assert page.text_content("#feedback-status") == "Thank you — recorded."
+        page.click("#lang")
+        assert page.text_content("#feedback-status") == "谢谢，已记录。"
+        assert page.text_content("#wrong") == "识别错了？告诉我们"
+
+        page.set_input_files("#file", str(grey))
+        page.wait_for_selector("#result[data-status=unknown]", timeout=30_000)
+        assert page.text_content("#feedback-status") == ""  # a new photo, a new feedback
+        page.click("#wrong")
+        assert page.locator("#feedback-class optgroup").first.get_attribute("label") == "不是垃圾"
+        assert page.input_value("#feedback-class") == "not garbage"
+        page.click("#feedback-send")
+        page.wait_for_selector("#feedback-status[data-outcome=thanks]", timeout=30_000)
+        page.click("#lang")
+    store = open_store(str(db), create=False)
+    rows = store.rows()
+    store.close()
+    assert [(r.predicted_status, r.corrected, r.note) for r in rows] == [("unsure", "Eggshell", "a broken eggshell"),
+                                                                      ("unknown", "not garbage", "")]

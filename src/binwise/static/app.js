@@ -13,6 +13,10 @@ const TEXT = {
     noExplain: "Needs the .safetensors model; this service runs an exported model.",
     camLeast: "counted least", camMost: "counted most",
     failed: "Could not classify the photo", offline: "Could not reach the service",
+    wrong: "Wrong? Tell us", rightClass: "What is it?", noteLabel: "Note (optional)", send: "Send",
+    guesses: "The model's guesses", classes: "Classes", notGarbage: "Not garbage", sending: "Sending…",
+    thanks: "Thank you — recorded.", already: "Already recorded — thank you.",
+    feedbackFailed: "Could not send the feedback",
   },
   zh: {
     title: "这个该扔进哪个垃圾桶？", take: "拍照", choose: "选择照片",
@@ -24,6 +28,10 @@ const TEXT = {
     noExplain: "需要 .safetensors 模型；本服务运行的是导出的模型。",
     camLeast: "影响最小", camMost: "影响最大",
     failed: "无法识别这张照片", offline: "无法连接到服务",
+    wrong: "识别错了？告诉我们", rightClass: "这是什么？", noteLabel: "备注（可选）", send: "发送",
+    guesses: "模型的猜测", classes: "类别", notGarbage: "不是垃圾", sending: "发送中…",
+    thanks: "谢谢，已记录。", already: "已经记录过了，谢谢。",
+    feedbackFailed: "无法发送反馈",
   },
 };
 
@@ -44,7 +52,11 @@ const state = {
   answer: null,     // its /v1/classify answer
   overlay: null,    // its Grad-CAM overlay, a data: URL
   photoUrl: null,
+  feedback: null,   // what the page says about the feedback on this photo: {key} or {key, detail}
 };
+
+// The value POST /v1/feedback takes for "not garbage" (any class is sent as its index).
+const NOT_GARBAGE = "not garbage";
 
 function t(key, ...args) {
   const value = TEXT[state.lang][key];
@@ -128,7 +140,83 @@ function renderAnswer() {
     item.append(name, p, bar);
     return item;
   }));
+  renderFeedback();
   renderPhoto();
+}
+
+// "Wrong? Tell us": the right class, grouped by bin; an unsure answer's choices come first, and
+// "not garbage" leads when the answer was unknown. Shown only when the service records feedback.
+function renderFeedback() {
+  const answer = state.answer;
+  $("feedback").hidden = !(answer && state.model && state.model.feedback);
+  if ($("feedback").hidden) return;
+  const name = (c) => c[state.lang] || c.en;
+  const option = (value, text) => {
+    const el = document.createElement("option");
+    el.value = value;
+    el.textContent = text;
+    return el;
+  };
+  const group = (label, options) => {
+    const el = document.createElement("optgroup");
+    el.label = label;
+    el.append(...options);
+    return el;
+  };
+  const classes = state.model.classes.map((c, i) => ({ ...c, index: i }));
+  const groups = [];
+  if (answer.status === "unknown") groups.push(group(t("notGarbage"), [option(NOT_GARBAGE, t("notGarbage"))]));
+  if (answer.status === "unsure" && answer.choices) {
+    groups.push(group(t("guesses"), answer.choices.map((c) => option(String(c.index), name(c)))));
+  }
+  const bins = state.model.bins.length ? state.model.bins : [null];
+  for (const bin of bins) {
+    const members = classes.filter((c) => !bin || c.bin === bin.id);
+    groups.push(group(bin ? name(bin) : t("classes"), members.map((c) => option(String(c.index), name(c)))));
+  }
+  if (answer.status !== "unknown") groups.push(group(t("notGarbage"), [option(NOT_GARBAGE, t("notGarbage"))]));
+  const select = $("feedback-class");
+  const chosen = select.value;
+  select.replaceChildren(...groups);
+  if (chosen) select.value = chosen;
+  const message = state.feedback;
+  $("feedback-status").textContent = message ? t(message.key) + (message.detail ? `: ${message.detail}` : "") : "";
+  $("feedback-status").dataset.outcome = message ? message.key : "";
+}
+
+function onWrong() {
+  const form = $("feedback-form");
+  form.hidden = !form.hidden;
+  $("wrong").setAttribute("aria-expanded", String(!form.hidden));
+}
+
+async function onFeedbackSubmit(event) {
+  event.preventDefault();
+  const file = state.file;
+  const form = new FormData();
+  form.append("file", file, file.name || "photo.jpg");
+  form.append("class", $("feedback-class").value);
+  form.append("note", $("feedback-note").value);
+  $("feedback-send").disabled = true;
+  state.feedback = { key: "sending" };
+  renderFeedback();
+  try {
+    const response = await fetch("/v1/feedback", { method: "POST", body: form, headers: apiHeaders });
+    const body = await response.json().catch(() => ({}));
+    if (state.file !== file) return; // another photo meanwhile
+    if (response.ok) {
+      state.feedback = { key: body.already_recorded ? "already" : "thanks" };
+      $("feedback-form").hidden = true;
+      $("wrong").setAttribute("aria-expanded", "false");
+    } else {
+      state.feedback = { key: "feedbackFailed", detail: body.detail || response.statusText };
+    }
+  } catch (e) {
+    state.feedback = { key: "feedbackFailed", detail: e.message };
+  } finally {
+    $("feedback-send").disabled = false;
+  }
+  renderFeedback();
 }
 
 function renderPhoto() {
@@ -164,7 +252,10 @@ async function onPhoto(event) {
   event.target.value = ""; // picking the same photo again should classify it again
   if (!file) return;
   if (state.photoUrl) URL.revokeObjectURL(state.photoUrl);
-  Object.assign(state, { file, answer: null, overlay: null, photoUrl: URL.createObjectURL(file) });
+  Object.assign(state, { file, answer: null, overlay: null, photoUrl: URL.createObjectURL(file), feedback: null });
+  $("feedback-form").hidden = true;
+  $("feedback-note").value = "";
+  $("feedback-class").value = "";
   showError("");
   render();
   setStatus($("explain").checked ? t("explaining") : t("working"));
@@ -219,6 +310,8 @@ async function loadModel() {
 $("camera").addEventListener("change", onPhoto);
 $("file").addEventListener("change", onPhoto);
 $("explain").addEventListener("change", onExplainToggle);
+$("wrong").addEventListener("click", onWrong);
+$("feedback-form").addEventListener("submit", onFeedbackSubmit);
 $("lang").addEventListener("click", () => {
   state.lang = state.lang === "en" ? "zh" : "en";
   localStorage.setItem("binwise-lang", state.lang);
