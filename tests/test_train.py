@@ -362,3 +362,35 @@ def test_resuming_a_damaged_run_directory_is_one_clear_error(name, unfinished_ru
     assert main(["train", "--resume", str(run), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and problem in err.strip().splitlines()[-1], err
+
+
+def test_extra_photos_join_the_training_split_only_and_are_recorded(pretrained, data, tmp_path, capsys):
+    """--extra DIR (binwise feedback export's ImageFolder): its photos train, validation and test
+    are the dataset's alone, a photo already in the dataset is left out, the run records it all,
+    and the feature cache, keyed by content, serves a later run without them unchanged."""
+    from binwise.data import load_dataset
+    from binwise.training.splits import make_splits
+
+    extra = make_tree(tmp_path / "feedback", per_class=4, test_per_class=0, seed=7) / "train"
+    shutil.copy(next((data / "test" / "blue").iterdir()), extra / "blue" / "a-test-photo.jpg")
+    plain = make_splits(load_dataset(data), quick())
+    metrics = train(quick(), data, tmp_path / "run", pretrained, tmp_path / "cache", extra=(extra,))
+    assert metrics["photos"] == {"train": len(plain.train) + 12, "val": len(plain.val), "test": len(plain.test),
+                                 "extra_in_train": 12}
+    provenance = load_model(tmp_path / "run" / "model.safetensors").provenance
+    assert provenance["extra"] == {"folders": [str(extra)], "photos": 12, "left_out_as_already_in_the_dataset": 1}
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["extra"] == [str(extra)]
+
+    without = train(quick(), data, tmp_path / "run2", pretrained, tmp_path / "cache")
+    assert without["photos"]["train"] == len(plain.train) and without["features_computed"] == 0
+    assert "extra" not in load_model(tmp_path / "run2" / "model.safetensors").provenance
+
+    (extra / "purple").mkdir()
+    (extra / "Blue ").mkdir()
+    capsys.readouterr()
+    assert main(["train", str(data), "--pretrained", str(pretrained), "--run-dir", str(tmp_path / "run3"),
+                 "--extra", str(extra), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"binwise train: error: {extra}: class folders 'Blue ', 'purple' are not classes of "
+                            "the dataset (blue, green, red)") and len(error.splitlines()) == 1
+    assert not (tmp_path / "run3").exists()

@@ -74,6 +74,22 @@ def list_samples(split_dir: Path, taxonomy: Taxonomy) -> list[Sample]:
     return samples
 
 
+def extra_samples(folders: list[Path], taxonomy: Taxonomy) -> list[Sample]:
+    """The photos of extra ImageFolder trees (``FOLDER/<Class>/*``, e.g. ``binwise feedback
+    export``'s) labelled by ``taxonomy``: each class folder must be one of its classes."""
+    samples = []
+    for folder in folders:
+        if not folder.is_dir():
+            raise BinwiseError("extra photo folder not found", folder)
+        unknown = [name for name in class_folders(folder) if name not in taxonomy.classes_en]
+        if unknown:
+            raise BinwiseError(f"class folders {', '.join(map(repr, unknown))} are not classes of the dataset "
+                               f"({', '.join(taxonomy.classes_en[:5])}{', ...' if taxonomy.num_classes > 5 else ''})",
+                               folder)
+        samples += list_samples(folder, taxonomy)
+    return samples
+
+
 def load_dataset(root: str | Path, taxonomy_file: str | Path | None = None) -> Dataset:
     """Read the layout of an ImageFolder dataset (no image is decoded here).
 

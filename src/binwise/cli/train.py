@@ -60,6 +60,9 @@ def register(subparsers) -> None:
     p.add_argument("--cache-dir", metavar="DIR", help="feature cache (default: $BINWISE_CACHE or ~/.cache/binwise)")
     p.add_argument("--taxonomy", metavar="FILE", help="classes and bins (YAML, TOML, JSON or CSV; default: "
                    "DATA/taxonomy.yaml when present); see docs/training.md")
+    p.add_argument("--extra", action="append", default=[], metavar="DIR", help="more training photos: an ImageFolder "
+                   "DIR/<class>/* of DATA's classes (binwise feedback export writes one); added to the training "
+                   "split only, so validation and test stay comparable; repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--devices", type=_positive_int, default=1, metavar="N",
                    help="fine-tune data-parallel in N processes on this machine, one GPU each (gloo on CPU); "
@@ -96,7 +99,8 @@ def run(args) -> int:
         config = resolve_config(args.preset, args.config, overrides)
         run_dir = Path(args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
         job = (config, resolve_data(args.data), run_dir, resolve_pretrained(args.pretrained),
-               Path(args.cache_dir) if args.cache_dir else None, Path(args.taxonomy) if args.taxonomy else None)
+               Path(args.cache_dir) if args.cache_dir else None, Path(args.taxonomy) if args.taxonomy else None,
+               tuple(Path(e) for e in args.extra))
     job += (not args.quiet,)
     if args.devices == 1:  # one process, or one of torchrun's
         try:
@@ -129,7 +133,7 @@ def rank_main(*job) -> None:
         sys.exit(2)
 
 
-def train_and_report(config, data, run_dir, pretrained, cache_dir, taxonomy, progress) -> int:
+def train_and_report(config, data, run_dir, pretrained, cache_dir, taxonomy, extra, progress) -> int:
     from pathlib import Path
 
     from .. import distributed
@@ -139,7 +143,8 @@ def train_and_report(config, data, run_dir, pretrained, cache_dir, taxonomy, pro
     from .progress import ProgressBar
 
     try:
-        metrics = train(config, data, run_dir, pretrained, cache_dir, taxonomy, ProgressBar() if progress else SILENT)
+        metrics = train(config, data, run_dir, pretrained, cache_dir, taxonomy, extra,
+                        ProgressBar() if progress else SILENT)
     except BinwiseError as e:
         if e.kind == "disk_full":  # say what is kept and how to go on from it
             kept = max(Path(run_dir).glob("checkpoints/**/ckpt-*.safetensors"), key=lambda c: c.stat().st_mtime,

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .. import distributed, evaluate
-from ..data import load_dataset, warn_skipped
+from ..data import extra_samples, load_dataset, warn_skipped
 from ..errors import BinwiseError
 from ..model import MobileNetV2, MobileNetV2Config
 from ..modelfile import ModelFile, atomic_write, save_model, sha256_of_file
@@ -35,7 +35,7 @@ from .config import TrainConfig, read_config_file, save_config
 from .context import RunContext, TrainingOutcome
 from .finetune import train_finetune
 from .head import train_head
-from .splits import make_splits, manifest
+from .splits import make_splits, manifest, with_extra
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ def build_model(pretrained: ModelFile, taxonomy: Taxonomy, dropout: float) -> Mo
 MODES = {"head": train_head, "finetune": train_finetune, "auto": train_auto}
 
 
-def saved_run(run_dir: Path) -> tuple[TrainConfig, Path, Path, Path, Path | None, Path | None]:
-    """The (config, data, run_dir, pretrained, cache_dir, taxonomy) a run directory was trained with."""
+def saved_run(run_dir: Path) -> tuple[TrainConfig, Path, Path, Path, Path | None, Path | None, tuple[Path, ...]]:
+    """The (config, data, run_dir, pretrained, cache_dir, taxonomy, extra) a run directory was trained with."""
     if not (run_dir / "run.json").is_file() or not (run_dir / "config.yaml").is_file():
         raise BinwiseError("not a binwise run directory (no run.json / config.yaml)", run_dir)
     try:
@@ -74,12 +74,14 @@ def saved_run(run_dir: Path) -> tuple[TrainConfig, Path, Path, Path, Path | None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise BinwiseError(f"run.json is unreadable ({e})", run_dir) from None
     if not isinstance(sources, dict) or not all(isinstance(sources.get(k), str) for k in ("data", "pretrained")) \
-            or not all(isinstance(sources.get(k), (str, type(None))) for k in ("cache_dir", "taxonomy")):
+            or not all(isinstance(sources.get(k), (str, type(None))) for k in ("cache_dir", "taxonomy")) \
+            or not (isinstance(sources.get("extra", []), list) and all(isinstance(e, str) for e in sources.get("extra", []))):
         raise BinwiseError("run.json does not name the run's data and pretrained weights", run_dir)
     config = TrainConfig.from_dict(read_config_file(run_dir / "config.yaml")).validate()
     cache_dir = Path(sources["cache_dir"]) if sources.get("cache_dir") else None
     taxonomy = Path(sources["taxonomy"]) if sources.get("taxonomy") else None
-    return config, Path(sources["data"]), run_dir, Path(sources["pretrained"]), cache_dir, taxonomy
+    extra = tuple(Path(e) for e in sources.get("extra", []))
+    return config, Path(sources["data"]), run_dir, Path(sources["pretrained"]), cache_dir, taxonomy, extra
 
 
 def write_log(path: Path, outcome: TrainingOutcome) -> None:
@@ -92,7 +94,7 @@ def write_log(path: Path, outcome: TrainingOutcome) -> None:
 
 
 def start_run_dir(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cache_dir: Path | None,
-                  taxonomy: Path | None) -> None:
+                  taxonomy: Path | None, extra: tuple[Path, ...] = ()) -> None:
     """Refuse a run directory of another config; write this run's config and sources (rank 0)."""
     config_path = run_dir / "config.yaml"
     if config_path.exists() and read_config_file(config_path) != json.loads(json.dumps(config.to_dict())):
@@ -103,16 +105,18 @@ def start_run_dir(config: TrainConfig, data: Path, run_dir: Path, pretrained: Pa
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, config_path)
         sources = {"data": str(data), "pretrained": str(pretrained), "cache_dir": str(cache_dir) if cache_dir else None,
-                   "taxonomy": str(taxonomy) if taxonomy else None}
+                   "taxonomy": str(taxonomy) if taxonomy else None, "extra": [str(e) for e in extra]}
         atomic_write(run_dir / "run.json", lambda tmp: Path(tmp).write_text(json.dumps(sources, indent=2)))
 
 
 def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cache_dir: Path | None = None,
-          taxonomy: Path | None = None, progress: Progress = SILENT) -> dict:
+          taxonomy: Path | None = None, extra: tuple[Path, ...] = (), progress: Progress = SILENT) -> dict:
     """Train per ``config`` and write the run directory; returns the metrics written to metrics.json.
 
     If ``run_dir`` holds checkpoints of an unfinished run with the same config, training resumes.
-    ``taxonomy``: a taxonomy file (classes and bins, see ``taxonomy_file``). Under torchrun (or
+    ``taxonomy``: a taxonomy file (classes and bins, see ``taxonomy_file``). ``extra``: ImageFolder
+    trees of more photos of the dataset's classes (``binwise feedback export``), added to the
+    training split only; recorded in the provenance. Under torchrun (or
     ``distributed.launch``) each process trains its part of every batch and only rank 0 writes
     the run directory (see ``distributed``).
     """
@@ -120,9 +124,10 @@ def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cach
     rank, device = distributed.join(pick_device(config.device))
     distributed.check_config(config, rank.world_size)
     dataset = load_dataset(data, taxonomy)  # before the run directory: a bad taxonomy file leaves none
-    start_run_dir(config, data, run_dir, pretrained, cache_dir, taxonomy)
+    extra_photos = extra_samples(list(extra), dataset.taxonomy)
+    start_run_dir(config, data, run_dir, pretrained, cache_dir, taxonomy, extra)
     torch.manual_seed(config.seed)
-    splits = make_splits(dataset, config)
+    splits, extra_left_out = with_extra(make_splits(dataset, config), extra_photos)
     if not splits.test:
         raise BinwiseError("no photo left for a test split (each class needs at least 2 photos)", data)
     base = load_pretrained(pretrained)
@@ -145,7 +150,8 @@ def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cach
         "test_bin_accuracy": report.get("bin_accuracy"), "test_bin_accuracy_ci95": report.get("bin_accuracy_ci95"),
         "test_photos": report["count"],
         "test_split": "seeded from the folder" if splits.seeded else "the dataset's test folder",
-        "photos": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+        "photos": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
+                   "extra_in_train": len(extra_photos) - extra_left_out},
         "mode": config.mode, "chosen": outcome.choice, "reason": outcome.reason,
         "val_acc": outcome.val_acc,
         "smallest_class_recall": min(c["recall"] for c in report["per_class"] if c["support"]),
@@ -161,6 +167,9 @@ def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cach
                   "pretrained_provenance": base.provenance, "dataset": str(data), "mode": config.mode,
                   "chosen": outcome.choice, "reason": outcome.reason, "config": config.to_dict(),
                   "train_photos": len(splits.train) + len(splits.val)}
+    if extra:
+        provenance["extra"] = {"folders": [str(e) for e in extra], "photos": len(extra_photos) - extra_left_out,
+                               "left_out_as_already_in_the_dataset": extra_left_out}
     if splits.seeded:
         rows = manifest(splits, dataset)
         provenance["splits"] = rows

@@ -37,6 +37,20 @@ def make_splits(dataset: Dataset, config: TrainConfig) -> Splits:
     return Splits(rest, val, test, seeded=True)
 
 
+def with_extra(splits: Splits, extra: list[Sample]) -> tuple[Splits, int]:
+    """``splits`` with ``extra`` photos added to the training split alone, so validation and test
+    stay comparable between runs; and how many were left out because their content is already in
+    the dataset (a photo of the test split sent back as feedback must not train) or repeated."""
+    known = {sha256_of_file(s.path) for s in splits.train + splits.val + splits.test}
+    added = []
+    for sample in extra:
+        digest = sha256_of_file(sample.path)
+        if digest not in known:
+            known.add(digest)
+            added.append(sample)
+    return Splits(splits.train + added, splits.val, splits.test, splits.seeded), len(extra) - len(added)
+
+
 def _held_out(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
     return stratified_split(samples, fraction, seed) if fraction > 0 else (samples, [])
 
