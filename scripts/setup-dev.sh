@@ -2,7 +2,8 @@
 # The developer's set-up: the main job's (scripts/setup.sh), then the test tools (pytest, httpx,
 # LiteRT, Playwright), MindSpore in its own .venv-mindspore (the checkpoint and MINDIR tests; it
 # needs numpy < 2), the TFLite converter in its own .venv-litert (the TFLite export tests) and
-# Debian's Chromium (the page tests). About 10 GB more than scripts/setup.sh.
+# Debian's Chromium (the page tests) and PostgreSQL server (the shared feedback store's tests). About
+# 10 GB more than scripts/setup.sh.
 # Safe to run again: each step skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,3 +21,4 @@ bash scripts/setup.sh
 bash scripts/setup-mindspore.sh
 bash scripts/setup-litert.sh
 bash scripts/setup-browser.sh
+bash scripts/setup-postgres.sh

@@ -328,3 +328,14 @@ def test_every_acknowledged_feedback_survives_a_kill_9_of_the_server(tmp_path):
             assert hashlib.sha256(path.read_bytes()).hexdigest() == path.name.split(".")[0]
     open_store(str(db)).close()
     assert not list((db.parent / "photos").rglob(".*"))
+
+
+def test_a_postgres_url_without_psycopg_names_the_extra_in_one_line(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the 'postgres' extra were not installed
+    monkeypatch.delitem(sys.modules, "binwise.feedback.postgres_store", raising=False)
+    assert main(["feedback", "list", "postgresql://binwise@127.0.0.1:5432/feedback"]) == 2
+    error = capsys.readouterr().err
+    assert "this needs psycopg" in error and "install the 'postgres' extra" in error
+    assert len(error.strip().splitlines()) == 1

@@ -1,0 +1,102 @@
+"""The shared feedback store: replicas on one PostgreSQL server, started by the tests on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+from postgres_server import postgres_server
+from test_feedback import noise_png, row_for
+
+from binwise.cli import main
+from binwise.feedback.store import open_store
+
+psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (the 'postgres' extra; "
+                              "scripts/setup-dev.sh installs it)")
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(server_url, request):
+    """A new, empty database on the test server for each test."""
+    name = "t_" + hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:12]
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+    return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="module")
+def classifier(garbage26_model):
+    from binwise.predict import Classifier
+
+    return Classifier.load(garbage26_model)
+
+
+def test_two_replicas_share_rows_and_photos(pg_url, classifier, garbage26_data):
+    from binwise.service import create_app
+
+    photo = sorted((garbage26_data / "test" / "Cans").glob("*.jpg"))[0].read_bytes()
+    replicas = [TestClient(create_app(classifier, feedback_store=open_store(pg_url))) for _ in range(2)]
+    with replicas[0] as a, replicas[1] as b:
+        first = a.post("/v1/feedback", files={"file": ("p.jpg", photo)}, data={"class": "Cans", "note": "a can"})
+        assert first.status_code == 200 and first.json()["already_recorded"] is False
+        again = b.post("/v1/feedback", files={"file": ("p.jpg", photo)}, data={"class": "易拉罐"})
+        assert again.status_code == 200, again.text
+        assert again.json()["already_recorded"] is True and again.json()["id"] == first.json()["id"]
+        other = b.post("/v1/feedback", files={"file": ("p.jpg", photo)}, data={"class": "Metalware"})
+        assert other.status_code == 200 and other.json()["id"] != first.json()["id"]
+    store = open_store(pg_url)
+    rows = store.rows()
+    assert [(r.corrected, r.note) for r in rows] == [("Cans", "a can"), ("Metalware", "")]
+    assert all(store.read_photo(r) == photo for r in rows)
+    store.close()
+
+
+def test_the_same_feedback_posted_to_replicas_at_once_is_one_row(pg_url):
+    stores = [open_store(pg_url) for _ in range(4)]
+    photos = [noise_png(i) for i in range(5)]
+    start = threading.Barrier(8)
+
+    def post_all(k: int):
+        start.wait()
+        return [stores[k % 4].add(row_for(p), p) for p in photos * 3]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [r for batch in pool.map(post_all, range(8)) for r in batch]
+    assert sum(not already for _, already in results) == 5
+    assert len({row.id for row, _ in results}) == 5
+    assert stores[0].count() == 5
+    for store in stores:
+        store.close()
+
+
+def test_list_and_export_from_a_postgres_url(pg_url, tmp_path, capsys):
+    store = open_store(pg_url)
+    photos = [noise_png(i) for i in range(2)]
+    store.add(row_for(photos[0], "Battery"), photos[0])
+    store.add(row_for(photos[1], "not garbage"), photos[1])
+    store.close()
+    assert main(["feedback", "list", pg_url, "--json"]) == 0
+    assert [r["corrected"] for r in json.loads(capsys.readouterr().out)] == ["Battery", "not garbage"]
+    assert main(["feedback", "export", pg_url, str(tmp_path / "out")]) == 0
+    sha = hashlib.sha256(photos[0]).hexdigest()
+    assert (tmp_path / "out" / "Battery" / f"{sha}.png").read_bytes() == photos[0]
+    assert len(list((tmp_path / "out" / ".not-garbage").iterdir())) == 1
+
+
+def test_an_unreachable_database_is_one_line_without_the_password(server_url, capsys):
+    url = server_url.replace("binwise@", "binwise:s3cret@").rsplit(":", 1)[0] + ":1/postgres"
+    assert main(["feedback", "list", url]) == 2
+    error = capsys.readouterr().err
+    assert "cannot connect to the feedback database" in error and "s3cret" not in error
+    assert len(error.strip().splitlines()) == 1
