@@ -100,3 +100,23 @@ def test_an_unreachable_database_is_one_line_without_the_password(server_url, ca
     error = capsys.readouterr().err
     assert "cannot connect to the feedback database" in error and "s3cret" not in error
     assert len(error.strip().splitlines()) == 1
+
+
+def test_two_binwise_serve_processes_behind_one_address_share_one_store(pg_url, tmp_path):
+    import httpx
+    from inference_models import tiny_onnx
+
+    from binwise.serve_process import serving
+
+    photos = [noise_png(i) for i in range(6)]
+    with serving(tiny_onnx(), tmp_path / "a.log", "--feedback-db", pg_url) as (a, _), \
+            serving(tiny_onnx(), tmp_path / "b.log", "--feedback-db", pg_url) as (b, _):
+        answers = []
+        for i, photo in enumerate(photos * 2):  # round robin, as a load balancer would: each photo twice
+            response = httpx.post(f"{(a, b)[i % 2]}/v1/feedback", files={"file": ("p.png", photo)},
+                                  data={"class": "Paper"}, timeout=30)
+            assert response.status_code == 200, response.text
+            answers.append(response.json())
+    assert [x["already_recorded"] for x in answers] == [False] * 6 + [True] * 6
+    assert [x["id"] for x in answers[:6]] == [x["id"] for x in answers[6:]]
+    assert "feedback recorded in postgresql://binwise@127.0.0.1" in (tmp_path / "a.log").read_text()
