@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from test_service import assert_error
 
 from binwise.cli import main
 from binwise.errors import BinwiseError
@@ -138,14 +139,6 @@ def served(classifier, tmp_path):
 
 def post(client, photo: bytes, **fields):
     return client.post("/v1/feedback", files={"file": ("photo.jpg", photo, "image/jpeg")}, data=fields)
-
-
-def assert_error(response, status: int, error: str, *words: str):
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error", "detail"} and body["error"] == error, body
-    for word in words:
-        assert word in body["detail"], body
 
 
 def test_feedback_is_recorded_once_with_the_models_own_answer(served, classifier, photo):
