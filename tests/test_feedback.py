@@ -260,7 +260,7 @@ def test_every_acknowledged_feedback_survives_a_kill_9_of_the_server(tmp_path):
     photos = [noise_png(i) for i in range(60)]
     acknowledged: list[dict] = []
     lock, stop = threading.Lock(), threading.Event()
-    classified = []
+    classified, refused = [], []
 
     def feedback_client(k: int) -> None:
         with httpx.Client(base_url=url, timeout=30) as client:
@@ -274,7 +274,9 @@ def test_every_acknowledged_feedback_survives_a_kill_9_of_the_server(tmp_path):
                                            data={"class": corrected})
                 except httpx.TransportError:
                     return  # the server is gone
-                assert response.status_code == 200, response.text
+                if response.status_code != 200:  # (an assert here would only end this thread)
+                    refused.append(response.text)
+                    return
                 with lock:
                     acknowledged.append({**response.json(), "sha": hashlib.sha256(photo).hexdigest(),
                                          "class": corrected})
@@ -302,7 +304,7 @@ def test_every_acknowledged_feedback_survives_a_kill_9_of_the_server(tmp_path):
         stop.set()
         for t in threads:
             t.join(60)
-    assert len(acknowledged) >= 150 and classified and set(classified) == {200}
+    assert not refused and len(acknowledged) >= 150 and classified and set(classified) == {200}
     rows = {r.id: r for r in assert_store_is_sound(db)}
     for ack in acknowledged:
         row = rows.get(ack["id"])

@@ -45,7 +45,7 @@ class PostgresStore(SqlStore):
                                self.name, kind="feedback_store_unavailable") from None
 
     @contextmanager
-    def transaction(self):
+    def transaction(self, write: bool = True):
         with self._lock:
             if self._db.closed or self._db.broken:  # the server restarted: connect again
                 self._db = self._connect()
@@ -61,7 +61,7 @@ class PostgresStore(SqlStore):
                 {"sha256": row.photo_sha256, "data": photo})
 
     def read_photo(self, row: FeedbackRow) -> bytes:
-        with self.transaction() as execute:
+        with self.transaction(write=False) as execute:
             found = execute("SELECT data FROM feedback_photos WHERE sha256 = %(sha256)s",
                             {"sha256": row.photo_sha256}).fetchone()
         if found is None:

@@ -48,10 +48,12 @@ class SqliteStore(SqlStore):
         return self.photos / row.photo_sha256[:2] / f"{row.photo_sha256}.{row.photo_suffix}"
 
     @contextmanager
-    def transaction(self):
+    def transaction(self, write: bool = True):
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")  # the write lock now, not at the first write
+                # a writer takes the write lock now, not at its first write (which could then fail
+                # as busy after its reads); readers never wait for writers in WAL mode
+                self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 try:
                     yield self._db.execute
                 except BaseException:

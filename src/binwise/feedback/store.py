@@ -79,8 +79,9 @@ class SqlStore:
 
     # --- what each store supplies
     @contextmanager
-    def transaction(self):
-        """A cursor-like ``execute(sql, params)`` inside one committed transaction."""
+    def transaction(self, write: bool = True):
+        """A cursor-like ``execute(sql, params)`` inside one committed transaction (``write``: one
+        that will write, so it takes the write lock at once where the database has one)."""
         raise NotImplementedError
 
     def store_photo(self, execute, row: FeedbackRow, photo: bytes) -> None:
@@ -123,14 +124,14 @@ class SqlStore:
 
     def rows(self, limit: int | None = None) -> list[FeedbackRow]:
         """The rows, oldest first (the newest ``limit`` with a limit)."""
-        with self.transaction() as execute:
+        with self.transaction(write=False) as execute:
             found = execute(self.paramstyle(f"SELECT {', '.join(COLUMNS)} FROM feedback ORDER BY id DESC"
                                             + (" LIMIT :limit" if limit is not None else "")),
                             {"limit": limit}).fetchall()
         return [FeedbackRow(*r) for r in reversed(found)]
 
     def count(self) -> int:
-        with self.transaction() as execute:
+        with self.transaction(write=False) as execute:
             return self._count(execute)
 
 
