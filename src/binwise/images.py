@@ -10,8 +10,9 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Callable, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -21,6 +22,9 @@ from PIL import TiffImagePlugin, WebPImagePlugin  # noqa: F401
 from .errors import BinwiseError
 from .jpeg_structure import ends_in_grey, ran_out_of_data, unsupported_jpeg
 from .preprocessing import Preprocessing
+
+if TYPE_CHECKING:
+    from .memory import DecodeBudget
 
 # Refuse images whose declared size would take more than ~600 MB as RGB: a "decompression bomb"
 # is a tiny file that expands to gigabytes. 8000x8000 photos (64 Mpx) still open.
@@ -42,7 +46,8 @@ def describe(source: ImageSource) -> str:
     return "<image>"
 
 
-def open_image(source: ImageSource, name: str | None = None, at_least: int | None = None) -> Image.Image:
+def open_image(source: ImageSource, name: str | None = None, at_least: int | None = None,
+               max_pixels: int = MAX_PIXELS, reserve: Callable[[int], object] | None = None) -> Image.Image:
     """Decode ``source`` (path, bytes or PIL image) to an RGB PIL image, upright per its EXIF tag.
 
     Grayscale, 16-bit, CMYK, palette and alpha images become RGB (transparent areas on white);
@@ -50,6 +55,11 @@ def open_image(source: ImageSource, name: str | None = None, at_least: int | Non
     or 1/8 of its size (libjpeg's DCT scaling) as long as both sides stay at least that long: a
     12-megapixel phone photo then decodes about 7x faster, and after the resize to the model's
     input its pixels differ from a full decode by 0.25 levels on average (of 255).
+
+    Images of more than ``max_pixels`` are refused from their header (the service's uploads get a
+    lower limit than local files). ``reserve`` is called with ``decode_bytes(...)`` after the
+    header is read and before any pixel is, to hold that much of a memory budget (it raises
+    BinwiseError when it may not): ``load_crop`` holds it until the photo is cropped.
     """
     name = name or describe(source)
     if isinstance(source, Image.Image):
@@ -72,12 +82,15 @@ def open_image(source: ImageSource, name: str | None = None, at_least: int | Non
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(stream, formats=DECODERS) as img:
-                if img.width * img.height > MAX_PIXELS:
+                if img.width * img.height > max_pixels:
                     raise BinwiseError(f"image too large ({img.width}x{img.height} pixels; "
-                                       f"at most {MAX_PIXELS:,} pixels)", name, kind="image_too_large")
+                                       f"at most {max_pixels:,} pixels)", name, kind="image_too_large")
                 img.seek(0)
+                full_size = img.size
                 if at_least:
                     img.draft(None, (at_least, at_least))  # a no-op for formats other than JPEG
+                if reserve:
+                    reserve(decode_bytes(img, full_size))
                 img.load()
                 if img.format in ("JPEG", "MPO") and ends_in_grey(img) and ran_out_of_data(first_bytes(stream, None)):
                     raise BinwiseError("damaged image (JPEG whose data ends before its last rows: the file is cut "
@@ -110,6 +123,35 @@ def open_image(source: ImageSource, name: str | None = None, at_least: int | Non
 def unsupported(image_format: str, name: str) -> BinwiseError:
     return BinwiseError(f"unsupported image format ({image_format}); binwise reads 8-bit JPEG, PNG, WebP, GIF, BMP "
                         "and TIFF: convert it to one of them", name, kind="unsupported_format")
+
+
+# Bytes per pixel of Pillow's image modes (it keeps RGB in 4 bytes a pixel), for decode_bytes
+MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "I;16": 2, "I;16B": 2, "I;16L": 2}
+# Decoders that decode into a buffer of their own (RGBA) and copy it into Pillow's image
+COPYING_DECODERS = {"WEBP", "TIFF"}
+
+
+def decode_bytes(img: Image.Image, full_size: tuple[int, int]) -> int:
+    """About how much memory decoding ``img`` takes at its peak, in bytes: an opened image whose
+    pixels are not yet read, after any ``draft``; ``full_size`` is its size before the draft.
+
+    The decoded image, plus one more RGB image for the conversion or EXIF rotation; a decoder's own
+    copy (WebP, TIFF); 16-bit grayscale's float64 scaling (``to_rgb``); and for a progressive JPEG
+    libjpeg's buffer of every DCT coefficient of the whole image at full size (2 bytes each, for
+    each component at its sampling), whatever the draft: a 9400x9400 progressive JPEG of 1 MB takes
+    about 0.5 GB that way (4:4:4), while a baseline JPEG decodes a few rows at a time.
+    """
+    pixels = img.width * img.height
+    total = pixels * (MODE_BYTES.get(img.mode, 4) + 4)
+    if img.format in COPYING_DECODERS:
+        total += pixels * 4
+    if img.mode.startswith("I"):
+        total += pixels * 8
+    if img.format in ("JPEG", "MPO") and (img.info.get("progressive") or img.info.get("progression")):
+        sampling = [(h, v) for _, h, v, _ in getattr(img, "layer", [])] or [(1, 1)] * 3
+        h_max, v_max = max(h for h, _ in sampling), max(v for _, v in sampling)
+        total += 2 * full_size[0] * full_size[1] * sum(h * v for h, v in sampling) // (h_max * v_max)
+    return total
 
 
 # The first bytes of the image formats binwise reads (IMAGE_SUFFIXES); WebP is RIFF....WEBP.
@@ -206,11 +248,19 @@ def normalize(pixels: np.ndarray, pre: Preprocessing) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(scaled, -1, -3))
 
 
-def load_crop(source: ImageSource, pre: Preprocessing, name: str | None = None) -> np.ndarray:
+def load_crop(source: ImageSource, pre: Preprocessing, name: str | None = None, max_pixels: int = MAX_PIXELS,
+              budget: DecodeBudget | None = None) -> np.ndarray:
     """Open, resize and crop one photo: the model's input as RGB uint8 pixels (H, W, 3).
 
-    Exported ONNX models take these pixels as they are (normalisation is inside the graph)."""
-    return np.asarray(resize_and_crop(open_image(source, name, at_least=pre.resize_size), pre))
+    Exported ONNX models take these pixels as they are (normalisation is inside the graph).
+    ``max_pixels`` as in ``open_image``; with ``budget``, decoding through cropping holds the
+    photo's ``decode_bytes`` of it."""
+    with ExitStack() as held:
+        def reserve(nbytes: int) -> None:
+            held.enter_context(budget.reserve(nbytes, name or describe(source)))
+        image = open_image(source, name, at_least=pre.resize_size, max_pixels=max_pixels,
+                           reserve=reserve if budget else None)
+        return np.asarray(resize_and_crop(image, pre))
 
 
 def load_for_model(source: ImageSource, pre: Preprocessing, name: str | None = None) -> np.ndarray:

@@ -40,6 +40,7 @@ from starlette.requests import ClientDisconnect
 from .batching import DynamicBatcher, QueueFull
 from .errors import BinwiseError
 from .images import open_image
+from .memory import MIB, DecodeBudget, IdleTrimmer, UploadBudget
 
 STATIC_DIR = files("binwise") / "static"
 # Room for the multipart boundary and part headers on top of the photo itself.
@@ -85,9 +86,9 @@ STATUS_HEADERS = {400: {"Connection": "close"}, 408: {"Connection": "close"}, 41
 MAX_HEADER_BYTES = 32 * 1024
 MAX_HEADER_FIELDS = 100
 
-# HTTP status of each kind of image images.open_image refuses
+# HTTP status of each kind of image images.open_image refuses, and of a full memory budget (binwise.memory)
 IMAGE_ERROR_STATUS = {"image_too_large": 413, "not_an_image": 415, "unsupported_format": 415, "empty_file": 422,
-                      "damaged_image": 422}
+                      "damaged_image": 422, "decode_busy": 503, "upload_busy": 503}
 
 
 def error_for_image(e: BinwiseError) -> ServiceError:
@@ -114,7 +115,10 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                decode_threads: int | None = None, api_key: str | None = None,
                show_provenance: bool = False, cors_origins: tuple[str, ...] = (), max_explain: int = 2,
                body_timeout_s: float = 30.0, feedback_store=None, feedback_rate: int = 30,
-               trust_forwarded_for: bool = False) -> FastAPI:
+               trust_forwarded_for: bool = False,
+               max_upload_pixels: int = 50_000_000,
+               upload_budget_bytes: int = 256 * MIB, decode_budget_bytes: int = 512 * MIB,
+               trim_idle_s: float = 1.0) -> FastAPI:
     """A FastAPI app serving ``classifier`` (a ``binwise.predict.Classifier``).
 
     ``api_key``: when given, every ``/v1/`` request must carry it (``X-API-Key`` header, or
@@ -126,7 +130,13 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     longest an upload may pause between two parts of its body (408 after). ``feedback_store``: a
     ``binwise.feedback.store`` store, which turns on ``POST /v1/feedback`` (at most
     ``feedback_rate`` a minute per client; ``trust_forwarded_for``: the client is the address the
-    proxy in front adds to X-Forwarded-For)."""
+    proxy in front adds to X-Forwarded-For). ``max_upload_pixels``: larger uploaded images get 413
+    from their header. ``upload_budget_bytes``: the memory uploads in progress may hold together
+    (``binwise.memory.UploadBudget``; a request waits for room before reading its body, up to
+    ``body_timeout_s``, then gets 503). ``decode_budget_bytes``: the memory all decodes in progress
+    may take together (``binwise.memory.DecodeBudget``; an image that needs
+    more gets 413, one that finds no room within 10 s gets 503). ``trim_idle_s``: after this long
+    without a request, freed memory goes back to the system (``binwise.memory.IdleTrimmer``)."""
     # One model thread for batches and Grad-CAM: one model call already uses every core through
     # torch's or onnxruntime's own threads, so running two at once would only make both slower.
     model_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="binwise-model")
@@ -139,13 +149,18 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
 
     batcher = DynamicBatcher(score_rows, max_batch=max_batch, max_wait_ms=max_wait_ms,
                              max_queue=max_queue, executor=model_thread)
+    upload_budget = UploadBudget(upload_budget_bytes, wait_s=body_timeout_s)
+    decode_budget = DecodeBudget(decode_budget_bytes)
+    trimmer = IdleTrimmer(trim_idle_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await batcher.start()
+        trimming = asyncio.create_task(trimmer.run(), name="binwise-trimmer")
         try:
             yield
         finally:
+            trimming.cancel()
             await batcher.stop()
             if feedback_store is not None:
                 close_feedback()
@@ -157,6 +172,8 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                          description="Which bin does it go in? Upload a photo, get its bin.")
     app.state.classifier = classifier
     app.state.batcher = batcher
+    app.state.trimmer = trimmer
+    app.state.decode_budget = decode_budget
     # Requests past reading their upload: decoding, queued or in the running batch. Bounded so a
     # flood of uploads cannot pile up decoded photos in memory faster than the model drains them.
     app.state.in_flight = 0
@@ -214,6 +231,16 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     async def classify(request: Request,
                        top_k: int = Query(5, ge=1, le=classifier.taxonomy.num_classes),
                        explain: bool = Query(False, description="add a Grad-CAM overlay (base64 PNG)")):
+        with trimmer.request():
+            try:
+                async with upload_budget.reserve(upload_bytes(request, max_upload_bytes), "upload"):
+                    return await classify_upload(request, top_k, explain)
+            except BinwiseError as e:
+                if e.kind != "upload_busy":
+                    raise
+                raise error_for_image(e) from None
+
+    async def classify_upload(request: Request, top_k: int, explain: bool) -> dict:
         if explain and not can_explain(classifier):
             raise ServiceError(400, "explain_unavailable", "Grad-CAM needs the PyTorch model file "
                                "(.safetensors); this service runs an ONNX model")
@@ -248,7 +275,8 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     async def classify_photo(data: bytes, name: str):
         loop = asyncio.get_running_loop()
         try:
-            array = await loop.run_in_executor(decoders, classifier.load_image, data, name)
+            array = await loop.run_in_executor(decoders, classifier.load_image, data, name, max_upload_pixels,
+                                               decode_budget)
         except BinwiseError as e:
             raise error_for_image(e) from None
         try:
@@ -273,7 +301,9 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                                 **classifier.calibration.thresholds.to_dict(),
                                 "note": classifier.status_note},
                 "limits": {"max_upload_bytes": max_upload_bytes, "max_batch": max_batch,
-                           "max_wait_ms": max_wait_ms, "max_queue": max_queue}}
+                           "max_wait_ms": max_wait_ms, "max_queue": max_queue,
+                           "max_upload_pixels": max_upload_pixels, "upload_budget_bytes": upload_budget_bytes,
+                           "decode_budget_bytes": decode_budget_bytes}}
         if show_provenance:
             info["provenance"] = classifier.metadata.get("provenance", {})
         return info
@@ -300,6 +330,13 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     return app
+
+
+def upload_bytes(request: Request, limit: int) -> int:
+    """The memory an upload holds: its body as read and the photo taken out of it, twice the size
+    its Content-Length declares (at most the limit; the limit when it declares none)."""
+    declared = request.headers.get("content-length", "")
+    return 2 * min(int(declared), limit + MULTIPART_OVERHEAD) if declared.isdigit() else 2 * limit
 
 
 async def read_upload(request: Request, limit: int, pause_limit_s: float = 30.0, fields: tuple[str, ...] = ()) -> Upload:

@@ -27,6 +27,18 @@ def register(subparsers) -> None:
                    help="photos waiting beyond this get HTTP 503 (default: %(default)s)")
     p.add_argument("--max-upload-mb", type=float, default=10.0,
                    help="largest accepted upload in MB (default: %(default)s)")
+    p.add_argument("--max-upload-megapixels", type=float, default=50.0,
+                   help="largest uploaded image, in millions of pixels, read from its header (default: %(default)s; "
+                   "local files: 200)")
+    p.add_argument("--upload-budget-mb", type=float, default=256.0,
+                   help="memory the uploads being received and classified may hold together, in MiB (twice each "
+                   "one's size); more wait before their body is read, up to --body-timeout, then get 503 "
+                   "(default: %(default)s)")
+    p.add_argument("--decode-budget-mb", type=float, default=512.0,
+                   help="memory all photos being decoded may take together, in MiB: an image that needs more gets "
+                   "413, one that finds no room within 10 s gets 503 (default: %(default)s)")
+    p.add_argument("--trim-idle", type=float, default=1.0, metavar="SECONDS",
+                   help="after this long without requests, freed memory goes back to the system (default: %(default)s)")
     add_threshold_arguments(p)
     p.add_argument("--max-explain", type=int, default=2,
                    help="Grad-CAM requests run at once; more get 503 (default: %(default)s)")
@@ -68,9 +80,11 @@ def run(args) -> int:
     for flag in ("max_batch", "max_queue", "port", "max_explain", "feedback_rate", "feedback_max_rows"):
         if getattr(args, flag) < 1:
             raise BinwiseError(f"--{flag.replace('_', '-')} must be at least 1")
-    if args.max_wait_ms < 0 or min(args.max_upload_mb, args.body_timeout, args.header_timeout) <= 0:
-        raise BinwiseError("--max-wait-ms must not be negative; --max-upload-mb, --body-timeout and --header-timeout "
-                           "must be positive")
+    positive = ("max_upload_mb", "max_upload_megapixels", "upload_budget_mb", "decode_budget_mb", "trim_idle",
+                "body_timeout", "header_timeout")
+    if args.max_wait_ms < 0 or min(getattr(args, flag) for flag in positive) <= 0:
+        raise BinwiseError("--max-wait-ms must not be negative; "
+                           f"{', '.join('--' + flag.replace('_', '-') for flag in positive)} must be positive")
     classifier = Classifier.load(args.model, backend=args.backend, threads=args.threads, device=args.device)
     classifier.set_thresholds(args.min_confidence, args.min_similarity)
     if classifier.status_note:
@@ -87,7 +101,10 @@ def run(args) -> int:
                      show_provenance=args.show_provenance, cors_origins=tuple(args.cors_origin),
                      max_explain=args.max_explain, body_timeout_s=args.body_timeout,
                      feedback_store=feedback_store, feedback_rate=args.feedback_rate,
-                     trust_forwarded_for=args.trust_forwarded_for)
+                     trust_forwarded_for=args.trust_forwarded_for,
+                     max_upload_pixels=int(args.max_upload_megapixels * 1e6),
+                     upload_budget_bytes=int(args.upload_budget_mb * 1024 * 1024),
+                     decode_budget_bytes=int(args.decode_budget_mb * 1024 * 1024), trim_idle_s=args.trim_idle)
     print(f"binwise serve: {classifier.model_id} at http://{args.host}:{args.port}/ (API docs at /docs)",
           flush=True)
     # Idle keep-alive connections stay open 65 s (uvicorn's default is 5 s, the same as httpx's

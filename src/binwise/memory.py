@@ -1,0 +1,139 @@
+"""Bounded memory for the service: a budget for decoding photos, and freed memory given back.
+
+``binwise.predict.keep_freed_memory`` makes glibc keep every freed block (torch eager and Pillow
+would otherwise fault their buffers back in on every call), so the process keeps its peak heap: a
+burst of large uploads would leave it at its peak for good. Two things bound that:
+
+- ``UploadBudget``: the bytes of uploads held in memory at once. A request reserves twice its
+  declared size (the body as read, and the photo cut out of it) before it reads a byte of it,
+  and waits while others hold the rest: meanwhile its bytes stay in the client's socket.
+- ``DecodeBudget``: the bytes all decodes in progress may take together. Each decode reserves its
+  estimate (``binwise.images.decode_bytes``) before it starts and waits while others hold the rest;
+  one that can never fit is refused.
+- ``IdleTrimmer``: once the service has had no request for ``idle_s`` seconds, ``malloc_trim(0)``
+  hands glibc's free pages back to the kernel. Under steady load it never runs, so the speed that
+  keeping freed memory buys stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import platform
+import threading
+import time
+from contextlib import asynccontextmanager, contextmanager
+from typing import AsyncIterator, Iterator
+
+from .errors import BinwiseError
+
+MIB = 1024 * 1024
+
+
+class UploadBudget:
+    """Bytes of uploads held in memory at once; used from the event loop only."""
+
+    def __init__(self, total_bytes: int, wait_s: float = 30.0):
+        if total_bytes <= 0 or wait_s < 0:
+            raise ValueError("the upload budget must be positive and its wait not negative")
+        self.total = total_bytes
+        self.wait_s = wait_s
+        self.used = 0
+        self._room = asyncio.Condition()
+
+    @asynccontextmanager
+    async def reserve(self, nbytes: int, name: str) -> AsyncIterator[None]:
+        """Hold ``nbytes`` (at most the whole budget) while the block runs; BinwiseError
+        ``upload_busy`` when no room frees up within ``wait_s``."""
+        nbytes = min(nbytes, self.total)
+        async with self._room:
+            try:
+                async with asyncio.timeout(self.wait_s):
+                    await self._room.wait_for(lambda: self.used + nbytes <= self.total)
+            except TimeoutError:
+                raise BinwiseError(f"busy receiving other uploads ({self.used / MIB:,.0f} of "
+                                   f"{self.total / MIB:,.0f} MiB in use for {self.wait_s:g} s)", name,
+                                   kind="upload_busy") from None
+            self.used += nbytes
+        try:
+            yield
+        finally:
+            async with self._room:
+                self.used -= nbytes
+                self._room.notify_all()
+
+
+class DecodeBudget:
+    """Bytes that decoding may take at once, across all decode threads."""
+
+    def __init__(self, total_bytes: int, wait_s: float = 10.0):
+        if total_bytes <= 0 or wait_s < 0:
+            raise ValueError("the decode budget must be positive and its wait not negative")
+        self.total = total_bytes
+        self.wait_s = wait_s
+        self.used = 0
+        self._room = threading.Condition()
+
+    @contextmanager
+    def reserve(self, nbytes: int, name: str) -> Iterator[None]:
+        """Hold ``nbytes`` of the budget while the block runs. Raises BinwiseError ``image_too_large``
+        for more than the whole budget, and ``decode_busy`` when no room frees up within ``wait_s``."""
+        if nbytes > self.total:
+            raise BinwiseError(f"image too large to decode here (about {nbytes / MIB:,.0f} MiB of memory; "
+                               f"this service decodes at most {self.total / MIB:,.0f} MiB at once)", name,
+                               kind="image_too_large")
+        with self._room:
+            if not self._room.wait_for(lambda: self.used + nbytes <= self.total, self.wait_s):
+                raise BinwiseError(f"busy decoding other photos ({self.used / MIB:,.0f} of "
+                                   f"{self.total / MIB:,.0f} MiB in use for {self.wait_s:g} s)", name,
+                                   kind="decode_busy")
+            self.used += nbytes
+        try:
+            yield
+        finally:
+            with self._room:
+                self.used -= nbytes
+                self._room.notify_all()
+
+
+def release_freed_memory() -> bool:
+    """Give glibc's free heap pages back to the kernel (``malloc_trim(0)``, every arena); False
+    where the C library is not glibc."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    ctypes.CDLL(None).malloc_trim(0)
+    return True
+
+
+class IdleTrimmer:
+    """Calls ``release_freed_memory`` once after each busy period: when no request has been in
+    progress for ``idle_s`` seconds. Each request runs inside ``request()``, on the event loop;
+    ``run()`` is the asyncio task that trims."""
+
+    def __init__(self, idle_s: float = 1.0):
+        if idle_s <= 0:
+            raise ValueError("the idle time before trimming must be positive")
+        self.idle_s = idle_s
+        self.active = 0
+        self.last_request = time.monotonic()
+        self.busy_since_trim = False
+        self.trims = 0
+
+    @contextmanager
+    def request(self) -> Iterator[None]:
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
+            self.last_request = time.monotonic()
+            self.busy_since_trim = True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.idle_s / 2)
+            if self.busy_since_trim and not self.active and time.monotonic() - self.last_request >= self.idle_s:
+                self.busy_since_trim = False
+                # in a thread: trimming a heap of gigabytes takes a while, and takes glibc's arena locks
+                await asyncio.to_thread(release_freed_memory)
+                self.trims += 1
