@@ -30,15 +30,31 @@ from .errors import BinwiseError
 MIB = 1024 * 1024
 
 
-class UploadBudget:
-    """Bytes of uploads held in memory at once; used from the event loop only."""
+class MemoryBudget:
+    """``total_bytes`` that the requests in progress may hold together; a request waits at most
+    ``wait_s`` seconds for room. Subclasses reserve from a thread or from the event loop."""
 
-    def __init__(self, total_bytes: int, wait_s: float = 30.0):
+    def __init__(self, total_bytes: int, wait_s: float, kind: str, busy_with: str):
         if total_bytes <= 0 or wait_s < 0:
-            raise ValueError("the upload budget must be positive and its wait not negative")
+            raise ValueError("a memory budget must be positive and its wait not negative")
         self.total = total_bytes
         self.wait_s = wait_s
         self.used = 0
+        self.kind, self.busy_with = kind, busy_with
+
+    def fits(self, nbytes: int) -> bool:
+        return self.used + nbytes <= self.total
+
+    def busy(self, name: str) -> BinwiseError:
+        return BinwiseError(f"busy {self.busy_with} ({self.used / MIB:,.0f} of {self.total / MIB:,.0f} MiB in use "
+                            f"for {self.wait_s:g} s)", name, kind=self.kind)
+
+
+class UploadBudget(MemoryBudget):
+    """Bytes of uploads held in memory at once; used from the event loop only."""
+
+    def __init__(self, total_bytes: int, wait_s: float = 30.0):
+        super().__init__(total_bytes, wait_s, "upload_busy", "receiving other uploads")
         self._room = asyncio.Condition()
 
     @asynccontextmanager
@@ -49,11 +65,9 @@ class UploadBudget:
         async with self._room:
             try:
                 async with asyncio.timeout(self.wait_s):
-                    await self._room.wait_for(lambda: self.used + nbytes <= self.total)
+                    await self._room.wait_for(lambda: self.fits(nbytes))
             except TimeoutError:
-                raise BinwiseError(f"busy receiving other uploads ({self.used / MIB:,.0f} of "
-                                   f"{self.total / MIB:,.0f} MiB in use for {self.wait_s:g} s)", name,
-                                   kind="upload_busy") from None
+                raise self.busy(name) from None
             self.used += nbytes
         try:
             yield
@@ -63,15 +77,11 @@ class UploadBudget:
                 self._room.notify_all()
 
 
-class DecodeBudget:
+class DecodeBudget(MemoryBudget):
     """Bytes that decoding may take at once, across all decode threads."""
 
     def __init__(self, total_bytes: int, wait_s: float = 10.0):
-        if total_bytes <= 0 or wait_s < 0:
-            raise ValueError("the decode budget must be positive and its wait not negative")
-        self.total = total_bytes
-        self.wait_s = wait_s
-        self.used = 0
+        super().__init__(total_bytes, wait_s, "decode_busy", "decoding other photos")
         self._room = threading.Condition()
 
     @contextmanager
@@ -83,10 +93,8 @@ class DecodeBudget:
                                f"this service decodes at most {self.total / MIB:,.0f} MiB at once)", name,
                                kind="image_too_large")
         with self._room:
-            if not self._room.wait_for(lambda: self.used + nbytes <= self.total, self.wait_s):
-                raise BinwiseError(f"busy decoding other photos ({self.used / MIB:,.0f} of "
-                                   f"{self.total / MIB:,.0f} MiB in use for {self.wait_s:g} s)", name,
-                                   kind="decode_busy")
+            if not self._room.wait_for(lambda: self.fits(nbytes), self.wait_s):
+                raise self.busy(name)
             self.used += nbytes
         try:
             yield
