@@ -116,7 +116,7 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                show_provenance: bool = False, cors_origins: tuple[str, ...] = (), max_explain: int = 2,
                body_timeout_s: float = 30.0, feedback_store=None, feedback_rate: int = 30,
                trust_forwarded_for: bool = False,
-               max_upload_pixels: int = 50_000_000,
+               max_upload_pixels: int = 64_000_000,
                upload_budget_bytes: int = 256 * MIB, decode_budget_bytes: int = 512 * MIB,
                trim_idle_s: float = 1.0) -> FastAPI:
     """A FastAPI app serving ``classifier`` (a ``binwise.predict.Classifier``).

@@ -27,7 +27,7 @@ def register(subparsers) -> None:
                    help="photos waiting beyond this get HTTP 503 (default: %(default)s)")
     p.add_argument("--max-upload-mb", type=float, default=10.0,
                    help="largest accepted upload in MB (default: %(default)s)")
-    p.add_argument("--max-upload-megapixels", type=float, default=50.0,
+    p.add_argument("--max-upload-megapixels", type=float, default=64.0,
                    help="largest uploaded image, in millions of pixels, read from its header (default: %(default)s; "
                    "local files: 200)")
     p.add_argument("--upload-budget-mb", type=float, default=256.0,
