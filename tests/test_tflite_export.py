@@ -18,6 +18,7 @@ import flatbuffers
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from inference_models import garbage26_test_photos, tiny_model
 from test_torch_free import WITHOUT_TORCH
 
@@ -43,10 +44,12 @@ def converter_python() -> str:
     pytest.skip("no litert-torch (the 'tflite-export' extra) here, in $BINWISE_LITERT_PYTHON or .venv-litert")
 
 
-def export(tmp_path_factory, *options: str) -> Path:
-    out = tmp_path_factory.mktemp("tflite") / "tiny.tflite"
+def export(tmp_path_factory, *options: str, model: Path | None = None) -> Path:
+    """``model`` (default: the tiny test model) exported to TFLite in the converter's Python."""
+    model = model or tiny_model()
+    out = tmp_path_factory.mktemp("tflite") / f"{model.stem}.tflite"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}  # this checkout's binwise, in whichever venv
-    result = subprocess.run([converter_python(), "-m", "binwise.cli", "export", str(tiny_model()), "--format",
+    result = subprocess.run([converter_python(), "-m", "binwise.cli", "export", str(model), "--format",
                              "tflite", "--out", str(out), *options], capture_output=True, text=True, env=env,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -125,6 +128,58 @@ def test_the_file_carries_labels_bins_and_binwise_metadata(tiny_tflite):
     assert "normalised in the graph" in string_field(pixels, 1) and "[0.5, 0.5, 0.5]" in string_field(pixels, 1)
 
 
+def output_metadata_names(path: Path) -> list[str]:
+    """The output tensor names in the file's TFLite model metadata, in order."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(path.read_bytes(), 0)
+    entries = {model.Metadata(i).Name().decode(): model.Metadata(i).Buffer() for i in range(model.MetadataLength())}
+    metadata = model.Buffers(entries[TFLITE_METADATA]).DataAsNumpy().tobytes()
+    start = flatbuffers.encode.Get(flatbuffers.packer.uoffset, metadata, 0)
+    subgraph = metadata_table(metadata, start, (3, 0))
+    count = subgraph.VectorLen(subgraph.Offset(4 + 2 * 3))
+    return [string_field(metadata_table(metadata, start, (3, 0), (3, i)), 0) for i in range(count)]
+
+
+@pytest.fixture(scope="module")
+def scored_tflite(tmp_path_factory, calibrated_garbage26_model) -> Path:
+    """The calibrated garbage26 fixture model (with reference features) as fp32 TFLite."""
+    return export(tmp_path_factory, model=calibrated_garbage26_model)
+
+
+@pytest.fixture(scope="module")
+def status_photos(garbage26_data, tmp_path_factory) -> list[Path]:
+    """A battery and an eggshell the fixture model is sure of, and a grey square (not garbage)."""
+    grey = tmp_path_factory.mktemp("photos") / "grey.png"
+    Image.new("RGB", (300, 300), (128, 128, 128)).save(grey)
+    return [sorted((garbage26_data / "test" / name).glob("*.jpg"))[0] for name in ("Battery", "Eggshell")] + [grey]
+
+
+def test_the_export_carries_the_unknown_score(scored_tflite, calibrated_garbage26_model, status_photos):
+    classifier = Classifier.load(scored_tflite)
+    assert classifier.runner.scored and classifier.status_note is None
+    assert output_metadata_names(scored_tflite) == [name for name in classifier.runner.outputs] == ["logits",
+                                                                                                 "similarity"]
+    in_torch = Classifier.load(calibrated_garbage26_model).predict(status_photos)
+    in_tflite = classifier.predict(status_photos)
+    assert [p.status for p in in_tflite] == [p.status for p in in_torch] == ["ok", "ok", "unknown"]
+    assert [p.similarity for p in in_tflite] == pytest.approx([p.similarity for p in in_torch], abs=1e-5)
+    assert [p.top[0].probability for p in in_tflite] == pytest.approx([p.top[0].probability for p in in_torch],
+                                                                      abs=1e-4)
+
+
+def test_predict_says_unknown_through_the_tflite_file(scored_tflite, status_photos, capsys):
+    assert main(["predict", str(scored_tflite), *map(str, status_photos), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["status"] for r in rows] == ["ok", "ok", "unknown"] and rows[2]["bin"] is None
+
+
+def test_a_file_with_logits_only_is_read_and_never_unknown(tiny_tflite):
+    runner = Classifier.load(tiny_tflite).runner
+    assert not runner.scored and list(runner.outputs) == ["logits"] and output_metadata_names(tiny_tflite) == ["logits"]
+    assert Classifier.load(tiny_tflite).predict(garbage26_test_photos(1)[0]).similarity is None
+
+
 def test_info_and_predict_without_torch(tiny_tflite, capsys):
     assert main(["info", str(tiny_tflite)]) == 0
     info = capsys.readouterr().out
@@ -166,6 +221,30 @@ def test_int8_export_is_quantized_and_follows_fp32(tiny_tflite, tmp_path_factory
     # a random-head model quantizes poorly (a trained one: benchmarks/tflite_parity.py), but its
     # int8 logits must still follow the fp32 ones
     assert np.corrcoef(fp32.ravel(), quantized.ravel())[0, 1] > 0.5
+
+
+@pytest.mark.slow
+def test_int8_export_keeps_the_statuses(calibrated_garbage26_model, status_photos, tmp_path_factory):
+    int8 = export(tmp_path_factory, "--int8", "--calibration-count", "52", model=calibrated_garbage26_model)
+    in_torch = Classifier.load(calibrated_garbage26_model).predict(status_photos)
+    in_int8 = Classifier.load(int8).predict(status_photos)
+    assert [p.status for p in in_int8] == [p.status for p in in_torch]
+    assert [p.similarity for p in in_int8] == pytest.approx([p.similarity for p in in_torch], abs=0.05)
+
+
+def test_outputs_other_than_logits_and_similarity_are_refused():
+    from binwise.tflite_backend import named_outputs
+
+    class Interpreter:  # two outputs, named as no binwise export names them
+        def get_output_details(self):
+            return [{"index": 1}, {"index": 2}]
+
+        def get_signature_list(self):
+            return {"serving_default": {"inputs": ["pixels"], "outputs": ["output_0", "output_1"]}}
+
+    with pytest.raises(BinwiseError, match=r"2 outputs \(output_0, output_1\), not logits alone or logits and "
+                                           "similarity"):
+        named_outputs(Interpreter(), "x.tflite")
 
 
 # --- without the converter or the runtime ---

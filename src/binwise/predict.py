@@ -9,7 +9,7 @@ threads at once.
 
 Every Prediction carries a status, ``ok``, ``unsure`` or ``unknown`` (``binwise.status``): a runner
 returns the logits, or ``(logits, similarity)`` when the model can say how much each photo looks like
-its training photos (a .safetensors file with reference features; an .onnx file with a
+its training photos (a .safetensors file with reference features; an .onnx or .tflite file with a
 ``similarity`` output). The model file's calibration gives the temperature and thresholds.
 """
 
@@ -275,7 +275,8 @@ class Classifier:
                     f"predictions are unsure below {self.calibration.thresholds.min_confidence:.0%} and never unknown")
         if not getattr(self.runner, "scored", False):
             where = {"torch": "a model file without the training photos' features",
-                     "onnxruntime": "an .onnx file without a 'similarity' output"}.get(self.backend, "a .tflite file")
+                     "onnxruntime": "an .onnx file without a 'similarity' output",
+                     "litert": "a .tflite file without a 'similarity' output"}[self.backend]
             return (f"this model cannot tell how much a photo looks like its training photos ({where}): "
                     "predictions are never unknown")
         return None

@@ -3,7 +3,10 @@
 ``binwise export --format tflite`` writes the model file's JSON metadata into the flatbuffer's
 ``metadata`` table (entry ``binwise``), so a .tflite file alone knows its classes, bins and
 preprocessing. Its input is the resized, cropped RGB pixels as uint8 (N, H, W, 3), normalised
-inside the graph; an int8 model's output is dequantized here. A LiteRT Interpreter must not be
+inside the graph; its outputs are ``logits`` and, in an export of a model file with reference
+features, ``similarity`` (the unknown score, ``binwise.novelty``), named so in the file's
+signature as in the ONNX export; a file with one output (exported before the similarity was) is
+read as logits alone. An int8 model's outputs are dequantized here. A LiteRT Interpreter must not be
 used from two threads at once, so each calling thread gets its own.
 """
 
@@ -19,6 +22,8 @@ from .errors import BinwiseError, first_line
 from .metadata_checks import METADATA_KEY, parse_metadata
 
 EXTRA = "tflite"
+SIGNATURE = "serving_default"  # litert-torch's one signature
+LOGITS, SIMILARITY = "logits", "similarity"  # the output names, as in the ONNX export
 _TFLITE_IDENTIFIER = b"TFL3"  # bytes 4..8 of a TFLite flatbuffer
 MAX_TFLITE_BYTES = 512 << 20
 # Control flow (a graph that loops or branches could run for ever), subgraph calls and custom
@@ -27,7 +32,8 @@ REFUSED_OPERATORS = {"WHILE", "IF", "CALL", "CALL_ONCE", "CUSTOM", "UNKNOWN"}
 
 
 class TfliteRunner:
-    """A LiteRT interpreter per thread on the CPU (XNNPACK): uint8 NHWC pixels in, scores out. Thread-safe."""
+    """A LiteRT interpreter per thread on the CPU (XNNPACK): uint8 NHWC pixels in, the logits (or
+    ``(logits, similarity)``, as ``OnnxRunner`` returns them) out. Thread-safe."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None):
         self.path = Path(path)
@@ -36,15 +42,20 @@ class TfliteRunner:
         self.model = self.path.read_bytes()
         self.metadata = read_metadata(self.model, path)
         self._interpreters = _PerThread(self.model, threads, path)
-        self.input, self.output = self._interpreters.get().details
+        interpreter = self._interpreters.get()
+        self.input, self.outputs = interpreter.input, interpreter.outputs
+        self.output = self.outputs[LOGITS]
+        self.scored = SIMILARITY in self.outputs
         size, classes = self.metadata["preprocessing"].get("input_size", 224), len(self.metadata["taxonomy"]["classes"])
         if list(self.input["shape"][1:]) != [size, size, 3] or list(self.output["shape"][1:]) != [classes]:
             raise BinwiseError(f"the TFLite model maps {list(self.input['shape'])} to {list(self.output['shape'])}, not "
                                f"(batch, {size}, {size}, 3) to (batch, {classes}) as its metadata says", path)
+        if self.scored and len(self.outputs[SIMILARITY]["shape"]) != 1:
+            raise BinwiseError("the TFLite model's similarity output is not one value per photo", path)
         self._single_threaded = None
         self._lock = threading.Lock()
 
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+    def __call__(self, pixels: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         return self._interpreters.get()(pixels)
 
     def concurrent(self):
@@ -83,17 +94,15 @@ class _Interpreter:
         except (ValueError, RuntimeError) as e:
             raise BinwiseError(f"not a loadable TFLite model ({first_line(e)})",
                                path) from None
-        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise BinwiseError(f"TFLite model has {len(inputs)} inputs and {len(outputs)} outputs, not one of each", path)
-        (self.input,), (self.output,) = inputs, outputs
-        self.details = self.input, self.output
+        inputs = self.interpreter.get_input_details()
+        if len(inputs) != 1:
+            raise BinwiseError(f"TFLite model has {len(inputs)} inputs, not one", path)
+        (self.input,) = inputs
+        self.outputs = named_outputs(self.interpreter, path)
         if self.input["dtype"] != np.uint8:
             raise BinwiseError(f"TFLite model takes {np.dtype(self.input['dtype'])} input, not uint8 pixels; "
                                "export it with 'binwise export --format tflite'", path)
         self.batch = int(self.input["shape"][0])
-        scale, zero_point = self.output["quantization"]
-        self.dequantize = (scale, zero_point) if scale else None
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         if len(pixels) != self.batch:
@@ -102,11 +111,32 @@ class _Interpreter:
             self.batch = len(pixels)
         self.interpreter.set_tensor(self.input["index"], pixels)
         self.interpreter.invoke()
-        out = self.interpreter.get_tensor(self.output["index"])  # a copy: the next call reuses the buffer
-        if self.dequantize:
-            scale, zero_point = self.dequantize
-            return (out.astype(np.float32) - zero_point) * np.float32(scale)
-        return out
+        values = [self._value(self.outputs[name]) for name in (LOGITS, SIMILARITY) if name in self.outputs]
+        return tuple(values) if len(values) > 1 else values[0]
+
+    def _value(self, output: dict) -> np.ndarray:
+        out = self.interpreter.get_tensor(output["index"])  # a copy: the next call reuses the buffer
+        scale, zero_point = output["quantization"]
+        return (out.astype(np.float32) - zero_point) * np.float32(scale) if scale else out
+
+
+def named_outputs(interpreter, path) -> dict[str, dict]:
+    """The interpreter's output details by name: ``logits``, and ``similarity`` when the file's
+    signature names the two; a file with one output (an older export, or none of binwise's) has
+    logits alone."""
+    outputs = interpreter.get_output_details()
+    if len(outputs) == 1:
+        return {LOGITS: outputs[0]}
+    names = interpreter.get_signature_list().get(SIGNATURE, {}).get("outputs", [])
+    if len(outputs) != 2 or sorted(names) != [LOGITS, SIMILARITY]:
+        raise BinwiseError(f"TFLite model has {len(outputs)} outputs ({', '.join(names) or 'unnamed'}), not "
+                           f"{LOGITS} alone or {LOGITS} and {SIMILARITY}", path)
+    # the signature runner only maps names to tensors; it is dropped at once, since a live one
+    # stops the interpreter from resizing its input
+    indices = {name: detail["index"]
+               for name, detail in interpreter.get_signature_runner(SIGNATURE).get_output_details().items()}
+    by_index = {detail["index"]: detail for detail in outputs}
+    return {name: by_index[indices[name]] for name in (LOGITS, SIMILARITY)}
 
 
 def read_metadata(model: bytes, path) -> dict:

@@ -72,7 +72,8 @@ def read_model_file(path: Path) -> tuple[dict, list[str]]:
         export = runner.metadata.get("export", {})
         lines = [f"format       TFLite, {export.get('precision', '?')}, {export.get('converter', '?')}, run by LiteRT"]
         lines += [f"{kind:12s} {tensor['name']} {np.dtype(tensor['dtype']).name} {[int(d) for d in tensor['shape_signature']]}"
-                  for kind, tensor in (("graph input", runner.input), ("graph output", runner.output))]
+                  for kind, tensor in (("graph input", runner.input), *(("graph output", output)
+                                                                        for output in runner.outputs.values()))]
         meta = runner.metadata
     else:
         from ..modelfile import read_header, read_metadata

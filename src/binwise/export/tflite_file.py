@@ -3,12 +3,14 @@
 The converter is litert-torch (the ``tflite-export`` extra); int8 is ai-edge-quantizer, which
 litert-torch installs. Like the ONNX export, the .tflite file takes what ``binwise.images.load_crop``
 gives: resized, centre-cropped RGB pixels as uint8, (batch, H, W, 3), and normalises them as the
-graph's first step, so an app feeds the camera's pixels as they are. The file carries:
+graph's first step, so an app feeds the camera's pixels as they are. Its outputs are those of the
+ONNX export, named so in the signature: ``logits`` and, when the model file has reference features,
+``similarity`` (the unknown score, ``binwise.novelty``). The file carries:
 
 - binwise's JSON metadata (the ONNX export's ``binwise`` dict) as the model's ``binwise``
   metadata entry, so ``Classifier.load("x.tflite")`` knows classes, bins and preprocessing;
 - TFLite model metadata (``TFLITE_METADATA``, tflite-support's schema) describing the input image
-  and the output, with the class names and bins as associated files zipped after the flatbuffer
+  and each output, with the class names and bins as associated files zipped after the flatbuffer
   (``labels.txt`` English, ``labels_zh.txt`` Chinese, ``bins.txt``), which is where Android's
   metadata extractor and Task Library look for them.
 """
@@ -29,12 +31,13 @@ from ..images import load_crop
 from ..preprocessing import Preprocessing, with_pixel_input
 from ..taxonomy import Taxonomy
 from ..metadata_checks import METADATA_KEY
-from .onnx_file import DEFAULT_CALIBRATION_COUNT, calibration_photos
+from ..tflite_backend import SIGNATURE
+from .onnx_file import (DEFAULT_CALIBRATION_COUNT, OUTPUT_NAME, SIMILARITY_NAME, calibration_photos,
+                        exported_module)
 
 EXTRA = "tflite-export"
 INPUT_DESCRIPTION = ("uint8 RGB pixels (batch, height, width, 3), resized and centre-cropped; "
                      "normalised in the graph")
-SIGNATURE = "serving_default"  # litert-torch's one signature
 
 
 def export_tflite(model_path: str | os.PathLike, out: str | os.PathLike, int8: bool = False,
@@ -47,8 +50,6 @@ def export_tflite(model_path: str | os.PathLike, out: str | os.PathLike, int8: b
     (chosen as for the ONNX int8 export, ``onnx_file.calibration_photos``).
     """
     litert_torch = _converter()
-    import torch
-
     from ..modelfile import atomic_write, load_model, sha256_of_file
 
     model_file = load_model(model_path)
@@ -56,20 +57,43 @@ def export_tflite(model_path: str | os.PathLike, out: str | os.PathLike, int8: b
     meta["export"] = {"format": "tflite", "precision": "int8" if int8 else "fp32",
                       "converter": f"litert-torch {litert_torch.__version__}", "input": INPUT_DESCRIPTION,
                       "source": f"{Path(model_path).name}@{sha256_of_file(model_path)[:12]}"}
-    size = model_file.preprocessing.input_size
-    litert_torch.config.show_progress = False
-    pixels = torch.zeros(1, size, size, 3, dtype=torch.uint8)
-    converted = litert_torch.convert(with_pixel_input(model_file.model, model_file.preprocessing), (pixels,))
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "fp32.tflite"
-        converted.export(str(fp32))
-        flatbuffer = fp32.read_bytes()
-        if int8:
-            images = calibration_photos(calibration_dir, calibration_count, seed)
-            flatbuffer = quantize_int8(flatbuffer, images, model_file.preprocessing)
+    flatbuffer = converted(model_file)
+    if int8:
+        images = calibration_photos(calibration_dir, calibration_count, seed)
+        flatbuffer = quantize_int8(flatbuffer, images, model_file.preprocessing)
     packed = with_metadata(flatbuffer, meta)
     atomic_write(out, lambda tmp_out: Path(tmp_out).write_bytes(packed))
     return Path(out)
+
+
+def converted(model_file) -> bytes:
+    """The fp32 flatbuffer of ``onnx_file.exported_module(model_file)``: outputs named ``logits``
+    and, when the model file has reference features, ``similarity`` (the unknown score), as in
+    the ONNX export."""
+    import torch
+
+    litert_torch = _converter()
+    module = exported_module(model_file)
+    names = [OUTPUT_NAME] if model_file.reference_features is None else [OUTPUT_NAME, SIMILARITY_NAME]
+
+    class NamedOutputs(torch.nn.Module):
+        """litert-torch names a signature's outputs after the keys of a returned dict."""
+
+        def __init__(self):
+            super().__init__()
+            self.module = module
+
+        def forward(self, pixels):
+            outputs = self.module(pixels)
+            return dict(zip(names, outputs if isinstance(outputs, tuple) else (outputs,)))
+
+    size = model_file.preprocessing.input_size
+    litert_torch.config.show_progress = False
+    pixels = torch.zeros(1, size, size, 3, dtype=torch.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fp32.tflite"
+        litert_torch.convert(NamedOutputs().eval(), (pixels,)).export(str(path))
+        return path.read_bytes()
 
 
 def _converter():
@@ -81,23 +105,34 @@ def _converter():
     return litert_torch
 
 
-def quantize_int8(flatbuffer: bytes, images: list, pre: Preprocessing) -> bytes:
-    """Static int8 quantization with ai-edge-quantizer, calibrated on ``images``."""
+def quantize_int8(flatbuffer: bytes, images: list, pre: Preprocessing, int8_recipe: list[dict] | None = None,
+                  moving_average: bool = False) -> bytes:
+    """Static quantization with ai-edge-quantizer, calibrated on ``images``: ``int8_recipe`` (an
+    ai-edge-quantizer recipe; default ``int8_recipe()``), each tensor's range its absolute min/max
+    over the photos (``moving_average``: the quantizer's own default, a moving average of each
+    photo's range)."""
     from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager
+    from ai_edge_quantizer import calibrator, quantizer, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
 
     (input_name,) = Interpreter(model_content=flatbuffer).get_signature_list()[SIGNATURE]["inputs"]
-    int8_recipe = recipe_manager.RecipeManager()
-    int8_recipe.load_quantization_recipe(recipe.static_wi8_ai8())
-    # Each tensor's absolute min/max over all photos, as the ONNX int8 export calibrates
-    # (benchmarks/tune_int8_calibration.py chose it there); ai-edge-quantizer's own calibrate()
-    # takes a moving average of each photo's range instead.
-    ranges = calibrator.Calibrator(bytearray(flatbuffer), num_threads=os.cpu_count() or 1,
-                                   qsv_update_func=qsv_utils.min_max_update)
-    ranges.calibrate({SIGNATURE: [{input_name: load_crop(p, pre)[None]} for p in images]}, int8_recipe)
-    quantized = quantizer.Quantizer(bytearray(flatbuffer), int8_recipe.get_quantization_recipe())
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(default_int8_recipe() if int8_recipe is None else int8_recipe)
+    # The absolute min/max, as the ONNX int8 export calibrates (benchmarks/tune_int8_calibration.py
+    # chose it there, benchmarks/tune_tflite_int8.py here)
+    update = qsv_utils.moving_average_update if moving_average else qsv_utils.min_max_update
+    ranges = calibrator.Calibrator(bytearray(flatbuffer), num_threads=os.cpu_count() or 1, qsv_update_func=update)
+    ranges.calibrate({SIGNATURE: [{input_name: load_crop(p, pre)[None]} for p in images]}, manager)
+    quantized = quantizer.Quantizer(bytearray(flatbuffer), manager.get_quantization_recipe())
     return bytes(quantized.quantize(ranges.get_model_qsvs(), enable_progress_report=False).quantized_model)
+
+
+def default_int8_recipe() -> list[dict]:
+    """ai-edge-quantizer's static int8 recipe: int8 weights (per channel, symmetric) and
+    activations (per tensor, asymmetric) everywhere."""
+    from ai_edge_quantizer import recipe
+
+    return recipe.static_wi8_ai8()
 
 
 # --- metadata ---
@@ -121,7 +156,7 @@ def with_metadata(flatbuffer: bytes, meta: dict) -> bytes:
             buffer.offset = buffer.size = 0
     taxonomy = Taxonomy.from_dict(meta["taxonomy"])
     entries = {METADATA_KEY: json.dumps(meta, ensure_ascii=False).encode(),
-               TFLITE_METADATA: model_metadata(meta, taxonomy)}
+               TFLITE_METADATA: model_metadata(meta, taxonomy, output_names(model))}
     model.metadata = [m for m in model.metadata or [] if m.name.decode() not in entries]
     for name, data in entries.items():
         buffer = schema.BufferT()
@@ -133,6 +168,17 @@ def with_metadata(flatbuffer: bytes, meta: dict) -> bytes:
     builder = flatbuffers.Builder(len(flatbuffer) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output()) + associated_files(taxonomy)
+
+
+def output_names(model) -> list[str]:
+    """The names of the graph's outputs in the graph's order (which the TFLite model metadata
+    follows): from the signature, or logits alone in a file with one output."""
+    graph_outputs = list(model.subgraphs[0].outputs)
+    signature = next((s for s in model.signatureDefs or [] if s.signatureKey.decode() == SIGNATURE), None)
+    if len(graph_outputs) == 1 or signature is None:
+        return [OUTPUT_NAME] * len(graph_outputs)
+    by_tensor = {t.tensorIndex: t.name.decode() for t in signature.outputs}
+    return [by_tensor[i] for i in graph_outputs]
 
 
 def associated_files(taxonomy: Taxonomy) -> bytes:
@@ -157,9 +203,11 @@ _NORMALIZATION_OPTIONS = 1
 _RGB = 1
 
 
-def model_metadata(meta: dict, taxonomy: Taxonomy) -> bytes:
+def model_metadata(meta: dict, taxonomy: Taxonomy, outputs: list[str]) -> bytes:
     """A ModelMetadata flatbuffer: the input is an RGB image fed as it is (uint8, the graph
-    normalises), the output one score per class with the label files attached."""
+    normalises); the outputs, one entry each in the graph's order (``outputs``, their names), are
+    one score per class with the label files attached and, in an export with the unknown score,
+    the similarity to the nearest training photo."""
     import flatbuffers
 
     pre = Preprocessing.from_dict(meta["preprocessing"])
@@ -213,15 +261,26 @@ def model_metadata(meta: dict, taxonomy: Taxonomy) -> bytes:
         (4, "offset", vector([table([(0, "byte", _NORMALIZATION_OPTIONS), (1, "offset", normalization)])])),
         (5, "offset", table([(0, "offset", floats([255.0])), (1, "offset", floats([0.0]))])),
     ])
-    output_tensor = table([
+    scores = table([
         (0, "offset", b.CreateString("probabilities" if activation in ("softmax", "sigmoid") else "logits")),
         (1, "offset", b.CreateString(f"{taxonomy.num_classes} class scores" + (
             "" if activation in ("softmax", "sigmoid") else " (logits: softmax gives the probabilities)"))),
         (3, "offset", table([(0, "byte", _FEATURE_PROPERTIES), (1, "offset", table([]))])),
         (6, "offset", vector(files)),
     ])
-    subgraph = table([(0, "offset", b.CreateString("classify")),
-                      (2, "offset", vector([input_tensor])), (3, "offset", vector([output_tensor]))])
+    threshold = (meta.get("calibration") or {}).get("min_similarity")
+    similarity = table([
+        (0, "offset", b.CreateString(SIMILARITY_NAME)),
+        (1, "offset", b.CreateString(
+            "one value per photo: the cosine similarity of its pooled backbone feature to the nearest training "
+            "photo's; " + ("below the calibration's min_similarity " + f"{threshold:.4f}" if threshold is not None
+                           else "low") + " means the photo does not look like anything the model was trained on")),
+        (3, "offset", table([(0, "byte", _FEATURE_PROPERTIES), (1, "offset", table([]))])),
+        (5, "offset", table([(0, "offset", floats([1.0])), (1, "offset", floats([-1.0]))])),
+    ])
+    tensors = {OUTPUT_NAME: scores, SIMILARITY_NAME: similarity}
+    subgraph = table([(0, "offset", b.CreateString("classify")), (2, "offset", vector([input_tensor])),
+                      (3, "offset", vector([tensors[name] for name in outputs]))])
     root = table([
         (0, "offset", b.CreateString(f"binwise {taxonomy.name or 'garbage'} classifier")),
         (1, "offset", b.CreateString(

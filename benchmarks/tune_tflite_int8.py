@@ -1,0 +1,216 @@
+"""Choosing the TFLite int8 recipe on validation photos, never on the test split.
+
+    PYTHONPATH=src .venv-litert/bin/python benchmarks/tune_tflite_int8.py --model runs/garbage26/model.safetensors
+
+Needs a Python with the ``tflite-export`` extra. A model trained on all of garbage26's train split
+has seen every train photo, so its top two classes are far apart on them and int8 agrees with fp32
+there whatever the recipe (measured: 400 of 400 before any change). So the variants are chosen on
+a validation model: the same probe (``binwise train --mode head``) trained on garbage26's train
+split less ``VALIDATION_SHARE`` of each class, which it never sees, calibrated on its own train
+photos (as ``binwise export --int8`` does). Each variant (ai-edge-quantizer recipes: what is int8,
+int16 or float; absolute min/max or the quantizer's moving average; the number of calibration
+photos) is measured there on the held-out photos, then applied to ``--model`` and measured on the
+test split (reported, never used to choose): how often int8's top-1 agrees with fp32's, the
+accuracy drop, the logits' relative L2 change, the similarity's largest change, the operators left
+in float, the file size and a rough speed (LiteRT, 2 threads, batch 32; noisy on a shared machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from binwise.export.onnx_file import DEFAULT_CALIBRATION_COUNT, calibration_photos
+from binwise.export.tflite_file import converted, default_int8_recipe, quantize_int8
+from binwise.images import is_image_file, load_crop
+from binwise.modelfile import load_model
+from binwise.tflite_backend import operator_names
+
+REPO = Path(__file__).resolve().parents[1]
+VALIDATION_SHARE = 0.2
+THREADS = 2
+# The operators of binwise's wrapper modules themselves rather than of the network inside them
+# (litert-torch names a tensor after the module path that computes it): the pixel normalisation,
+# the pooling and the similarity's arithmetic; and the similarity output's REDUCE_MAX.
+WRAPPER_OPS = r"(ScoredModel|PixelInput)(_module)?;\d*$|serving_default_similarity_output"
+
+
+def recipe_with(base: list[dict], operation: str, regex: str = ".*", activation_bits: int | None = None,
+                float_ops: bool = False) -> list[dict]:
+    """``base`` with ``operation`` (a TFLite operator name, or "*") under ``regex`` either left in
+    float or given ``activation_bits``-bit symmetric activations."""
+    from ai_edge_quantizer import qtyping, recipe_manager
+
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(base)
+    name = qtyping.TFLOperationName(operation)
+    if float_ops:
+        manager.add_quantization_config(regex, name, algorithm_key="no_quantize")
+    else:
+        config = qtyping.OpQuantizationConfig(
+            activation_tensor_config=qtyping.TensorQuantizationConfig(activation_bits, symmetric=True),
+            weight_tensor_config=qtyping.TensorQuantizationConfig(8, symmetric=True,
+                                                                 granularity=qtyping.QuantGranularity.CHANNELWISE),
+            compute_precision=qtyping.ComputePrecision.INTEGER)
+        manager.add_quantization_config(regex, name, config)
+    return manager.get_quantization_recipe()
+
+
+def variants() -> dict[str, dict]:
+    """name -> quantize_int8 options (and the calibration photo count)."""
+    from ai_edge_quantizer import recipe
+
+    base = default_int8_recipe()
+    return {
+        "a8w8 min/max, 300 photos (before)": {},
+        "a8w8 moving average": {"moving_average": True},
+        "a8w8 min/max, 1000 photos": {"photos": 1000},
+        "a8w8, symmetric activations": {"int8_recipe": [
+            {**r, "op_config": {**r["op_config"], "activation_tensor_config": {
+                **r["op_config"]["activation_tensor_config"], "symmetric": True}}} for r in base]},
+        "a8w8, fully connected in float": {"int8_recipe": recipe_with(base, "FULLY_CONNECTED", float_ops=True)},
+        "a8w8, fully connected a16w8": {"int8_recipe": recipe_with(base, "FULLY_CONNECTED", activation_bits=16)},
+        "a8w8, mean (pooling) and fully connected a16w8": {"int8_recipe": recipe_with(
+            recipe_with(base, "FULLY_CONNECTED", activation_bits=16), "MEAN", activation_bits=16)},
+        # ("a16w8 everywhere", recipe.static_wi8_ai16(), fails in LiteRT: the normalisation's ADD
+        # "failed to prepare", input1_shift <= 0)
+        "a8w8, normalisation, pooling and similarity in float": {"int8_recipe": recipe_with(
+            base, "*", WRAPPER_OPS, float_ops=True)},
+        "a16w8, normalisation, pooling and similarity in float": {"int8_recipe": recipe_with(
+            recipe.static_wi8_ai16(), "*", WRAPPER_OPS, float_ops=True)},
+    }
+
+
+def run(model: bytes, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """Every signature output of ``model`` on ``pixels``, dequantized, by name; and the seconds taken."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model, num_threads=THREADS)
+    runner = interpreter.get_signature_runner()
+    (input_name,) = runner.get_input_details()
+    outputs, start = [], time.perf_counter()
+    for i in range(0, len(pixels), 32):
+        outputs.append(runner(**{input_name: pixels[i:i + 32]}))
+    seconds = time.perf_counter() - start
+    details = runner.get_output_details()
+    result = {}
+    for name, detail in details.items():
+        values = np.concatenate([o[name] for o in outputs]).astype(np.float32)
+        scale, zero_point = detail["quantization"]
+        result[name] = (values - zero_point) * scale if scale else values
+    return {**result, "seconds_per_photo": seconds / len(pixels)}
+
+
+def float_operators(model: bytes) -> dict[str, int]:
+    """Operators computing in float (a float32 output), by name: what is not integer."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    flatbuffer = schema.Model.GetRootAs(model, 0)
+    names = operator_names(flatbuffer, schema)
+    graph = flatbuffer.Subgraphs(0)
+    ops = (graph.Operators(i) for i in range(graph.OperatorsLength()))
+    return dict(Counter(names[op.OpcodeIndex()] for op in ops
+                        if graph.Tensors(op.Outputs(0)).Type() == schema.TensorType.FLOAT32))
+
+
+def validation_tree(out: Path, seed: int = 0) -> Path:
+    """An ImageFolder tree of links into garbage26: train/ its train split less
+    ``VALIDATION_SHARE`` of each class (chosen reproducibly), test/ those held-out photos."""
+    import random
+
+    from binwise.paths import resolve_data
+
+    if (out / "test").is_dir():
+        return out
+    rng = random.Random(seed)
+    for folder in sorted((resolve_data() / "train").iterdir()):
+        photos = sorted(p for p in folder.iterdir() if is_image_file(p))
+        rng.shuffle(photos)
+        held_out = round(VALIDATION_SHARE * len(photos))
+        for split, chosen in (("test", photos[:held_out]), ("train", photos[held_out:])):
+            (out / split / folder.name).mkdir(parents=True, exist_ok=True)
+            for photo in chosen:
+                (out / split / folder.name / photo.name).symlink_to(photo.resolve())
+    return out
+
+
+def validation_model(tree: Path) -> Path:
+    """The quickstart's probe trained on ``tree``'s train split (once)."""
+    model = tree / "run" / "model.safetensors"
+    if not model.exists():
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        subprocess.run([sys.executable, "-m", "binwise.cli", "train", str(tree), "--mode", "head",
+                        "--run-dir", str(model.parent)], check=True, env=env, capture_output=True)
+    return model
+
+
+def measure(model_path: Path, data: Path, names: list[str]) -> dict:
+    """Every variant in ``names`` quantizing ``model_path`` (calibrated on ``data``'s train split),
+    against fp32 on ``data``'s test split."""
+    from tflite_parity import test_photos
+
+    model_file = load_model(model_path)
+    pre = model_file.preprocessing
+    photos, labels = test_photos(model_file, data)
+    pixels = np.stack([load_crop(p, pre) for p in photos])
+    fp32 = converted(model_file)
+    want = run(fp32, pixels)
+    results = {"model": str(model_path), "photos": len(photos),
+               "fp32": {"file_mb": len(fp32) / 1e6, "ms_per_photo": 1e3 * want["seconds_per_photo"],
+                        "top1_accuracy": float((want["logits"].argmax(1) == labels).mean())},
+               "variants": {}}
+    for name in names:
+        options = dict(variants()[name])
+        calibration = calibration_photos(data, options.pop("photos", DEFAULT_CALIBRATION_COUNT))
+        start = time.perf_counter()
+        int8 = quantize_int8(fp32, calibration, pre, **options)
+        got = run(int8, pixels)
+        same = got["logits"].argmax(1) == want["logits"].argmax(1)
+        row = {"calibration_photos": len(calibration), "quantize_seconds": time.perf_counter() - start,
+               "file_mb": len(int8) / 1e6, "float_operators": float_operators(int8),
+               "same_top1_as_fp32": float(same.mean()), "disagreements": int((~same).sum()),
+               "accuracy_drop_points": 100 * float((want["logits"].argmax(1) == labels).mean()
+                                                   - (got["logits"].argmax(1) == labels).mean()),
+               "logits_relative_l2": float(np.linalg.norm(got["logits"] - want["logits"])
+                                           / np.linalg.norm(want["logits"])),
+               "ms_per_photo": 1e3 * got["seconds_per_photo"]}
+        if "similarity" in want:
+            row["similarity_max_change"] = float(np.abs(got["similarity"] - want["similarity"]).max())
+        results["variants"][name] = row
+        print(model_path.name, name, json.dumps(row), flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a binwise .safetensors model trained on garbage26")
+    parser.add_argument("--only", nargs="*", help="run only these variants (by name)")
+    parser.add_argument("--work-dir", default="/tmp/binwise-tune-tflite-int8",
+                        help="where the validation tree and its model go (kept between runs)")
+    parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" /
+                                              f"tune_tflite_int8_{datetime.date.today()}.json"))
+    args = parser.parse_args()
+
+    from binwise.paths import resolve_data
+
+    names = args.only or list(variants())
+    tree = validation_tree(Path(args.work_dir) / "garbage26-validation")
+    results = {"date": str(datetime.date.today()),
+               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}",
+               "validation": measure(validation_model(tree), tree, names),
+               "test": measure(Path(args.model), resolve_data(), names)}
+    Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
