@@ -1,6 +1,6 @@
 """Statuses on garbage26's test split and on photos that are not garbage: what the thresholds give.
 
-    python benchmarks/unsure_unknown.py MODEL [--data DIR] [--extra-photos DIR ...] [--name NAME]
+    python benchmarks/unsure_unknown.py MODEL [--data DIR] [--extra-photos DIR ...] [--exported FILE ...] [--name NAME]
 
 MODEL is a model file from ``binwise train`` (its temperature and thresholds were chosen on
 held-out training photos; nothing here chooses anything). Reports, into
@@ -10,7 +10,10 @@ benchmarks/results/<name>.json:
   accuracy of the answered photos at the model's thresholds;
 - not garbage: the share called unknown, and unknown or unsure, per kind; and, for each candidate
   unknown score (nearest-training-photo similarity, max softmax probability, max logit, energy),
-  AUROC and FPR at 95% TPR of garbage26 test against these photos.
+  AUROC and FPR at 95% TPR of garbage26 test against these photos;
+- with ``--exported`` (files ``binwise export`` made from MODEL: .onnx, .tflite): on the test
+  photos and on the non-garbage ones, how many statuses and top-1 classes differ from MODEL's, and the largest difference in
+  similarity.
 
 The non-garbage photos are assembled from what is at hand: the ImageNet sample photos in
 ../shared/images/imagenet, matplotlib's sample photo, any folder given with --extra-photos (e.g.
@@ -123,11 +126,25 @@ def candidate_scores(out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             "negative_energy": top + np.log(np.exp(logits - top[:, None]).sum(1))}
 
 
+def agreement(reference: list, exported: list) -> dict:
+    """How far an exported file's predictions are from the model file's, photo by photo."""
+    def differ(attribute):
+        return sum(getattr(a, attribute) != getattr(b, attribute) for a, b in zip(reference, exported))
+    gaps = [abs(a.similarity - b.similarity) for a, b in zip(reference, exported)
+            if a.similarity is not None and b.similarity is not None]
+    return {"photos": len(reference), "statuses_differ": differ("status"),
+            "top1_differs": sum(a.top[0].index != b.top[0].index for a, b in zip(reference, exported)),
+            "similarity_max_abs_difference": max(gaps) if gaps else None,
+            "similarity_missing": sum(b.similarity is None for b in exported)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path)
     parser.add_argument("--data")
     parser.add_argument("--extra-photos", type=Path, nargs="*", default=[], metavar="DIR")
+    parser.add_argument("--exported", type=Path, nargs="*", default=[], metavar="FILE",
+                        help="exported files of MODEL (.onnx, .tflite) to compare with it")
     parser.add_argument("--name", default="unsure_unknown")
     args = parser.parse_args()
 
@@ -143,6 +160,11 @@ def main() -> None:
         garbage_out, other_out = scores(args.model, test), scores(args.model, paths)
         predictions = clf.predict(paths)
         test_predictions = clf.predict(test)
+        exported = {}
+        for path in args.exported:
+            other = Classifier.load(path)
+            exported[str(path)] = {"garbage26_test": agreement(test_predictions, other.predict(test)),
+                                   "not_garbage": agreement(predictions, other.predict(paths))}
 
     probabilities = np.array([[s.probability for s in sorted(p.top, key=lambda s: s.index)]
                               for p in clf.predict(test, top_k=clf.taxonomy.num_classes)])
@@ -177,11 +199,13 @@ def main() -> None:
                         "unknown_or_unsure": float((other_status != "ok").mean()), "per_kind": per_kind,
                         "real_photos": [Path(p).name for p, k in others if k == "real photo"]},
         "unknown_score_candidates": comparison,
+        "exported_files": exported,
     }
     out = Path(__file__).parent / "results" / f"{args.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
-    print(json.dumps({k: result[k] for k in ("garbage26_test", "unknown_score_candidates")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("garbage26_test", "unknown_score_candidates", "exported_files")},
+                     indent=1))
     print(json.dumps({k: v for k, v in result["not_garbage"].items() if k != "real_photos"}, indent=1))
     print(f"wrote {out}")
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import BinwiseError
 from ..images import load_crop
-from ..preprocessing import Preprocessing, with_pixel_input
+from ..preprocessing import Preprocessing
 from ..taxonomy import Taxonomy
 from ..metadata_checks import METADATA_KEY
 from ..tflite_backend import SIGNATURE
