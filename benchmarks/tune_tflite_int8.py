@@ -6,7 +6,7 @@ Needs a Python with the ``tflite-export`` extra. A model trained on all of garba
 has seen every train photo, so its top two classes are far apart on them and int8 agrees with fp32
 there whatever the recipe (measured: 400 of 400 before any change). So the variants are chosen on
 a validation model: the same probe (``binwise train --mode head``) trained on garbage26's train
-split less ``VALIDATION_SHARE`` of each class, which it never sees, calibrated on its own train
+split less ``held_out.VALIDATION_SHARE`` of each class, which it never sees, calibrated on its own train
 photos (as ``binwise export --int8`` does). Each variant (ai-edge-quantizer recipes: what is int8,
 int16 or float; absolute min/max or the quantizer's moving average; the number of calibration
 photos) is measured there on the held-out photos, then applied to ``--model`` and measured on the
@@ -22,8 +22,6 @@ import datetime
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -32,12 +30,12 @@ import numpy as np
 
 from binwise.export.onnx_file import DEFAULT_CALIBRATION_COUNT, calibration_photos
 from binwise.export.tflite_file import converted, default_int8_recipe, quantize_int8
-from binwise.images import is_image_file, load_crop
+from binwise.images import load_crop
 from binwise.modelfile import load_model
 from binwise.tflite_backend import operator_names
+from held_out import validation_model, validation_tree
 
 REPO = Path(__file__).resolve().parents[1]
-VALIDATION_SHARE = 0.2
 THREADS = 2
 
 
@@ -112,37 +110,6 @@ def float_operators(model: bytes) -> dict[str, int]:
     ops = (graph.Operators(i) for i in range(graph.OperatorsLength()))
     return dict(Counter(names[op.OpcodeIndex()] for op in ops
                         if graph.Tensors(op.Outputs(0)).Type() == schema.TensorType.FLOAT32))
-
-
-def validation_tree(out: Path, seed: int = 0) -> Path:
-    """An ImageFolder tree of links into garbage26: train/ its train split less
-    ``VALIDATION_SHARE`` of each class (chosen reproducibly), test/ those held-out photos."""
-    import random
-
-    from binwise.paths import resolve_data
-
-    if (out / "test").is_dir():
-        return out
-    rng = random.Random(seed)
-    for folder in sorted((resolve_data() / "train").iterdir()):
-        photos = sorted(p for p in folder.iterdir() if is_image_file(p))
-        rng.shuffle(photos)
-        held_out = round(VALIDATION_SHARE * len(photos))
-        for split, chosen in (("test", photos[:held_out]), ("train", photos[held_out:])):
-            (out / split / folder.name).mkdir(parents=True, exist_ok=True)
-            for photo in chosen:
-                (out / split / folder.name / photo.name).symlink_to(photo.resolve())
-    return out
-
-
-def validation_model(tree: Path) -> Path:
-    """The quickstart's probe trained on ``tree``'s train split (once)."""
-    model = tree / "run" / "model.safetensors"
-    if not model.exists():
-        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-        subprocess.run([sys.executable, "-m", "binwise.cli", "train", str(tree), "--mode", "head",
-                        "--run-dir", str(model.parent)], check=True, env=env, capture_output=True)
-    return model
 
 
 def measure(model_path: Path, data: Path, names: list[str]) -> dict:

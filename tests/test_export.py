@@ -10,6 +10,8 @@ import torch
 from inference_models import garbage26_test_photos, tiny_model, tiny_onnx, tiny_onnx_int8
 
 from binwise.cli import main
+from binwise.errors import BinwiseError
+from binwise.export import export_onnx
 from binwise.export.onnx_file import fold_pads_into_convs, pixels_as_quantized_input
 from binwise.images import load_crop, normalize
 from binwise.modelfile import load_model, read_metadata
@@ -106,6 +108,31 @@ def test_int8_qdq_export_uses_standard_onnx_operators_only():
     meta = json.loads({p.key: p.value for p in graph.metadata_props}["binwise"])
     assert (meta["export"]["precision"], meta["export"]["int8_format"]) == ("int8", "qdq")
     int8_follows_fp32(tiny_onnx_int8("qdq"))
+
+
+def conv_weights(path) -> list[np.ndarray]:
+    """The quantized weights of every convolution of a QDQ model (what its weight input dequantizes)."""
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    conv_weights = {node.input[1] for node in graph.node if node.op_type == "Conv"}
+    return [constants[n.input[0]] for n in graph.node
+            if n.op_type == "DequantizeLinear" and n.output[0] in conv_weights and n.input[0] in constants]
+
+
+def test_int8_weight_ranges(tmp_path):
+    reduced = conv_weights(tiny_onnx_int8("qdq"))  # the default
+    assert reduced and all(w.dtype == np.int8 and -64 <= w.min() and w.max() <= 64 for w in reduced)
+    full = conv_weights(export_onnx(tiny_model(), tmp_path / "full.onnx", int8=True, calibration_count=26,
+                                    weight_range="full"))
+    assert all(w.dtype == np.int8 for w in full) and min(int(w.min()) for w in full) < -64
+    unsigned_path = export_onnx(tiny_model(), tmp_path / "unsigned.onnx", int8=True, calibration_count=26,
+                                weight_range="unsigned")
+    assert all(w.dtype == np.uint8 for w in conv_weights(unsigned_path))
+    int8_follows_fp32(unsigned_path)
+    with pytest.raises(BinwiseError, match="unknown weight range 'int4'"):
+        export_onnx(tiny_model(), tmp_path / "x.onnx", int8=True, weight_range="int4")
 
 
 def test_int8_qoperator_export_is_fused_and_close_to_fp32():

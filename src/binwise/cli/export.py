@@ -19,6 +19,10 @@ def register(subparsers) -> None:
                    help="onnx --int8: qdq (default), standard ONNX operators only, runs in onnxruntime-web and "
                    "-mobile, OpenVINO, TensorRT; qoperator, onnxruntime's fused operators (partly its own "
                    "com.microsoft domain), faster on onnxruntime's CPU")
+    p.add_argument("--int8-weights", choices=["reduced", "full", "unsigned"], default="reduced",
+                   help="ONNX int8 weights: 'reduced', int8 in 7 bits (no saturation in onnxruntime's x86 kernels "
+                   "without VNNI; symmetric, as TensorRT needs); 'full', 8 bits; 'unsigned', uint8 with zero points "
+                   "(closest to fp32 on onnxruntime CPU, not for TensorRT) (default: %(default)s)")
     p.add_argument("--data", help="int8 calibration photos: an ImageFolder tree (default: $BINWISE_DATA "
                    "or ../shared/data/garbage26; its train/ split is used)")
     p.add_argument("--calibration-count", type=int, default=300,
@@ -38,6 +42,6 @@ def run(args) -> int:
 
     out = export_model(args.model, args.format, args.out, int8=args.int8, calibration_dir=args.data,
                        calibration_count=args.calibration_count, allow_padding_change=args.allow_padding_change,
-                       int8_format=args.int8_format, mindspore_python=args.mindspore_python)
+                       int8_format=args.int8_format, weight_range=args.int8_weights, mindspore_python=args.mindspore_python)
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -35,7 +35,7 @@ DEFAULT_CALIBRATION_COUNT = 300
 def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: bool = False,
                 calibration_dir: str | os.PathLike | None = None,
                 calibration_count: int = DEFAULT_CALIBRATION_COUNT, seed: int = 0,
-                calibration: str = "minmax", int8_format: str = "qdq") -> Path:
+                calibration: str = "minmax", int8_format: str = "qdq", weight_range: str = "reduced") -> Path:
     """Write ``model_path`` (a binwise .safetensors file) as ONNX to ``out``.
 
     With ``int8``, weights (per channel) and activations are quantized to 8 bits, with
@@ -44,7 +44,7 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
     ``binwise.paths.resolve_data`` finds): each tensor's ``calibration`` is its "minmax" over all
     of them, or the "moving-average" of each photo's min and max. ``int8_format`` (see
     INT8_FORMATS): "qdq", standard ONNX operators only, or "qoperator", onnxruntime's fused
-    operators (some in its own com.microsoft domain).
+    operators (some in its own com.microsoft domain). ``weight_range``: see WEIGHT_RANGES.
     """
     import torch
 
@@ -54,8 +54,10 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
     meta = model_file.metadata()
     if int8 and int8_format not in INT8_FORMATS:
         raise BinwiseError(f"unknown int8 format {int8_format!r}; choose one of {', '.join(INT8_FORMATS)}")
+    if int8 and weight_range not in WEIGHT_RANGES:
+        raise BinwiseError(f"unknown weight range {weight_range!r}; choose one of {', '.join(WEIGHT_RANGES)}")
     meta["export"] = {"format": "onnx", "precision": "int8" if int8 else "fp32", "opset": OPSET,
-                      **({"int8_format": int8_format} if int8 else {}),
+                      **({"int8_format": int8_format, "weight_range": weight_range} if int8 else {}),
                       "input": INPUT_DESCRIPTION,
                       "source": f"{Path(model_path).name}@{sha256_of_file(model_path)[:12]}"}
     size = model_file.preprocessing.input_size
@@ -74,7 +76,7 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
         if int8:
             images = calibration_photos(calibration_dir, calibration_count, seed)
             exported = Path(tmp) / "int8.onnx"
-            quantize_int8(fp32, exported, images, model_file.preprocessing, calibration, int8_format)
+            quantize_int8(fp32, exported, images, model_file.preprocessing, calibration, int8_format, weight_range)
         else:
             exported = fp32
         atomic_write(out, lambda tmp_out: _write_with_metadata(exported, tmp_out, meta))
@@ -197,10 +199,18 @@ CALIBRATIONS = ("minmax", "moving-average")
 # its own int8 kernels). "qoperator": onnxruntime's QLinear* operators, some only in its
 # com.microsoft domain (QLinearAdd, QLinearGlobalAveragePool).
 INT8_FORMATS = ("qdq", "qoperator")
+# How the weights are stored: "reduced", int8 in 7 bits ([-64, 64]); "full", all 8 bits; "unsigned",
+# uint8 with a zero point. onnxruntime's x86 int8 kernels without VNNI (AVX2: AMD before Zen 4,
+# older Intel) add pairs of uint8 x int8 products in int16, which saturates with full-range weights.
+# Measured on a validation model's 440 held-out photos on such a CPU (benchmarks/tune_int8_weights.py),
+# int8 agreed with fp32 on 90.2% of them with "full", 95.7% with "reduced", 98.4% with "unsigned".
+# "reduced" is the default: no saturation on any CPU, and symmetric int8 weights, which TensorRT
+# needs; "unsigned" is closest to fp32 on onnxruntime's CPU.
+WEIGHT_RANGES = ("reduced", "full", "unsigned")
 
 
 def quantize_int8(fp32_path: str | os.PathLike, out: str | os.PathLike, images: list, pre: Preprocessing,
-                  calibration: str = "minmax", int8_format: str = "qdq") -> None:
+                  calibration: str = "minmax", int8_format: str = "qdq", weight_range: str = "reduced") -> None:
     """Static int8 quantization with onnxruntime, calibrated on ``images`` (see ``export_onnx``)."""
     if calibration not in CALIBRATIONS:
         raise BinwiseError(f"unknown calibration {calibration!r}; choose one of {', '.join(CALIBRATIONS)}")
@@ -227,7 +237,9 @@ def quantize_int8(fp32_path: str | os.PathLike, out: str | os.PathLike, images: 
         quantized = Path(tmp) / "quantized.onnx"
         quant_format = QuantFormat.QDQ if int8_format == "qdq" else QuantFormat.QOperator
         quantize_static(str(prepared), str(quantized), Photos(), quant_format=quant_format,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QUInt8 if weight_range == "unsigned" else QuantType.QInt8,
+                        reduce_range=weight_range == "reduced",
                         nodes_to_exclude=nodes_before_first_conv(prepared),
                         extra_options={"CalibMovingAverage": calibration == "moving-average"})
         import onnx

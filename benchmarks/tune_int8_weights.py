@@ -1,0 +1,95 @@
+"""Choosing the ONNX int8 weight range and calibration on validation photos, never on the test split.
+
+    .venv/bin/python benchmarks/tune_int8_weights.py [--model runs/garbage26/model.safetensors] [--json OUT]
+
+Every combination of ``onnx_file.WEIGHT_RANGES`` and ``onnx_file.CALIBRATIONS`` (QDQ, calibrated
+on 300 train photos as ``binwise export --int8`` does) is measured on the validation model of
+``held_out.py`` (the quickstart's probe trained without 20% of each class) against its fp32 export
+on those held-out photos: top-1 agreement, mean KL divergence from fp32, relative L2 of the logits.
+With ``--model``, each is then applied to that model and measured on the test split (reported,
+never used to choose).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from binwise.export import export_onnx
+from binwise.export.onnx_file import CALIBRATIONS, WEIGHT_RANGES
+from binwise.images import is_image_file
+from binwise.predict import Classifier
+from binwise.paths import resolve_data
+from held_out import REPO, validation_model, validation_tree
+
+
+def photos_of(split: Path) -> list[Path]:
+    return sorted(p for p in split.rglob("*") if is_image_file(p))
+
+
+def closeness(int8_logits: np.ndarray, logits: np.ndarray) -> dict:
+    def softmax(z):
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+    p, q = softmax(logits.astype(np.float64)), softmax(int8_logits.astype(np.float64))
+    return {"top1_agreement": float((int8_logits.argmax(1) == logits.argmax(1)).mean()),
+            "disagreements": int((int8_logits.argmax(1) != logits.argmax(1)).sum()),
+            "kl_from_fp32": float(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), 1).mean()),
+            "logits_relative_l2_median": float(np.median(np.linalg.norm(int8_logits - logits, axis=1)
+                                                         / np.linalg.norm(logits, axis=1)))}
+
+
+def measure(model: Path, calibration_dir: Path, photos: list[Path], tmp: Path) -> dict:
+    fp32 = Classifier.load(export_onnx(model, tmp / "fp32.onnx"))
+    pixels = np.stack([fp32.load_image(p) for p in photos])
+    logits = fp32.runner(pixels)[0]
+    rows = {}
+    for weight_range in WEIGHT_RANGES:
+        for calibration in CALIBRATIONS:
+            start = time.time()
+            int8 = export_onnx(model, tmp / "int8.onnx", int8=True, calibration_dir=calibration_dir,
+                               calibration=calibration, weight_range=weight_range)
+            row = rows[f"{weight_range}/{calibration}"] = closeness(Classifier.load(int8).runner(pixels)[0], logits)
+            row["export_s"] = round(time.time() - start, 1)
+            print(model.name, weight_range, calibration, json.dumps(row), flush=True)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="also measure this garbage26 model on the test split")
+    parser.add_argument("--tree", type=Path, default=Path(tempfile.gettempdir()) / "binwise-held-out",
+                        help="where the validation tree and model go (kept for reruns)")
+    parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" /
+                                              f"tune_int8_weights_{datetime.date.today()}.json"))
+    args = parser.parse_args()
+
+    tree = validation_tree(args.tree)
+    results = {"command": " ".join(["python", *sys.argv]),
+               "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}",
+               "cpu_has_vnni": Path("/proc/cpuinfo").exists() and "vnni" in Path("/proc/cpuinfo").read_text(),
+               "int8_format": "qdq"}
+    with tempfile.TemporaryDirectory() as tmp:
+        held_out = photos_of(tree / "test")
+        results["validation"] = {"photos": len(held_out),
+                                 "variants": measure(validation_model(tree), tree, held_out, Path(tmp))}
+        if args.model:
+            test = photos_of(resolve_data() / "test")
+            results["test_reported_only"] = {"model": str(args.model), "photos": len(test),
+                                             "variants": measure(args.model, resolve_data(), test, Path(tmp))}
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
