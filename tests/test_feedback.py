@@ -196,6 +196,19 @@ def test_forwarded_for_names_the_client_only_when_trusted(classifier, photo, tmp
         assert [r.client for r in open_store(str(db), create=False).rows()] == [client_name]
 
 
+def test_feedback_uploads_draw_on_the_services_upload_budget(classifier, photo, tmp_path):
+    from binwise.service import create_app
+
+    app = create_app(classifier, feedback_store=open_store(str(tmp_path / "f.sqlite")), body_timeout_s=0.2)
+    with TestClient(app) as client:
+        budget = app.state.upload_budget
+        budget.used = budget.total  # other uploads hold all of it
+        response = post(client, photo, **{"class": "Battery"})
+        assert response.status_code == 503 and response.json()["error"] == "upload_busy", response.text
+        budget.used = 0
+        assert post(client, photo, **{"class": "Battery"}).status_code == 200
+
+
 def test_without_a_store_there_is_no_feedback(classifier, photo):
     from binwise.service import create_app
 

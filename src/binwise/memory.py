@@ -2,7 +2,7 @@
 
 ``binwise.predict.keep_freed_memory`` makes glibc keep every freed block (torch eager and Pillow
 would otherwise fault their buffers back in on every call), so the process keeps its peak heap: a
-burst of large uploads would leave it at its peak for good. Two things bound that:
+burst of large uploads would leave it at its peak for good. Three things bound that:
 
 - ``UploadBudget``: the bytes of uploads held in memory at once. A request reserves twice its
   declared size (the body as read, and the photo cut out of it) before it reads a byte of it,

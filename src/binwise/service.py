@@ -174,6 +174,7 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     app.state.batcher = batcher
     app.state.trimmer = trimmer
     app.state.decode_budget = decode_budget
+    app.state.upload_budget = upload_budget
     # Requests past reading their upload: decoding, queued or in the running batch. Bounded so a
     # flood of uploads cannot pile up decoded photos in memory faster than the model drains them.
     app.state.in_flight = 0
@@ -231,10 +232,16 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     async def classify(request: Request,
                        top_k: int = Query(5, ge=1, le=classifier.taxonomy.num_classes),
                        explain: bool = Query(False, description="add a Grad-CAM overlay (base64 PNG)")):
+        async with holding_upload(request):
+            return await classify_upload(request, top_k, explain)
+
+    @asynccontextmanager
+    async def holding_upload(request: Request):
+        """A request that uploads a photo: activity (no trimming meanwhile), within the upload budget."""
         with trimmer.request():
             try:
                 async with upload_budget.reserve(upload_bytes(request, max_upload_bytes), "upload"):
-                    return await classify_upload(request, top_k, explain)
+                    yield
             except BinwiseError as e:
                 if e.kind != "upload_busy":
                     raise
@@ -320,7 +327,8 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     if feedback_store is not None:
         from .feedback.routes import add_feedback_route
 
-        close_feedback = add_feedback_route(app, feedback_store, classifier, score_upload, max_upload_bytes=max_upload_bytes,
+        close_feedback = add_feedback_route(app, feedback_store, classifier, score_upload, holding_upload,
+                                            max_upload_bytes=max_upload_bytes,
                                             body_timeout_s=body_timeout_s, per_minute=feedback_rate,
                                             trust_forwarded_for=trust_forwarded_for)
 

@@ -71,9 +71,11 @@ def client_address(request: Request, trust_forwarded_for: bool) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def add_feedback_route(app: FastAPI, store, classifier, score_upload, *, max_upload_bytes: int, body_timeout_s: float,
-                       per_minute: int, trust_forwarded_for: bool):
-    """Add ``POST /v1/feedback`` to ``app``, recording into ``store``; returns what closes it."""
+def add_feedback_route(app: FastAPI, store, classifier, score_upload, holding_upload, *, max_upload_bytes: int,
+                       body_timeout_s: float, per_minute: int, trust_forwarded_for: bool):
+    """Add ``POST /v1/feedback`` to ``app``, recording into ``store``; returns what closes it.
+    ``score_upload`` and ``holding_upload`` are the classify route's (a photo's scores; an upload
+    within the service's memory budget)."""
     writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="binwise-feedback")
     limiter = RateLimiter(per_minute)
     taxonomy = classifier.taxonomy
@@ -87,6 +89,10 @@ def add_feedback_route(app: FastAPI, store, classifier, score_upload, *, max_upl
             seconds = max(1, math.ceil(wait))
             raise ServiceError(429, "too_many_feedbacks", f"at most {per_minute} feedbacks a minute from one "
                                f"client; retry in {seconds} s", headers={"Retry-After": str(seconds)})
+        async with holding_upload(request):
+            return await record(request, client)
+
+    async def record(request: Request, client: str) -> dict:
         upload = await read_upload(request, max_upload_bytes, body_timeout_s, fields=("class", "note"))
         given = {**request.query_params, **upload.fields}  # a raw-body upload names them in the query
         if not given.get("class", "").strip():

@@ -151,7 +151,7 @@ def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cach
         "test_photos": report["count"],
         "test_split": "seeded from the folder" if splits.seeded else "the dataset's test folder",
         "photos": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test),
-                   "extra_in_train": len(extra_photos) - extra_left_out},
+                   **({"extra_in_train": len(extra_photos) - extra_left_out} if extra_photos else {})},
         "mode": config.mode, "chosen": outcome.choice, "reason": outcome.reason,
         "val_acc": outcome.val_acc,
         "smallest_class_recall": min(c["recall"] for c in report["per_class"] if c["support"]),
