@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/tune_int8_weights.py [--model runs/garbage26/model.safetensors] [--json OUT]
 
-Every combination of ``onnx_file.WEIGHT_RANGES`` and ``onnx_file.CALIBRATIONS`` (QDQ, calibrated
+Every combination of ``onnx_file.WEIGHT_RANGES``, ``onnx_file.CALIBRATIONS`` and
+``onnx_file.DEPTHWISE_PRECISIONS`` (or those chosen with --weights, --calibrations, --depthwise; QDQ, calibrated
 on 300 train photos as ``binwise export --int8`` does) is measured on the validation model of
 ``held_out.py`` (the quickstart's probe trained without 20% of each class) against its fp32 export
 on those held-out photos: top-1 agreement, mean KL divergence from fp32, relative L2 of the logits.
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from binwise.export import export_onnx
-from binwise.export.onnx_file import CALIBRATIONS, WEIGHT_RANGES
+from binwise.export.onnx_file import CALIBRATIONS, DEPTHWISE_PRECISIONS, WEIGHT_RANGES
 from binwise.images import is_image_file
 from binwise.predict import Classifier
 from binwise.paths import resolve_data
@@ -48,19 +49,19 @@ def closeness(int8_logits: np.ndarray, logits: np.ndarray) -> dict:
                                                          / np.linalg.norm(logits, axis=1)))}
 
 
-def measure(model: Path, calibration_dir: Path, photos: list[Path], tmp: Path) -> dict:
+def measure(model: Path, calibration_dir: Path, photos: list[Path], tmp: Path, variants: list[tuple]) -> dict:
     fp32 = Classifier.load(export_onnx(model, tmp / "fp32.onnx"))
     pixels = np.stack([fp32.load_image(p) for p in photos])
     logits = fp32.runner(pixels)[0]
     rows = {}
-    for weight_range in WEIGHT_RANGES:
-        for calibration in CALIBRATIONS:
-            start = time.time()
-            int8 = export_onnx(model, tmp / "int8.onnx", int8=True, calibration_dir=calibration_dir,
-                               calibration=calibration, weight_range=weight_range)
-            row = rows[f"{weight_range}/{calibration}"] = closeness(Classifier.load(int8).runner(pixels)[0], logits)
-            row["export_s"] = round(time.time() - start, 1)
-            print(model.name, weight_range, calibration, json.dumps(row), flush=True)
+    for weight_range, calibration, depthwise in variants:
+        start = time.time()
+        int8 = export_onnx(model, tmp / "int8.onnx", int8=True, calibration_dir=calibration_dir,
+                           calibration=calibration, weight_range=weight_range, depthwise=depthwise)
+        name = f"{weight_range}/{calibration}" + ("/depthwise-float" if depthwise == "float" else "")
+        row = rows[name] = closeness(Classifier.load(int8).runner(pixels)[0], logits)
+        row["export_s"] = round(time.time() - start, 1)
+        print(model.name, name, json.dumps(row), flush=True)
     return rows
 
 
@@ -71,7 +72,11 @@ def main() -> int:
                         help="where the validation tree and model go (kept for reruns)")
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" /
                                               f"tune_int8_weights_{datetime.date.today()}.json"))
+    parser.add_argument("--weights", nargs="*", default=list(WEIGHT_RANGES), choices=WEIGHT_RANGES)
+    parser.add_argument("--calibrations", nargs="*", default=list(CALIBRATIONS), choices=CALIBRATIONS)
+    parser.add_argument("--depthwise", nargs="*", default=list(DEPTHWISE_PRECISIONS), choices=DEPTHWISE_PRECISIONS)
     args = parser.parse_args()
+    variants = [(w, c, d) for w in args.weights for c in args.calibrations for d in args.depthwise]
 
     tree = validation_tree(args.tree)
     results = {"command": " ".join(["python", *sys.argv]),
@@ -81,11 +86,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         held_out = photos_of(tree / "test")
         results["validation"] = {"photos": len(held_out),
-                                 "variants": measure(validation_model(tree), tree, held_out, Path(tmp))}
+                                 "variants": measure(validation_model(tree), tree, held_out, Path(tmp), variants)}
         if args.model:
             test = photos_of(resolve_data() / "test")
             results["test_reported_only"] = {"model": str(args.model), "photos": len(test),
-                                             "variants": measure(args.model, resolve_data(), test, Path(tmp))}
+                                             "variants": measure(args.model, resolve_data(), test, Path(tmp), variants)}
     Path(args.json).write_text(json.dumps(results, indent=2))
     print(f"wrote {args.json}")
     return 0

@@ -135,6 +135,19 @@ def test_int8_weight_ranges(tmp_path):
         export_onnx(tiny_model(), tmp_path / "x.onnx", int8=True, weight_range="int4")
 
 
+def test_int8_depthwise_in_float(tmp_path):
+    from onnx import helper, numpy_helper
+
+    path = export_onnx(tiny_model(), tmp_path / "dw.onnx", int8=True, calibration_count=26, depthwise="float")
+    graph = onnx.load(str(path)).graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    depthwise = [n for n in convs if any(a.name == "group" and helper.get_attribute_value(a) > 1 for a in n.attribute)]
+    assert depthwise and all(constants[n.input[1]].dtype == np.float32 for n in depthwise)  # not dequantized
+    assert len(conv_weights(path)) == len(convs) - len(depthwise)  # every other Conv still int8
+    int8_follows_fp32(path)
+
+
 def test_int8_qoperator_export_is_fused_and_close_to_fp32():
     graph = onnx.load(str(tiny_onnx_int8("qoperator")))
     ops = {node.op_type for node in graph.graph.node}

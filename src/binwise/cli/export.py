@@ -23,6 +23,9 @@ def register(subparsers) -> None:
                    help="ONNX int8 weights: 'reduced', int8 in 7 bits (no saturation in onnxruntime's x86 kernels "
                    "without VNNI; symmetric, as TensorRT needs); 'full', 8 bits; 'unsigned', uint8 with zero points "
                    "(closest to fp32 on onnxruntime CPU, not for TensorRT) (default: %(default)s)")
+    p.add_argument("--int8-depthwise", choices=["float", "int8"], default="float",
+                   help="ONNX int8: leave the depthwise convolutions in float (closer to fp32 at the same speed, "
+                   "see docs/benchmarks.md), or quantize them too (default: %(default)s)")
     p.add_argument("--data", help="int8 calibration photos: an ImageFolder tree (default: $BINWISE_DATA "
                    "or ../shared/data/garbage26; its train/ split is used)")
     p.add_argument("--calibration-count", type=int, default=300,
@@ -42,6 +45,7 @@ def run(args) -> int:
 
     out = export_model(args.model, args.format, args.out, int8=args.int8, calibration_dir=args.data,
                        calibration_count=args.calibration_count, allow_padding_change=args.allow_padding_change,
-                       int8_format=args.int8_format, weight_range=args.int8_weights, mindspore_python=args.mindspore_python)
+                       int8_format=args.int8_format, weight_range=args.int8_weights,
+                       depthwise=args.int8_depthwise, mindspore_python=args.mindspore_python)
     print(f"wrote {out}", file=sys.stderr)
     return 0
