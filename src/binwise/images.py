@@ -93,7 +93,7 @@ def open_image(source: ImageSource, name: str | None = None, at_least: int | Non
                     reserve(decode_bytes(img, full_size))
                 img.load()
                 if (img.format in ("JPEG", "MPO") and ends_in_grey(img)
-                        and ran_out_of_data(first_bytes(stream, None), img.size)):
+                        and ran_out_of_data(img, first_bytes(stream, None))):
                     raise BinwiseError("damaged image (JPEG whose data ends before its last rows: the file is cut "
                                        "short, or its header declares a larger image)", name, kind="damaged_image")
                 # in place: otherwise Pillow returns a copy of every upright photo

@@ -10,7 +10,7 @@ every channel) and the photo would be classified as if it were whole. ``ran_out_
 those files without a decoder of its own: only when the last pixels are that grey (``ends_in_grey``,
 rare in photos), it decodes the file again with extra bytes before the end marker. A complete file never
 reads them and decodes to the same pixels; one that ran out decodes them, so its pixels change.
-Both decodes are at the size the photo was decoded at (a large upload is decoded at 1/2 to 1/8 of
+That decode is at the size the photo was decoded at (a large upload is decoded at 1/2 to 1/8 of
 its size), so the check stays within that decode's memory. A reduced decode drops the finest
 coefficients, so a progressive JPEG whose last scans only refine those can pass unnoticed: 2 of
 240 cut-short files decoded at half size, in a trial on upscaled garbage26 photos (none at full
@@ -78,20 +78,15 @@ def ends_in_grey(img: Image.Image) -> bool:
     return bool((corner == GREY).all())
 
 
-def ran_out_of_data(data: bytes, size: tuple[int, int]) -> bool:
-    """Whether the JPEG in ``data``, decoded at ``size`` (its own, or what a draft reduced it to),
-    lacks data for its last blocks. Two more decodes at that size: call it only for images that
-    ``ends_in_grey``."""
+def ran_out_of_data(img: Image.Image, data: bytes) -> bool:
+    """Whether the loaded JPEG ``img``, decoded from ``data`` (at its own size, or what a draft
+    reduced it to), lacks data for its last blocks. One more decode, at the same size: call it only
+    for images that ``ends_in_grey``."""
     body = data[:-2] if data.endswith(b"\xff\xd9") else data
-    pixels = decoded(data, size)
     try:
-        return decoded(body + PADDING + b"\xff\xd9", size) != pixels
+        with Image.open(io.BytesIO(body + PADDING + b"\xff\xd9")) as padded:
+            # at the size img was decoded at, so the check stays within that decode's memory
+            padded.draft(None, img.size)
+            return padded.tobytes() != img.tobytes()
     except (OSError, ValueError, SyntaxError):
         return True  # it read the padding, and that made no sense to it
-
-
-def decoded(data: bytes, size: tuple[int, int]) -> bytes:
-    # at the size the photo was decoded at, so the check stays within that decode's memory
-    with Image.open(io.BytesIO(data)) as img:
-        img.draft(None, size)
-        return img.tobytes()
