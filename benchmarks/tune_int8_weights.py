@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from binwise.export import export_onnx
+from binwise.status import softmax
 from binwise.export.onnx_file import CALIBRATIONS, DEPTHWISE_PRECISIONS, WEIGHT_RANGES
 from binwise.images import is_image_file
 from binwise.predict import Classifier
@@ -38,10 +39,7 @@ def photos_of(split: Path) -> list[Path]:
 
 
 def closeness(int8_logits: np.ndarray, logits: np.ndarray) -> dict:
-    def softmax(z):
-        e = np.exp(z - z.max(1, keepdims=True))
-        return e / e.sum(1, keepdims=True)
-    p, q = softmax(logits.astype(np.float64)), softmax(int8_logits.astype(np.float64))
+    p, q = softmax(logits), softmax(int8_logits)
     return {"top1_agreement": float((int8_logits.argmax(1) == logits.argmax(1)).mean()),
             "disagreements": int((int8_logits.argmax(1) != logits.argmax(1)).sum()),
             "kl_from_fp32": float(np.sum(p * (np.log(p + 1e-12) - np.log(q + 1e-12)), 1).mean()),
