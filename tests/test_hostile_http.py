@@ -86,6 +86,7 @@ class Hostile:
     pause_s: float = 0.0
     then_wait: bool = False  # a slow client: after the last piece, nothing more comes
     hangs_up: bool = False  # the client closes the connection right after its last piece
+    answers: int = 1  # answers to wait for (pipelined requests get one each)
     seconds: float = 10.0  # the longest the whole exchange may take
     body_has: str = ""
     options: dict = field(default_factory=dict)
@@ -149,7 +150,7 @@ CATALOGUE = [
         + chunked(*[bytes(64 * 1024)] * 20), 413, closes=True),
     one("expect-100-continue-over-the-limit", POST_HEAD + b"Expect: 100-continue\r\nContent-Length: 50000000\r\n\r\n",
         413, closes=True, seconds=5),
-    one("pipelined-two-requests", classify() + request("GET", "/healthz"), 200),
+    one("pipelined-two-requests", classify() + request("GET", "/healthz"), 200, answers=2),
     # bodies
     one("no-content-type", classify(content_type=None), 415),
     one("text-plain-body", classify(b"hello", "text/plain"), 415),
@@ -212,15 +213,11 @@ def exchange(address, case: Hostile) -> tuple[int | None, bytes, bool, float]:
                 closed = True
                 break
             received += chunk
-            if not case.closes and complete_answers(received) >= answers_expected(case):
+            if not case.closes and complete_answers(received) >= case.answers:
                 break
     status = int(received.split(b" ", 2)[1]) if received.startswith(b"HTTP/1.1 ") else None
     body = received.partition(b"\r\n\r\n")[2]
     return status, body, closed, time.monotonic() - started
-
-
-def answers_expected(case: Hostile) -> int:
-    return 2 if case.id == "pipelined-two-requests" else 1
 
 
 def complete_answers(received: bytes) -> int:
