@@ -3,10 +3,12 @@
     .venv/bin/python benchmarks/tune_int8_weights.py [--model runs/garbage26/model.safetensors] [--json OUT]
 
 Every combination of ``onnx_file.WEIGHT_RANGES``, ``onnx_file.CALIBRATIONS`` and
-``onnx_file.DEPTHWISE_PRECISIONS`` (or those chosen with --weights, --calibrations, --depthwise; QDQ, calibrated
+``onnx_file.CONV_PRECISIONS`` for the depthwise and the first convolutions (or those chosen with
+--weights, --calibrations, --depthwise, --first-conv; QDQ, calibrated
 on 300 train photos as ``binwise export --int8`` does) is measured on the validation model of
 ``held_out.py`` (the quickstart's probe trained without 20% of each class) against its fp32 export
-on those held-out photos: top-1 agreement, mean KL divergence from fp32, relative L2 of the logits.
+on those held-out photos and their mirror images (twice the photos, to tell variants apart: the
+ones that differ are near ties): top-1 agreement, mean KL divergence from fp32, relative L2 of the logits.
 With ``--model``, each is then applied to that model and measured on the test split (reported,
 never used to choose).
 """
@@ -27,7 +29,7 @@ import numpy as np
 
 from binwise.export import export_onnx
 from binwise.status import softmax
-from binwise.export.onnx_file import CALIBRATIONS, DEPTHWISE_PRECISIONS, WEIGHT_RANGES
+from binwise.export.onnx_file import CALIBRATIONS, CONV_PRECISIONS, WEIGHT_RANGES
 from binwise.images import is_image_file
 from binwise.predict import Classifier
 from binwise.paths import resolve_data
@@ -47,16 +49,21 @@ def closeness(int8_logits: np.ndarray, logits: np.ndarray) -> dict:
                                                          / np.linalg.norm(logits, axis=1)))}
 
 
-def measure(model: Path, calibration_dir: Path, photos: list[Path], tmp: Path, variants: list[tuple]) -> dict:
+def measure(model: Path, calibration_dir: Path, photos: list[Path], tmp: Path, variants: list[tuple],
+            mirrored: bool = False) -> dict:
     fp32 = Classifier.load(export_onnx(model, tmp / "fp32.onnx"))
     pixels = np.stack([fp32.load_image(p) for p in photos])
+    if mirrored:
+        pixels = np.concatenate([pixels, pixels[:, :, ::-1]])
     logits = fp32.runner(pixels)[0]
     rows = {}
-    for weight_range, calibration, depthwise in variants:
+    for weight_range, calibration, depthwise, first_conv in variants:
         start = time.time()
         int8 = export_onnx(model, tmp / "int8.onnx", int8=True, calibration_dir=calibration_dir,
-                           calibration=calibration, weight_range=weight_range, depthwise=depthwise)
-        name = f"{weight_range}/{calibration}" + ("/depthwise-float" if depthwise == "float" else "")
+                           calibration=calibration, weight_range=weight_range, depthwise=depthwise,
+                           first_conv=first_conv)
+        name = (f"{weight_range}/{calibration}" + ("/depthwise-float" if depthwise == "float" else "")
+                + ("/first-conv-float" if first_conv == "float" else ""))
         row = rows[name] = closeness(Classifier.load(int8).runner(pixels)[0], logits)
         row["export_s"] = round(time.time() - start, 1)
         print(model.name, name, json.dumps(row), flush=True)
@@ -72,9 +79,11 @@ def main() -> int:
                                               f"tune_int8_weights_{datetime.date.today()}.json"))
     parser.add_argument("--weights", nargs="*", default=list(WEIGHT_RANGES), choices=WEIGHT_RANGES)
     parser.add_argument("--calibrations", nargs="*", default=list(CALIBRATIONS), choices=CALIBRATIONS)
-    parser.add_argument("--depthwise", nargs="*", default=list(DEPTHWISE_PRECISIONS), choices=DEPTHWISE_PRECISIONS)
+    parser.add_argument("--depthwise", nargs="*", default=list(CONV_PRECISIONS), choices=CONV_PRECISIONS)
+    parser.add_argument("--first-conv", nargs="*", default=list(CONV_PRECISIONS), choices=CONV_PRECISIONS)
     args = parser.parse_args()
-    variants = [(w, c, d) for w in args.weights for c in args.calibrations for d in args.depthwise]
+    variants = [(w, c, d, f) for w in args.weights for c in args.calibrations for d in args.depthwise
+                for f in args.first_conv]
 
     tree = validation_tree(args.tree)
     results = {"command": " ".join(["python", *sys.argv]),
@@ -83,8 +92,9 @@ def main() -> int:
                "int8_format": "qdq"}
     with tempfile.TemporaryDirectory() as tmp:
         held_out = photos_of(tree / "test")
-        results["validation"] = {"photos": len(held_out),
-                                 "variants": measure(validation_model(tree), tree, held_out, Path(tmp), variants)}
+        results["validation"] = {"photos": len(held_out), "with_mirror_images": 2 * len(held_out),
+                                 "variants": measure(validation_model(tree), tree, held_out, Path(tmp), variants,
+                                                     mirrored=True)}
         if args.model:
             test = photos_of(resolve_data() / "test")
             results["test_reported_only"] = {"model": str(args.model), "photos": len(test),

@@ -12,7 +12,7 @@ from inference_models import garbage26_test_photos, tiny_model, tiny_onnx, tiny_
 from binwise.cli import main
 from binwise.errors import BinwiseError
 from binwise.export import export_onnx
-from binwise.export.onnx_file import fold_pads_into_convs, pixels_as_quantized_input
+from binwise.export.onnx_file import fold_pads_into_convs, pixels_as_quantized_input, uint8_grid
 from binwise.images import load_crop, normalize
 from binwise.modelfile import load_model, read_metadata
 from binwise.predict import Classifier
@@ -122,17 +122,63 @@ def conv_weights(path) -> list[np.ndarray]:
 
 
 def test_int8_weight_ranges(tmp_path):
-    reduced = conv_weights(tiny_onnx_int8("qdq"))  # the default
+    unsigned = conv_weights(tiny_onnx_int8("qdq"))  # the default
+    assert unsigned and all(w.dtype == np.uint8 for w in unsigned)
+    reduced = conv_weights(export_onnx(tiny_model(), tmp_path / "reduced.onnx", int8=True, calibration_count=26,
+                                       weight_range="reduced"))
     assert reduced and all(w.dtype == np.int8 and -64 <= w.min() and w.max() <= 64 for w in reduced)
-    full = conv_weights(export_onnx(tiny_model(), tmp_path / "full.onnx", int8=True, calibration_count=26,
-                                    weight_range="full"))
-    assert all(w.dtype == np.int8 for w in full) and min(int(w.min()) for w in full) < -64
-    unsigned_path = export_onnx(tiny_model(), tmp_path / "unsigned.onnx", int8=True, calibration_count=26,
-                                weight_range="unsigned")
-    assert all(w.dtype == np.uint8 for w in conv_weights(unsigned_path))
-    int8_follows_fp32(unsigned_path)
+    full_path = export_onnx(tiny_model(), tmp_path / "full.onnx", int8=True, calibration_count=26, weight_range="full")
+    assert all(w.dtype == np.int8 for w in conv_weights(full_path))
+    assert min(int(w.min()) for w in conv_weights(full_path)) < -64
+    int8_follows_fp32(full_path)
     with pytest.raises(BinwiseError, match="unknown weight range 'int4'"):
         export_onnx(tiny_model(), tmp_path / "x.onnx", int8=True, weight_range="int4")
+
+
+def test_uint8_grid_is_found_only_where_the_values_lie_on_one():
+    rng = np.random.default_rng(0)
+    step, zero_point = 0.0123, 131
+    on_grid = (step * (rng.integers(0, 255, 500) - zero_point)).astype(np.float32)  # levels 0..254, not 255
+    found = uint8_grid(on_grid)
+    assert found is not None and found[0] == pytest.approx(step, rel=1e-5)
+    assert np.allclose((on_grid / found[0] + found[1]), np.round(on_grid / step + zero_point), atol=1e-3)
+    assert uint8_grid(on_grid + rng.normal(0, step / 10, 500).astype(np.float32)) is None  # moved off it
+    assert uint8_grid(step * np.arange(-200, 200, dtype=np.float32)) is None  # 400 levels
+    assert uint8_grid(step * (np.arange(0, 10) + 0.5)) is None  # a grid without zero on it
+
+
+def test_unsigned_int8_weights_on_a_uint8_grid_are_exact(tmp_path):
+    """Weights dequantized from a uint8 file (the ImageNet backbone) keep that grid: onnxruntime's
+    own scale, (max - min) / 255, would miss it when the top level is unused."""
+    from onnx import numpy_helper
+
+    model_file = load_model(tiny_model())
+    snapped = {}
+    with torch.no_grad():
+        for norm in model_file.model.modules():  # the export folds batch norm into the weights: make it x -> x
+            if isinstance(norm, torch.nn.BatchNorm2d):
+                norm.weight.copy_(torch.sqrt(norm.running_var + norm.eps))
+                norm.bias.copy_(norm.running_mean)
+        for name, weight in model_file.model.named_parameters():
+            if weight.dim() == 4 and weight.shape[1] > 1:  # pointwise and full convs (depthwise stay float)
+                step = float(weight.max() - weight.min()) / 254  # levels 0..254 of a uint8 grid
+                zero_point = round(-float(weight.min()) / step)
+                weight.copy_(step * (torch.round(weight / step + zero_point) - zero_point))
+                snapped[name] = weight.clone()
+    from binwise.modelfile import save_model
+
+    save_model(tmp_path / "grid.safetensors", model_file)
+    graph = onnx.load(str(export_onnx(tmp_path / "grid.safetensors", tmp_path / "grid.onnx", int8=True,
+                                      calibration_count=26, first_conv="int8"))).graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    dequantized = [(constants[n.input[0]].astype(np.float64) - constants[n.input[2]]) * constants[n.input[1]]
+                   for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants
+                   and constants[n.input[0]].ndim == 4]
+    originals = [w.numpy().astype(np.float64) for w in snapped.values()]
+    assert len(dequantized) == len(originals)
+    for exact in dequantized:  # each equals the snapped weight it came from, to float32 rounding
+        assert any(exact.shape == original.shape and np.abs(exact - original).max()
+                   < 1e-3 * (original.max() - original.min()) / 254 for original in originals)
 
 
 def test_int8_depthwise_in_float(tmp_path):
@@ -144,18 +190,40 @@ def test_int8_depthwise_in_float(tmp_path):
     convs = [n for n in graph.node if n.op_type == "Conv"]
     depthwise = [n for n in convs if any(a.name == "group" and helper.get_attribute_value(a) > 1 for a in n.attribute)]
     assert depthwise and all(constants[n.input[1]].dtype == np.float32 for n in depthwise)  # not dequantized
-    assert len(conv_weights(path)) == len(convs) - len(depthwise)  # every other Conv still int8
+    assert len(conv_weights(path)) == len(convs) - len(depthwise) - 1  # every other Conv but the first is int8
     int8_follows_fp32(path)
 
 
-def test_int8_qoperator_export_is_fused_and_close_to_fp32():
-    graph = onnx.load(str(tiny_onnx_int8("qoperator")))
+def test_int8_first_conv_in_float_by_default(tmp_path):
+    from onnx import numpy_helper
+
+    def first_conv_weight(path):
+        graph = onnx.load(str(path)).graph
+        constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        first = next(n for n in graph.node if n.op_type == "Conv")
+        producer = next((n for n in graph.node if first.input[1] in n.output), None)
+        return constants[first.input[1]] if producer is None else constants[producer.input[0]]
+
+    assert first_conv_weight(tiny_onnx_int8("qdq")).dtype == np.float32  # not dequantized
+    quantized = export_onnx(tiny_model(), tmp_path / "first.onnx", int8=True, calibration_count=26, first_conv="int8")
+    assert first_conv_weight(quantized).dtype == np.uint8
+    int8_follows_fp32(quantized)
+    with pytest.raises(BinwiseError, match="unknown first convolution precision 'int4'"):
+        export_onnx(tiny_model(), tmp_path / "x.onnx", int8=True, first_conv="int4")
+
+
+def test_int8_qoperator_export_is_fused_and_close_to_fp32(tmp_path):
+    # the pixels become the first convolution's quantized input when it is int8 with symmetric weights
+    path = export_onnx(tiny_model(), tmp_path / "qop.onnx", int8=True, calibration_count=26, int8_format="qoperator",
+                       weight_range="reduced", first_conv="int8")
+    graph = onnx.load(str(path))
     ops = {node.op_type for node in graph.graph.node}
     assert {"QuantizeLinear", "QLinearConv", "DequantizeLinear"} <= ops
     # [-1, 1] normalisation: the uint8 pixels are the first QLinearConv's quantized input as they are
     assert [node.op_type for node in graph.graph.node[:2]] == ["Transpose", "QLinearConv"]
     assert not {"Cast", "Mul", "QLinearMul"} & ops
-    int8_follows_fp32(tiny_onnx_int8("qoperator"))
+    int8_follows_fp32(path)
+    int8_follows_fp32(tiny_onnx_int8("qoperator"))  # the defaults: normalisation and first convolution in float
 
 
 def test_cli_export_and_its_errors(tmp_path, capsys):

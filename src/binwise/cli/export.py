@@ -17,15 +17,19 @@ def register(subparsers) -> None:
                    + ", ".join(name for name, f in FORMATS.items() if f.int8_suffix) + ")")
     p.add_argument("--int8-format", choices=["qdq", "qoperator"], default="qdq",
                    help="onnx --int8: qdq (default), standard ONNX operators only, runs in onnxruntime-web and "
-                   "-mobile, OpenVINO, TensorRT; qoperator, onnxruntime's fused operators (partly its own "
+                   "-mobile and OpenVINO; qoperator, onnxruntime's fused operators (partly its own "
                    "com.microsoft domain), faster on onnxruntime's CPU")
-    p.add_argument("--int8-weights", choices=["reduced", "full", "unsigned"], default="reduced",
-                   help="ONNX int8 weights: 'reduced', int8 in 7 bits (no saturation in onnxruntime's x86 kernels "
-                   "without VNNI; symmetric, as TensorRT needs); 'full', 8 bits; 'unsigned', uint8 with zero points "
-                   "(closest to fp32 on onnxruntime CPU, not for TensorRT) (default: %(default)s)")
+    p.add_argument("--int8-weights", choices=["unsigned", "reduced", "full"], default="unsigned",
+                   help="ONNX int8 weights: 'unsigned', uint8 with a zero point per tensor (exact for weights from a "
+                   "uint8 file such as the ImageNet backbone's; closest to fp32); 'reduced', int8 per channel in 7 bits "
+                   "(faster on x86 CPUs without VNNI); 'full', int8 per channel in 8 bits (saturates in onnxruntime's "
+                   "x86 kernels without VNNI) (default: %(default)s; see docs/inference.md)")
     p.add_argument("--int8-depthwise", choices=["float", "int8"], default="float",
                    help="ONNX int8: leave the depthwise convolutions in float (closer to fp32 at the same speed, "
                    "see docs/benchmarks.md), or quantize them too (default: %(default)s)")
+    p.add_argument("--int8-first-conv", choices=["float", "int8"], default="float",
+                   help="ONNX int8: leave the first convolution (3.6%% of the multiply-adds) in float, the layer int8 "
+                   "hurt most, or quantize it too (default: %(default)s)")
     p.add_argument("--data", help="int8 calibration photos: an ImageFolder tree (default: $BINWISE_DATA "
                    "or ../shared/data/garbage26; its train/ split is used)")
     p.add_argument("--calibration-count", type=int, default=300,
@@ -46,6 +50,7 @@ def run(args) -> int:
     out = export_model(args.model, args.format, args.out, int8=args.int8, calibration_dir=args.data,
                        calibration_count=args.calibration_count, allow_padding_change=args.allow_padding_change,
                        int8_format=args.int8_format, weight_range=args.int8_weights,
-                       depthwise=args.int8_depthwise, mindspore_python=args.mindspore_python)
+                       depthwise=args.int8_depthwise, first_conv=args.int8_first_conv,
+                       mindspore_python=args.mindspore_python)
     print(f"wrote {out}", file=sys.stderr)
     return 0

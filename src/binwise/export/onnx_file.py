@@ -35,8 +35,8 @@ DEFAULT_CALIBRATION_COUNT = 300
 def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: bool = False,
                 calibration_dir: str | os.PathLike | None = None,
                 calibration_count: int = DEFAULT_CALIBRATION_COUNT, seed: int = 0,
-                calibration: str = "minmax", int8_format: str = "qdq", weight_range: str = "reduced",
-                depthwise: str = "float") -> Path:
+                calibration: str = "minmax", int8_format: str = "qdq", weight_range: str = "unsigned",
+                depthwise: str = "float", first_conv: str = "float") -> Path:
     """Write ``model_path`` (a binwise .safetensors file) as ONNX to ``out``.
 
     With ``int8``, weights (per channel) and activations are quantized to 8 bits, with
@@ -46,7 +46,7 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
     of them, or the "moving-average" of each photo's min and max. ``int8_format`` (see
     INT8_FORMATS): "qdq", standard ONNX operators only, or "qoperator", onnxruntime's fused
     operators (some in its own com.microsoft domain). ``weight_range``: see WEIGHT_RANGES;
-    ``depthwise``: see DEPTHWISE_PRECISIONS.
+    ``depthwise`` and ``first_conv``: see CONV_PRECISIONS.
     """
     import torch
 
@@ -58,10 +58,12 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
         raise BinwiseError(f"unknown int8 format {int8_format!r}; choose one of {', '.join(INT8_FORMATS)}")
     if int8 and weight_range not in WEIGHT_RANGES:
         raise BinwiseError(f"unknown weight range {weight_range!r}; choose one of {', '.join(WEIGHT_RANGES)}")
-    if int8 and depthwise not in DEPTHWISE_PRECISIONS:
-        raise BinwiseError(f"unknown depthwise precision {depthwise!r}; choose one of {', '.join(DEPTHWISE_PRECISIONS)}")
+    for layers, precision in (("depthwise", depthwise), ("first convolution", first_conv)):
+        if int8 and precision not in CONV_PRECISIONS:
+            raise BinwiseError(f"unknown {layers} precision {precision!r}; choose one of {', '.join(CONV_PRECISIONS)}")
     meta["export"] = {"format": "onnx", "precision": "int8" if int8 else "fp32", "opset": OPSET,
-                      **({"int8_format": int8_format, "weight_range": weight_range, "depthwise": depthwise} if int8 else {}),
+                      **({"int8_format": int8_format, "weight_range": weight_range, "depthwise": depthwise,
+                          "first_conv": first_conv} if int8 else {}),
                       "input": INPUT_DESCRIPTION,
                       "source": f"{Path(model_path).name}@{sha256_of_file(model_path)[:12]}"}
     size = model_file.preprocessing.input_size
@@ -81,7 +83,7 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
             images = calibration_photos(calibration_dir, calibration_count, seed)
             exported = Path(tmp) / "int8.onnx"
             quantize_int8(fp32, exported, images, model_file.preprocessing, calibration, int8_format, weight_range,
-                          depthwise)
+                          depthwise, first_conv)
         else:
             exported = fp32
         atomic_write(out, lambda tmp_out: _write_with_metadata(exported, tmp_out, meta))
@@ -200,29 +202,41 @@ def calibration_photos(data_dir: str | os.PathLike | None, count: int, seed: int
 
 CALIBRATIONS = ("minmax", "moving-average")
 # "qdq": QuantizeLinear / DequantizeLinear pairs around float operators, all in the standard ONNX
-# domain, so onnxruntime-web and -mobile, OpenVINO and TensorRT run it (each fuses the pairs into
-# its own int8 kernels). "qoperator": onnxruntime's QLinear* operators, some only in its
+# domain, so onnxruntime-web and -mobile and OpenVINO run it (each fuses the pairs into its own
+# int8 kernels). "qoperator": onnxruntime's QLinear* operators, some only in its
 # com.microsoft domain (QLinearAdd, QLinearGlobalAveragePool).
 INT8_FORMATS = ("qdq", "qoperator")
-# How the weights are stored: "reduced", int8 in 7 bits ([-64, 64]); "full", all 8 bits; "unsigned",
-# uint8 with a zero point. onnxruntime's x86 int8 kernels without VNNI (AVX2: AMD before Zen 4,
-# older Intel) add pairs of uint8 x int8 products in int16, which saturates with full-range weights.
-# Measured on a validation model's 440 held-out photos on such a CPU (benchmarks/tune_int8_weights.py),
-# int8 agreed with fp32 on 90.2% of them with "full", 95.7% with "reduced", 98.4% with "unsigned".
-# "reduced" is the default: no saturation on any CPU, and symmetric int8 weights, which TensorRT
-# needs; "unsigned" is closest to fp32 on onnxruntime's CPU.
-WEIGHT_RANGES = ("reduced", "full", "unsigned")
-# Depthwise convolutions: "float" (the default: dequantized around them) or "int8" like the rest.
-# Each of MobileNetV2's depthwise filters has only 9 weights, and int8 hurt them most: on the
-# validation model (benchmarks/tune_int8_weights.py) leaving them in float raised agreement with
-# fp32 from 95.7% to 97.5% with "reduced" weights and from 98.4% to 98.9% with "unsigned", with no
-# measurable change in speed, and 0.2 MB more (their weights are 2.9% of the convolutions' weights).
-DEPTHWISE_PRECISIONS = ("int8", "float")
+# How the weights are stored: "unsigned", uint8 with a zero point, one scale per tensor; "reduced",
+# int8 per channel in 7 bits ([-64, 64]); "full", int8 per channel in all 8 bits. Measured on a
+# validation model's 440 held-out photos (benchmarks/tune_int8_weights.py), on a CPU without VNNI:
+# - onnxruntime's x86 int8 kernels without VNNI (AVX2: AMD before Zen 4, older Intel) add pairs of
+#   uint8 x int8 products in int16, which saturates with full-range int8 weights ("full": 90.9% of
+#   photos answered as fp32 answers them, with the depthwise convolutions in float); 7 bits avoid it
+#   but are coarse (97.5%).
+# - binwise's backbone comes from a uint8 TFLite file, so each layer's weights lie on that file's
+#   grid: one step and one zero point per tensor. "unsigned" gives each such layer its grid's own
+#   scale and zero point (weight_grid_overrides), so its weights are exact; weights off a grid
+#   (the trained head, a fine-tuned backbone) get 8 bits over the layer's range, like the source
+#   file. With the depthwise and first convolutions in float, 99.1% of the 880 held-out and
+#   mirrored photos (99.5% of the 440 unmirrored); uint8 per channel, 98.4%.
+# "unsigned" is the default; onnxruntime runs uint8 x uint8 at about 80% of "reduced"'s speed on
+# that CPU (no faster kernel exists for it). None of these is for TensorRT, which needs
+# symmetric int8 activations and weights (zero point 0); build its engine from the fp32 file.
+WEIGHT_RANGES = ("unsigned", "reduced", "full")
+# Convolutions left in float ("float", the default: dequantized around them) or quantized
+# ("int8"). MobileNetV2's 17 depthwise convolutions have 9 weights a filter, and int8 hurt them
+# most: on the validation model leaving them in float raised agreement with fp32 from 95.7% to
+# 97.5% with "reduced" weights, at no measurable cost in speed and 0.2 MB. The first convolution
+# reads the normalised pixels (whose 256 levels, p / 127.5 - 1 for [-1, 1], the calibrated uint8
+# grid does not meet), and of the 36 pointwise and first convolutions, each left in float in turn
+# (uint8 weights per tensor), it is the one int8 hurt most: in float it took agreement from 98.9%
+# to 99.5% (mean KL from fp32 0.0068 -> 0.0050), for 3.6% of the model's multiply-adds.
+CONV_PRECISIONS = ("float", "int8")
 
 
 def quantize_int8(fp32_path: str | os.PathLike, out: str | os.PathLike, images: list, pre: Preprocessing,
-                  calibration: str = "minmax", int8_format: str = "qdq", weight_range: str = "reduced",
-                  depthwise: str = "float") -> None:
+                  calibration: str = "minmax", int8_format: str = "qdq", weight_range: str = "unsigned",
+                  depthwise: str = "float", first_conv: str = "float") -> None:
     """Static int8 quantization with onnxruntime, calibrated on ``images`` (see ``export_onnx``)."""
     if calibration not in CALIBRATIONS:
         raise BinwiseError(f"unknown calibration {calibration!r}; choose one of {', '.join(CALIBRATIONS)}")
@@ -248,13 +262,18 @@ def quantize_int8(fp32_path: str | os.PathLike, out: str | os.PathLike, images: 
         # half of the int8 model's time), or goes where the pixels are the quantized input.
         quantized = Path(tmp) / "quantized.onnx"
         quant_format = QuantFormat.QDQ if int8_format == "qdq" else QuantFormat.QOperator
+        unsigned = weight_range == "unsigned"
         quantize_static(str(prepared), str(quantized), Photos(), quant_format=quant_format,
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QUInt8 if weight_range == "unsigned" else QuantType.QInt8,
+                        per_channel=not unsigned, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QUInt8 if unsigned else QuantType.QInt8,
                         reduce_range=weight_range == "reduced",
                         nodes_to_exclude=nodes_before_first_conv(prepared)
-                        + (depthwise_convs(prepared) if depthwise == "float" else []),
-                        extra_options={"CalibMovingAverage": calibration == "moving-average"})
+                        + (depthwise_convs(prepared) if depthwise == "float" else [])
+                        + (first_convs(prepared) if first_conv == "float" else []),
+                        extra_options={"CalibMovingAverage": calibration == "moving-average",
+                                       # the grids' own scales, which a bias adjustment would change
+                                       **({"TensorQuantOverrides": weight_grid_overrides(prepared),
+                                           "QDQDisableWeightAdjustForInt32Bias": True} if unsigned else {})})
         import onnx
 
         model = onnx.load(str(quantized))
@@ -329,6 +348,49 @@ def pixels_as_quantized_input(graph) -> bool:
     return True
 
 
+def weight_grid_overrides(path: Path) -> dict:
+    """onnxruntime quantization overrides that give each Conv weight lying on a uint8 grid (see
+    ``uint8_grid``) that grid's step and zero point, so that its uint8 weights are exact."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    constants = {t.name: t for t in graph.initializer}
+    overrides = {}
+    for node in graph.node:
+        if node.op_type == "Conv" and node.input[1] in constants:
+            grid = uint8_grid(numpy_helper.to_array(constants[node.input[1]]))
+            if grid is not None:
+                step, zero_point = grid
+                overrides[node.input[1]] = [{"scale": np.float32(step), "zero_point": np.uint8(zero_point)}]
+    return overrides
+
+
+def uint8_grid(values: np.ndarray, tolerance: float = 0.01) -> tuple[float, int] | None:
+    """(step, zero point) when every value is step * (q - zero point) for an integer q in [0, 255]
+    (to within ``tolerance`` of a step), as weights dequantized from a uint8 file are; else None.
+
+    The quantizer's own scale, (max - min) / 255, lands on such a grid only when the values use
+    both of its ends; a layer whose weights use levels 0 to 254 gets a scale 0.4% too small, and
+    every weight a rounding error of up to half a step. On the validation model
+    (benchmarks/tune_int8_weights.py) the exact grids cut the mean KL divergence from fp32 from
+    0.0050 to 0.0017 and the logits' relative L2 from 0.097 to 0.057.
+    """
+    levels = np.unique(values.astype(np.float64))
+    if not 2 <= len(levels) <= 256:
+        return None
+    span = levels[-1] - levels[0]
+    steps = round(span / np.diff(levels).min())
+    if steps > 255:
+        return None
+    step = span / steps
+    zero_point = round(-levels[0] / step)
+    q = levels / step + zero_point
+    if np.abs(q - np.round(q)).max() > tolerance or not 0 <= np.round(q).min() <= np.round(q).max() <= 255:
+        return None
+    return float(step), int(zero_point)
+
+
 def depthwise_convs(path: Path) -> list[str]:
     """Names of the Convs with one filter per input channel (group > 1)."""
     import onnx
@@ -341,13 +403,22 @@ def depthwise_convs(path: Path) -> list[str]:
 
 def nodes_before_first_conv(path: Path) -> list[str]:
     """Names of the chain of nodes from the graph input to the first Conv (the normalisation)."""
+    return _chain_to_first_conv(path)[:-1]
+
+
+def first_convs(path: Path) -> list[str]:
+    """The name of the Conv that reads the normalised pixels."""
+    return _chain_to_first_conv(path)[-1:]
+
+
+def _chain_to_first_conv(path: Path) -> list[str]:
     import onnx
 
     graph = onnx.load(str(path)).graph
     chain, tensor = [], graph.input[0].name
     while True:
         node = next(n for n in graph.node if tensor in n.input)
+        chain.append(node.name)
         if node.op_type == "Conv":
             return chain
-        chain.append(node.name)
         tensor = node.output[0]
