@@ -219,7 +219,7 @@ INT8_FORMATS = ("qdq", "qoperator")
 #   (the trained head, a fine-tuned backbone) get 8 bits over the layer's range, like the source
 #   file. With the depthwise and first convolutions in float, 99.1% of the 880 held-out and
 #   mirrored photos (99.5% of the 440 unmirrored); uint8 per channel, 98.4%.
-# "unsigned" is the default; onnxruntime runs uint8 x uint8 at about 80% of "reduced"'s speed on
+# "unsigned" is the default; onnxruntime runs uint8 x uint8 at about 85% of "reduced"'s speed on
 # that CPU (no faster kernel exists for it). None of these is for TensorRT, which needs
 # symmetric int8 activations and weights (zero point 0); build its engine from the fp32 file.
 WEIGHT_RANGES = ("unsigned", "reduced", "full")
