@@ -27,6 +27,7 @@ import argparse
 import json
 import platform
 import sys
+from collections import Counter
 import tempfile
 from pathlib import Path
 
@@ -133,6 +134,7 @@ def agreement(reference: list, exported: list) -> dict:
     gaps = [abs(a.similarity - b.similarity) for a, b in zip(reference, exported)
             if a.similarity is not None and b.similarity is not None]
     return {"photos": len(reference), "statuses_differ": differ("status"),
+            "statuses": dict(Counter(b.status for b in exported)),
             "top1_differs": sum(a.top[0].index != b.top[0].index for a, b in zip(reference, exported)),
             "similarity_max_abs_difference": max(gaps) if gaps else None,
             "similarity_missing": sum(b.similarity is None for b in exported)}
