@@ -27,8 +27,8 @@ import argparse
 import json
 import platform
 import sys
-from collections import Counter
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
