@@ -34,6 +34,8 @@ from ..metadata_checks import METADATA_KEY
 from ..tflite_backend import SIGNATURE
 from .onnx_file import (DEFAULT_CALIBRATION_COUNT, OUTPUT_NAME, SIMILARITY_NAME, calibration_photos,
                         exported_module)
+from .tflite_flatbuffer import packed, unpacked
+from .tflite_grid import on_source_grid
 
 EXTRA = "tflite-export"
 INPUT_DESCRIPTION = ("uint8 RGB pixels (batch, height, width, 3), resized and centre-cropped; "
@@ -106,11 +108,12 @@ def _converter():
 
 
 def quantize_int8(flatbuffer: bytes, images: list, pre: Preprocessing, int8_recipe: list[dict] | None = None,
-                  moving_average: bool = False) -> bytes:
+                  moving_average: bool = False, source_grid: bool = True) -> bytes:
     """Static quantization with ai-edge-quantizer, calibrated on ``images``: ``int8_recipe`` (an
     ai-edge-quantizer recipe; default ``int8_recipe()``), each tensor's range its absolute min/max
     over the photos (``moving_average``: the quantizer's own default, a moving average of each
-    photo's range)."""
+    photo's range); with ``source_grid``, weights that came from an 8-bit file are put back on
+    their grid (``tflite_grid.on_source_grid``)."""
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import calibrator, quantizer, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
@@ -124,7 +127,8 @@ def quantize_int8(flatbuffer: bytes, images: list, pre: Preprocessing, int8_reci
     ranges = calibrator.Calibrator(bytearray(flatbuffer), num_threads=os.cpu_count() or 1, qsv_update_func=update)
     ranges.calibrate({SIGNATURE: [{input_name: load_crop(p, pre)[None]} for p in images]}, manager)
     quantized = quantizer.Quantizer(bytearray(flatbuffer), manager.get_quantization_recipe())
-    return bytes(quantized.quantize(ranges.get_model_qsvs(), enable_progress_report=False).quantized_model)
+    int8 = bytes(quantized.quantize(ranges.get_model_qsvs(), enable_progress_report=False).quantized_model)
+    return on_source_grid(int8, flatbuffer) if source_grid else int8
 
 
 def default_int8_recipe() -> list[dict]:
@@ -145,15 +149,9 @@ TFLITE_METADATA = "TFLITE_METADATA"  # the name tflite-support's readers look up
 def with_metadata(flatbuffer: bytes, meta: dict) -> bytes:
     """The .tflite file: ``flatbuffer`` with binwise's JSON and TFLite model metadata added to its
     ``metadata`` table, followed by the zip of the label and bin files."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
-    for buffer in model.buffers:
-        if buffer.offset > 1:  # data stored after the flatbuffer (ai-edge-quantizer writes it so): inline it,
-            # since repacking moves everything and the offsets count from the file's start
-            buffer.data = np.frombuffer(flatbuffer, np.uint8, buffer.size, buffer.offset)
-            buffer.offset = buffer.size = 0
+    model = unpacked(flatbuffer)
     taxonomy = Taxonomy.from_dict(meta["taxonomy"])
     entries = {METADATA_KEY: json.dumps(meta, ensure_ascii=False).encode(),
                TFLITE_METADATA: model_metadata(meta, taxonomy, output_names(model))}
@@ -165,9 +163,7 @@ def with_metadata(flatbuffer: bytes, meta: dict) -> bytes:
         entry = schema.MetadataT()
         entry.name, entry.buffer = name, len(model.buffers) - 1
         model.metadata.append(entry)
-    builder = flatbuffers.Builder(len(flatbuffer) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()) + associated_files(taxonomy)
+    return packed(model, len(flatbuffer) + 1024) + associated_files(taxonomy)
 
 
 def output_names(model) -> list[str]:
