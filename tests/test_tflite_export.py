@@ -224,12 +224,24 @@ def test_int8_export_is_quantized_and_follows_fp32(tiny_tflite, tmp_path_factory
 
 
 @pytest.mark.slow
-def test_int8_export_keeps_the_statuses(calibrated_garbage26_model, status_photos, tmp_path_factory):
+def test_int8_export_keeps_the_statuses_and_the_backbone_weights(calibrated_garbage26_model, status_photos,
+                                                                  pretrained_weights, tmp_path_factory):
     int8 = export(tmp_path_factory, "--int8", "--calibration-count", "52", model=calibrated_garbage26_model)
     in_torch = Classifier.load(calibrated_garbage26_model).predict(status_photos)
     in_int8 = Classifier.load(int8).predict(status_photos)
     assert [p.status for p in in_int8] == [p.status for p in in_torch]
     assert [p.similarity for p in in_int8] == pytest.approx([p.similarity for p in in_torch], abs=0.05)
+
+    # the first convolution's int8 values are the ImageNet file's (binwise.export.tflite_grid)
+    from ai_edge_litert import schema_py_generated as schema
+    from test_tflite_grid import first_op, int8_weights, source_layers
+
+    conv, step, _, _ = source_layers(pretrained_weights)
+    values, scale, _ = int8_weights(int8.read_bytes(), first_op(int8.read_bytes(), schema.BuiltinOperator.CONV_2D))
+    exact = np.abs(np.round(conv / step)).max(axis=(1, 2, 3)) <= 127
+    assert exact.sum() >= len(exact) - 3
+    assert np.array_equal(values[exact], np.round(conv / step)[exact])
+    np.testing.assert_allclose(scale.ravel()[exact], step, rtol=1e-5)
 
 
 def test_outputs_other_than_logits_and_similarity_are_refused():

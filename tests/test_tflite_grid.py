@@ -1,15 +1,17 @@
 """The TFLite int8 export's weights put back on the grid of the uint8 file they came from
 (binwise.export.tflite_grid), on real backbone layers of the ImageNet TFLite file: the int8 file is
 built here as ai-edge-quantizer builds it (per-channel scales max|w| / 127), so no converter is
-needed; tests/test_tflite_export.py checks an export made by the quantizer itself (slow)."""
+needed; tests/test_tflite_export.py checks an export made by the quantizer itself (slow). Needs
+LiteRT (the 'tflite' extra) for its flatbuffer schema."""
 
 import numpy as np
 import pytest
-from ai_edge_litert import schema_py_generated as schema
 
 from binwise.export.tflite_flatbuffer import packed, unpacked
 from binwise.export.tflite_grid import grid_step, on_source_grid
 from binwise.weights.tflite import TFLiteGraph
+
+schema = pytest.importorskip("ai_edge_litert.schema_py_generated", reason="needs the 'tflite' extra")
 
 INPUT_SCALE = 0.0235  # an int8 activation scale, as calibration gives
 
@@ -25,6 +27,13 @@ def int8_weights(flatbuffer: bytes, op_index: int) -> tuple[np.ndarray, np.ndarr
     shape[weight.quantization.quantizedDimension] = -1
     scale = weight.quantization.scale.reshape(shape)
     return values, scale, values * scale.astype(np.float64)
+
+
+def first_op(flatbuffer: bytes, operator: int) -> int:
+    """The index of the graph's first ``operator`` (a ``schema.BuiltinOperator``) op."""
+    model = unpacked(flatbuffer)
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    return next(i for i, op in enumerate(model.subgraphs[0].operators) if codes[op.opcodeIndex] == operator)
 
 
 def source_layers(pretrained_weights) -> tuple[np.ndarray, float, np.ndarray, float]:
