@@ -12,7 +12,8 @@ from inference_models import garbage26_test_photos, tiny_model, tiny_onnx, tiny_
 from binwise.cli import main
 from binwise.errors import BinwiseError
 from binwise.export import export_onnx
-from binwise.export.onnx_file import fold_pads_into_convs, pixels_as_quantized_input, uint8_grid
+from binwise.export.onnx_file import fold_pads_into_convs, pixels_as_quantized_input
+from binwise.export.weight_grid import uint8_grid
 from binwise.images import load_crop, normalize
 from binwise.modelfile import load_model, read_metadata
 from binwise.predict import Classifier

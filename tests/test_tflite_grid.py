@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from binwise.export.tflite_flatbuffer import packed, unpacked
-from binwise.export.tflite_grid import grid_step, on_source_grid
+from binwise.export.tflite_grid import on_source_grid
+from binwise.export.weight_grid import grid_step
 from binwise.weights.tflite import TFLiteGraph
 
 schema = pytest.importorskip("ai_edge_litert.schema_py_generated", reason="needs the 'tflite' extra")

@@ -24,6 +24,7 @@ from ..errors import BinwiseError
 from ..images import is_image_file, load_crop
 from ..metadata_checks import METADATA_KEY
 from ..preprocessing import Preprocessing, with_pixel_input
+from .weight_grid import uint8_grid
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
@@ -349,8 +350,14 @@ def pixels_as_quantized_input(graph) -> bool:
 
 
 def weight_grid_overrides(path: Path) -> dict:
-    """onnxruntime quantization overrides that give each Conv weight lying on a uint8 grid (see
-    ``uint8_grid``) that grid's step and zero point, so that its uint8 weights are exact."""
+    """onnxruntime quantization overrides that give each Conv weight lying on a uint8 grid
+    (``weight_grid.uint8_grid``) that grid's step and zero point, so that its uint8 weights are exact.
+
+    onnxruntime's own scale, (max - min) / 255, lands on such a grid only when the values use both
+    of its ends; a layer whose weights use levels 0 to 254 gets a scale 0.4% too small, and every
+    weight a rounding error of up to half a step. On the validation model
+    (benchmarks/tune_int8_weights.py) the exact grids cut the mean KL divergence from fp32 from
+    0.0050 to 0.0017 and the logits' relative L2 from 0.097 to 0.057."""
     import onnx
     from onnx import numpy_helper
 
@@ -364,31 +371,6 @@ def weight_grid_overrides(path: Path) -> dict:
                 step, zero_point = grid
                 overrides[node.input[1]] = [{"scale": np.float32(step), "zero_point": np.uint8(zero_point)}]
     return overrides
-
-
-def uint8_grid(values: np.ndarray, tolerance: float = 0.01) -> tuple[float, int] | None:
-    """(step, zero point) when every value is step * (q - zero point) for an integer q in [0, 255]
-    (to within ``tolerance`` of a step), as weights dequantized from a uint8 file are; else None.
-
-    The quantizer's own scale, (max - min) / 255, lands on such a grid only when the values use
-    both of its ends; a layer whose weights use levels 0 to 254 gets a scale 0.4% too small, and
-    every weight a rounding error of up to half a step. On the validation model
-    (benchmarks/tune_int8_weights.py) the exact grids cut the mean KL divergence from fp32 from
-    0.0050 to 0.0017 and the logits' relative L2 from 0.097 to 0.057.
-    """
-    levels = np.unique(values.astype(np.float64))
-    if not 2 <= len(levels) <= 256:
-        return None
-    span = levels[-1] - levels[0]
-    steps = round(span / np.diff(levels).min())
-    if steps > 255:
-        return None
-    step = span / steps
-    zero_point = round(-levels[0] / step)
-    q = levels / step + zero_point
-    if np.abs(q - np.round(q)).max() > tolerance or not 0 <= np.round(q).min() <= np.round(q).max() <= 255:
-        return None
-    return float(step), int(zero_point)
 
 
 def depthwise_convs(path: Path) -> list[str]:

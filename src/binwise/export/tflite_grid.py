@@ -17,30 +17,11 @@ import logging
 import numpy as np
 
 from .tflite_flatbuffer import packed, unpacked
+from .weight_grid import grid_step
 
 log = logging.getLogger(__name__)
 
-SOURCE_LEVELS = 256  # an 8-bit source has at most 256 distinct values
-TOLERANCE = 0.01  # in steps: float32 rounding and batch-norm folding leave values ~1e-3 step off the grid
 INT8_MAX = 127  # symmetric int8 weights: -127..127
-
-
-def grid_step(values: np.ndarray) -> float | None:
-    """The step ``s`` of the 8-bit grid that ``values`` lie on, or None if they lie on none: about
-    the smallest gap between two distinct values, every value an integer multiple of it within
-    ``TOLERANCE`` (so zero is on the grid, as symmetric int8 needs) and at most
-    ``SOURCE_LEVELS - 1`` steps from the smallest value to the largest."""
-    distinct = np.unique(values.astype(np.float64))
-    if distinct.size < 2:
-        return None
-    gap = float(np.diff(distinct).min())
-    if (distinct[-1] - distinct[0]) / gap > SOURCE_LEVELS - 1 + TOLERANCE:
-        return None
-    multiples = np.round(distinct / gap)
-    if np.abs(distinct / gap - multiples).max() > TOLERANCE:
-        return None
-    # float32 rounds each value, and so the smallest gap, by up to 1e-5 step: fit the step to all of them
-    return float(multiples @ distinct / (multiples @ multiples))
 
 
 def on_source_grid(quantized: bytes, fp32: bytes) -> bytes:
