@@ -9,7 +9,8 @@ a validation model: the same probe (``binwise train --mode head``) trained on ga
 split less ``held_out.VALIDATION_SHARE`` of each class, which it never sees, calibrated on its own train
 photos (as ``binwise export --int8`` does). Each variant (ai-edge-quantizer recipes: what is int8,
 int16 or float; absolute min/max or the quantizer's moving average; the number of calibration
-photos) is measured there on the held-out photos, then applied to ``--model`` and measured on the
+photos) is measured there on the held-out photos and their mirror images (twice the photos, to
+tell variants apart: the ones that differ are near ties), then applied to ``--model`` and measured on the
 test split (reported, never used to choose): how often int8's top-1 agrees with fp32's, the
 accuracy drop, the mean KL divergence of int8's class probabilities from fp32's, the logits'
 relative L2 change (overall and the median photo's), the similarity's largest change, the
@@ -25,6 +26,7 @@ import datetime
 import json
 import os
 import platform
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -44,24 +46,44 @@ THREADS = 2
 
 
 def recipe_with(base: list[dict], operation: str, activation_bits: int | None = None,
-                float_ops: bool = False) -> list[dict]:
-    """``base`` with every ``operation`` (a TFLite operator name) either left in float or given
-    ``activation_bits``-bit symmetric activations."""
+                float_ops: bool = False, scope: str = ".*") -> list[dict]:
+    """``base`` with every ``operation`` (a TFLite operator name) whose output tensor's name
+    matches ``scope`` (a regex) either left in float or given ``activation_bits``-bit symmetric
+    activations."""
     from ai_edge_quantizer import qtyping, recipe_manager
 
     manager = recipe_manager.RecipeManager()
     manager.load_quantization_recipe(base)
     name = qtyping.TFLOperationName(operation)
     if float_ops:
-        manager.add_quantization_config(".*", name, algorithm_key="no_quantize")
+        manager.add_quantization_config(scope, name, algorithm_key="no_quantize")
     else:
         config = qtyping.OpQuantizationConfig(
             activation_tensor_config=qtyping.TensorQuantizationConfig(activation_bits, symmetric=True),
             weight_tensor_config=qtyping.TensorQuantizationConfig(8, symmetric=True,
                                                                  granularity=qtyping.QuantGranularity.CHANNELWISE),
             compute_precision=qtyping.ComputePrecision.INTEGER)
-        manager.add_quantization_config(".*", name, config)
+        manager.add_quantization_config(scope, name, config)
     return manager.get_quantization_recipe()
+
+
+# ai-edge-quantizer matches a recipe's scope regex against an op's output tensor names joined by
+# ";" (with a trailing ";"); litert-torch names each tensor by the torch modules that made it.
+STEM = r".*Sequential_features/binwise\.model\.ConvBNReLU_0/.*"  # features[0]: pad, conv
+# the pixel normalisation's MUL and ADD, named by the wrapper module alone (a model with the
+# similarity output; the scope numbers follow the converter's order)
+NORMALISATION = r"ScoredModel_module;[89];$"
+
+
+def stem_in_float(base: list[dict], normalisation: bool) -> list[dict]:
+    """``base`` with the first convolution (and its padding) in float; with ``normalisation``,
+    the MUL and ADD in front of it too, so that it reads the normalised pixels unrounded."""
+    recipe = base
+    for op in ("PAD", "TRANSPOSE", "CONV_2D"):
+        recipe = recipe_with(recipe, op, float_ops=True, scope=STEM)
+    for op in ("MUL", "ADD") if normalisation else ():
+        recipe = recipe_with(recipe, op, float_ops=True, scope=NORMALISATION)
+    return recipe
 
 
 def variants() -> dict[str, dict]:
@@ -89,6 +111,9 @@ def variants() -> dict[str, dict]:
         "source grid, moving average": {"moving_average": True},
         "source grid, depthwise convolutions in float": {"int8_recipe": recipe_with(base, "DEPTHWISE_CONV_2D",
                                                                                     float_ops=True)},
+        "source grid, first convolution in float": {"int8_recipe": stem_in_float(base, normalisation=False)},
+        "source grid, normalisation and first convolution in float": {"int8_recipe": stem_in_float(
+            base, normalisation=True)},
         "source grid, fully connected a16w8": {"int8_recipe": recipe_with(base, "FULLY_CONNECTED",
                                                                           activation_bits=16)},
     }
@@ -126,18 +151,20 @@ def float_operators(model: bytes) -> dict[str, int]:
                         if graph.Tensors(op.Outputs(0)).Type() == schema.TensorType.FLOAT32))
 
 
-def measure(model_path: Path, data: Path, names: list[str]) -> dict:
+def measure(model_path: Path, data: Path, names: list[str], mirrored: bool = False) -> dict:
     """Every variant in ``names`` quantizing ``model_path`` (calibrated on ``data``'s train split),
-    against fp32 on ``data``'s test split."""
+    against fp32 on ``data``'s test split (and, ``mirrored``, its mirror images too)."""
     from tflite_parity import test_photos
 
     model_file = load_model(model_path)
     pre = model_file.preprocessing
     photos, labels = test_photos(model_file, data)
     pixels = np.stack([load_crop(p, pre) for p in photos])
+    if mirrored:
+        pixels, labels = np.concatenate([pixels, pixels[:, :, ::-1]]), np.concatenate([labels, labels])
     fp32 = converted(model_file)
     want = run(fp32, pixels)
-    results = {"model": str(model_path), "photos": len(photos),
+    results = {"model": str(model_path), "photos": len(pixels),
                "fp32": {"file_mb": len(fp32) / 1e6, "ms_per_photo": 1e3 * want["seconds_per_photo"],
                         "top1_accuracy": float((want["logits"].argmax(1) == labels).mean())},
                "variants": {}}
@@ -171,8 +198,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a binwise .safetensors model trained on garbage26")
     parser.add_argument("--only", nargs="*", help="run only these variants (by name)")
-    parser.add_argument("--work-dir", default="/tmp/binwise-tune-tflite-int8",
-                        help="where the validation tree and its model go (kept between runs)")
+    parser.add_argument("--tree", type=Path, default=Path(tempfile.gettempdir()) / "binwise-held-out",
+                        help="where the validation tree and model go (kept for reruns; the same as "
+                             "tune_int8_weights.py's, so both int8 formats are chosen on one model)")
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" /
                                               f"tune_tflite_int8_{datetime.date.today()}.json"))
     args = parser.parse_args()
@@ -180,10 +208,10 @@ def main() -> None:
     from binwise.paths import resolve_data
 
     names = args.only or list(variants())
-    tree = validation_tree(Path(args.work_dir) / "garbage26-validation")
+    tree = validation_tree(args.tree)
     results = {"date": str(datetime.date.today()),
                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}",
-               "validation": measure(validation_model(tree), tree, names),
+               "validation": measure(validation_model(tree), tree, names, mirrored=True),
                "test": measure(Path(args.model), resolve_data(), names)}
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
