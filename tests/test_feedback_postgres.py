@@ -21,8 +21,8 @@ psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (the '
 
 @pytest.fixture(scope="module")
 def server_url():
-    with postgres_server() as url:
-        yield url
+    with postgres_server() as server:
+        yield server.url
 
 
 @pytest.fixture
@@ -120,3 +120,33 @@ def test_two_binwise_serve_processes_behind_one_address_share_one_store(pg_url, 
     assert [x["already_recorded"] for x in answers] == [False] * 6 + [True] * 6
     assert [x["id"] for x in answers[:6]] == [x["id"] for x in answers[6:]]
     assert "feedback recorded in postgresql://binwise@127.0.0.1" in (tmp_path / "a.log").read_text()
+
+
+def test_a_database_crash_keeps_every_acknowledged_feedback_and_the_service_reconnects(classifier, garbage26_data):
+    """The server stopped as a crash stops it (no checkpoint, connections cut): posts meanwhile
+    get 503 with the store's kind, the rows acknowledged before are there after its WAL replay,
+    and the same replica writes again without a restart."""
+    from binwise.service import create_app
+
+    photos = [p.read_bytes() for p in sorted((garbage26_data / "test" / "Cans").glob("*.jpg"))[:3]]
+    with postgres_server() as server, TestClient(create_app(classifier,
+                                                            feedback_store=open_store(server.url))) as client:
+        def post(photo: bytes):
+            return client.post("/v1/feedback", files={"file": ("p.jpg", photo)}, data={"class": "Cans"})
+
+        acknowledged = [post(photo).json()["id"] for photo in photos[:2]]
+        server.crash()
+        for _ in range(2):  # the broken connection, then no server to connect to
+            down = post(photos[2])
+            assert down.status_code == 503 and down.json()["error"] == "feedback_store_unavailable", down.text
+        server.start()
+        after = post(photos[2])
+        assert after.status_code == 200 and after.json()["already_recorded"] is False, after.text
+        again = post(photos[0]).json()
+        assert again["already_recorded"] is True and again["id"] == acknowledged[0]
+
+        store = open_store(server.url)
+        rows = store.rows()
+        assert sorted(r.id for r in rows) == sorted([*acknowledged, after.json()["id"]])
+        assert sorted(store.read_photo(r) for r in rows) == sorted(photos)
+        store.close()
