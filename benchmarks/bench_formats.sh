@@ -14,19 +14,19 @@ model=${1:-runs/garbage26/model.safetensors}
 out=${2:-/tmp/binwise-bench-formats}
 mkdir -p "$out"
 
-export_to() {  # FILE [export options...]: export once, reuse on reruns
-    local file=$1; shift
-    [ -f "$out/$file" ] || .venv/bin/binwise export "$model" --out "$out/$file" "$@"
+export_to() {  # BINWISE FILE [export options...]: export once, reuse on reruns
+    local binwise=$1 file=$2; shift 2
+    [ -f "$out/$file" ] || "$binwise" export "$model" --out "$out/$file" "$@"
+    files+=("$file")
 }
-export_to fp32.onnx
-export_to int8.onnx --int8
-export_to int8-reduced.onnx --int8 --int8-weights reduced
-export_to int8-qoperator.onnx --int8 --int8-format qoperator
-files=(fp32.onnx int8.onnx int8-reduced.onnx int8-qoperator.onnx)
-if [ -x .venv-litert/bin/binwise ]; then
-    [ -f "$out/fp32.tflite" ] || .venv-litert/bin/binwise export "$model" --format tflite --out "$out/fp32.tflite"
-    [ -f "$out/int8.tflite" ] || .venv-litert/bin/binwise export "$model" --format tflite --int8 --out "$out/int8.tflite"
-    files+=(fp32.tflite int8.tflite)
+files=()
+export_to .venv/bin/binwise fp32.onnx
+export_to .venv/bin/binwise int8.onnx --int8
+export_to .venv/bin/binwise int8-reduced.onnx --int8 --int8-weights reduced
+export_to .venv/bin/binwise int8-qoperator.onnx --int8 --int8-format qoperator
+if [ -x .venv-litert/bin/binwise ]; then  # the TFLite converter lives in its own venv
+    export_to .venv-litert/bin/binwise fp32.tflite --format tflite
+    export_to .venv-litert/bin/binwise int8.tflite --format tflite --int8
 else
     echo "no .venv-litert: skipping the TFLite files (bash scripts/setup-litert.sh)" >&2
 fi

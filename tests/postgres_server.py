@@ -35,8 +35,8 @@ class PostgresServer:
         self.options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
         self.url = f"postgresql://binwise@127.0.0.1:{port}/postgres"
 
-    def pg_ctl(self, *args) -> None:
-        subprocess.run([*self.run_as, self.bin_dir / "pg_ctl", "-D", self.data, *args], check=True,
+    def pg_ctl(self, *args, check: bool = True) -> None:
+        subprocess.run([*self.run_as, self.bin_dir / "pg_ctl", "-D", self.data, *args], check=check,
                        capture_output=True)
 
     def start(self) -> None:
@@ -67,8 +67,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         try:
             yield server
         finally:
-            subprocess.run([*run_as, server.bin_dir / "pg_ctl", "-D", server.data, "-m", "immediate", "stop"],
-                           capture_output=True)
+            server.pg_ctl("-m", "immediate", "stop", check=False)  # a test may have stopped it already
     except subprocess.CalledProcessError as e:
         log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
         raise RuntimeError(f"PostgreSQL did not start: {e.stderr.decode()}{log}") from None
