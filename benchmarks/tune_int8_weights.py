@@ -4,7 +4,8 @@
 
 Every combination of ``onnx_file.WEIGHT_RANGES``, ``onnx_file.CALIBRATIONS`` and
 ``onnx_file.CONV_PRECISIONS`` for the depthwise and the first convolutions (or those chosen with
---weights, --calibrations, --depthwise, --first-conv; QDQ, calibrated
+--weights, --calibrations, --depthwise, --first-conv; --activations symmetric adds TensorRT's form,
+with the symmetric weight ranges only, run as binwise runs it on the CPU; QDQ, calibrated
 on 300 train photos as ``binwise export --int8`` does) is measured on the validation model of
 ``held_out.py`` (the quickstart's probe trained without 20% of each class) against its fp32 export
 on those held-out photos and their mirror images (twice the photos, to tell variants apart: the
@@ -29,7 +30,7 @@ import numpy as np
 
 from binwise.export import export_onnx
 from binwise.status import softmax
-from binwise.export.onnx_file import CALIBRATIONS, CONV_PRECISIONS, WEIGHT_RANGES
+from binwise.export.onnx_file import ACTIVATION_RANGES, CALIBRATIONS, CONV_PRECISIONS, WEIGHT_RANGES
 from binwise.images import is_image_file
 from binwise.predict import Classifier
 from binwise.paths import resolve_data
@@ -57,13 +58,14 @@ def measure(model: Path, calibration_dir: Path, photos: list[Path], tmp: Path, v
         pixels = np.concatenate([pixels, pixels[:, :, ::-1]])
     logits = fp32.runner(pixels)[0]
     rows = {}
-    for weight_range, calibration, depthwise, first_conv in variants:
+    for weight_range, calibration, depthwise, first_conv, activations in variants:
         start = time.time()
         int8 = export_onnx(model, tmp / "int8.onnx", int8=True, calibration_dir=calibration_dir,
                            calibration=calibration, weight_range=weight_range, depthwise=depthwise,
-                           first_conv=first_conv)
+                           first_conv=first_conv, activations=activations)
         name = (f"{weight_range}/{calibration}" + ("/depthwise-float" if depthwise == "float" else "")
-                + ("/first-conv-float" if first_conv == "float" else ""))
+                + ("/first-conv-float" if first_conv == "float" else "")
+                + ("/symmetric-activations" if activations == "symmetric" else ""))
         row = rows[name] = closeness(Classifier.load(int8).runner(pixels)[0], logits)
         row["export_s"] = round(time.time() - start, 1)
         print(model.name, name, json.dumps(row), flush=True)
@@ -81,9 +83,11 @@ def main() -> int:
     parser.add_argument("--calibrations", nargs="*", default=list(CALIBRATIONS), choices=CALIBRATIONS)
     parser.add_argument("--depthwise", nargs="*", default=list(CONV_PRECISIONS), choices=CONV_PRECISIONS)
     parser.add_argument("--first-conv", nargs="*", default=list(CONV_PRECISIONS), choices=CONV_PRECISIONS)
+    parser.add_argument("--activations", nargs="*", default=["unsigned"], choices=ACTIVATION_RANGES)
     args = parser.parse_args()
-    variants = [(w, c, d, f) for w in args.weights for c in args.calibrations for d in args.depthwise
-                for f in args.first_conv]
+    variants = [(w, c, d, f, a) for w in args.weights for c in args.calibrations for d in args.depthwise
+                for f in args.first_conv for a in args.activations
+                if not (a == "symmetric" and w == "unsigned")]  # symmetric activations need symmetric weights
 
     tree = validation_tree(args.tree)
     results = {"command": " ".join(["python", *sys.argv]),

@@ -213,6 +213,34 @@ def test_int8_first_conv_in_float_by_default(tmp_path):
         export_onnx(tiny_model(), tmp_path / "x.onnx", int8=True, first_conv="int4")
 
 
+def test_int8_symmetric_activations_are_tensorrts_form(tmp_path):
+    """Every QuantizeLinear/DequantizeLinear has an int8 zero point of 0 (TensorRT's parser takes
+    nothing else), no bias is an int32 DequantizeLinear, weights stay in [-127, 127]; binwise runs
+    the file's QDQ nodes as written on the CPU."""
+    from onnx import numpy_helper
+
+    path = export_onnx(tiny_model(), tmp_path / "trt.onnx", int8=True, calibration_count=26, weight_range="full",
+                       activations="symmetric")
+    graph = onnx.load(str(path)).graph
+    constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    qdq = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq and all(len(n.input) == 3 for n in qdq)
+    zero_points = [constants[n.input[2]] for n in qdq]
+    assert all(z.dtype == np.int8 and not z.any() for z in zero_points)
+    dequantized = [constants[n.input[0]] for n in qdq if n.op_type == "DequantizeLinear" and n.input[0] in constants]
+    assert dequantized and all(w.dtype == np.int8 and w.min() >= -127 for w in dequantized)  # no int32 biases
+    assert {node.domain for node in graph.node} <= {"", "ai.onnx"}
+    assert json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["binwise"])["export"][
+        "activations"] == "symmetric"
+    assert Classifier.load(path).runner.simulated and not Classifier.load(tiny_onnx_int8("qdq")).runner.simulated
+    int8_follows_fp32(path)
+    with pytest.raises(BinwiseError, match="symmetric int8 activations need symmetric weights: add --int8-weights"):
+        export_onnx(tiny_model(), tmp_path / "x.onnx", int8=True, activations="symmetric")
+    with pytest.raises(BinwiseError, match="unknown int8 activations 'int4'"):
+        export_onnx(tiny_model(), tmp_path / "x.onnx", int8=True, activations="int4", weight_range="full")
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_int8_qoperator_export_is_fused_and_close_to_fp32(tmp_path):
     # the pixels become the first convolution's quantized input when it is int8 with symmetric weights
     path = export_onnx(tiny_model(), tmp_path / "qop.onnx", int8=True, calibration_count=26, int8_format="qoperator",
@@ -233,6 +261,8 @@ def test_cli_export_and_its_errors(tmp_path, capsys):
     assert Classifier.load(out).backend == "onnxruntime"
     assert main(["export", str(tiny_model()), "--format", "mindspore-ckpt", "--int8"]) == 2
     assert "--int8 does not apply to mindspore-ckpt" in capsys.readouterr().err
+    assert main(["export", str(tiny_model()), "--int8", "--int8-activations", "symmetric", "--out", str(out)]) == 2
+    assert "need symmetric weights: add --int8-weights full" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "missing.safetensors")]) == 2
     assert "missing.safetensors: no such model file" in capsys.readouterr().err
 

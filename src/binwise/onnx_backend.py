@@ -27,6 +27,12 @@ class OnnxRunner:
         self.model_bytes = checked_model(path)
         self.session = _session(self.model_bytes, threads, path)
         self.metadata = _parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+        # TensorRT's int8 form (symmetric int8 activations) saturates in onnxruntime's fused x86
+        # kernels (a third of the answers change); run its QDQ nodes as written instead, an exact
+        # simulation of the engine, slower than fp32 (docs/inference.md)
+        self.simulated = self.metadata.get("export", {}).get("activations") == "symmetric"
+        if self.simulated:
+            self.session = _session(self.model_bytes, threads, path, fuse=False)
         classes = len(self.metadata["taxonomy"]["classes"])
         outputs = self.session.get_outputs()[0].shape
         if len(outputs) != 2 or outputs[1] != classes:
@@ -60,7 +66,7 @@ class OnnxRunner:
         and classifies its own batches never shares its core with onnxruntime's threads."""
         with self._lock:
             if self._single_threaded is None:
-                session = _session(self.model_bytes, 1, self.path)
+                session = _session(self.model_bytes, 1, self.path, fuse=not self.simulated)
                 self._single_threaded = lambda pixels: self._outputs(session.run(None, {self.input_name: pixels}))
         return self._single_threaded
 
@@ -112,10 +118,12 @@ def checked_model(path: str | os.PathLike) -> bytes:
     return data
 
 
-def _session(model: bytes, threads: int | None, path: str | os.PathLike):
+def _session(model: bytes, threads: int | None, path: str | os.PathLike, fuse: bool = True):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if not fuse:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

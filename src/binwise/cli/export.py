@@ -30,6 +30,11 @@ def register(subparsers) -> None:
     p.add_argument("--int8-first-conv", choices=["float", "int8"], default="float",
                    help="ONNX int8: leave the first convolution (3.6%% of the multiply-adds) in float, the layer int8 "
                    "hurt most, or quantize it too (default: %(default)s)")
+    p.add_argument("--int8-activations", choices=["unsigned", "symmetric"], default="unsigned",
+                   help="ONNX int8 activations: 'unsigned', uint8 with a zero point (closest to fp32); 'symmetric', "
+                   "int8 with zero point 0 and float biases, the form TensorRT builds an engine from (with "
+                   "--int8-weights full); on onnxruntime's CPU binwise runs it as an exact simulation, slower "
+                   "than fp32 (default: %(default)s; see docs/inference.md)")
     p.add_argument("--data", help="int8 calibration photos: an ImageFolder tree (default: $BINWISE_DATA "
                    "or ../shared/data/garbage26; its train/ split is used)")
     p.add_argument("--calibration-count", type=int, default=300,
@@ -51,6 +56,7 @@ def run(args) -> int:
                        calibration_count=args.calibration_count, allow_padding_change=args.allow_padding_change,
                        int8_format=args.int8_format, weight_range=args.int8_weights,
                        depthwise=args.int8_depthwise, first_conv=args.int8_first_conv,
+                       activations=args.int8_activations,
                        mindspore_python=args.mindspore_python)
     print(f"wrote {out}", file=sys.stderr)
     return 0

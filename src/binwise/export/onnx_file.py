@@ -37,7 +37,7 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
                 calibration_dir: str | os.PathLike | None = None,
                 calibration_count: int = DEFAULT_CALIBRATION_COUNT, seed: int = 0,
                 calibration: str = "minmax", int8_format: str = "qdq", weight_range: str = "unsigned",
-                depthwise: str = "float", first_conv: str = "float") -> Path:
+                depthwise: str = "float", first_conv: str = "float", activations: str = "unsigned") -> Path:
     """Write ``model_path`` (a binwise .safetensors file) as ONNX to ``out``.
 
     With ``int8``, weights (per channel) and activations are quantized to 8 bits, with
@@ -47,7 +47,7 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
     of them, or the "moving-average" of each photo's min and max. ``int8_format`` (see
     INT8_FORMATS): "qdq", standard ONNX operators only, or "qoperator", onnxruntime's fused
     operators (some in its own com.microsoft domain). ``weight_range``: see WEIGHT_RANGES;
-    ``depthwise`` and ``first_conv``: see CONV_PRECISIONS.
+    ``depthwise`` and ``first_conv``: see CONV_PRECISIONS; ``activations``: see ACTIVATION_RANGES.
     """
     import torch
 
@@ -62,9 +62,11 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
     for layers, precision in (("depthwise", depthwise), ("first convolution", first_conv)):
         if int8 and precision not in CONV_PRECISIONS:
             raise BinwiseError(f"unknown {layers} precision {precision!r}; choose one of {', '.join(CONV_PRECISIONS)}")
+    if int8:
+        check_activation_range(activations, weight_range)
     meta["export"] = {"format": "onnx", "precision": "int8" if int8 else "fp32", "opset": OPSET,
                       **({"int8_format": int8_format, "weight_range": weight_range, "depthwise": depthwise,
-                          "first_conv": first_conv} if int8 else {}),
+                          "first_conv": first_conv, "activations": activations} if int8 else {}),
                       "input": INPUT_DESCRIPTION,
                       "source": f"{Path(model_path).name}@{sha256_of_file(model_path)[:12]}"}
     size = model_file.preprocessing.input_size
@@ -84,7 +86,7 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
             images = calibration_photos(calibration_dir, calibration_count, seed)
             exported = Path(tmp) / "int8.onnx"
             quantize_int8(fp32, exported, images, model_file.preprocessing, calibration, int8_format, weight_range,
-                          depthwise, first_conv)
+                          depthwise, first_conv, activations)
         else:
             exported = fp32
         atomic_write(out, lambda tmp_out: _write_with_metadata(exported, tmp_out, meta))
@@ -221,8 +223,8 @@ INT8_FORMATS = ("qdq", "qoperator")
 #   file. With the depthwise and first convolutions in float, 99.2% of the 880 held-out and
 #   mirrored photos; uint8 per channel was further (98.9% of the 440, tune_int8_depthwise_2026-12-02).
 # "unsigned" is the default; onnxruntime runs uint8 x uint8 at about 85% of "reduced"'s speed on
-# that CPU (no faster kernel exists for it). None of these is for TensorRT, which needs
-# symmetric int8 activations and weights (zero point 0); build its engine from the fp32 file.
+# that CPU (no faster kernel exists for it). TensorRT needs symmetric int8 weights ("full") and
+# activations (ACTIVATION_RANGES).
 WEIGHT_RANGES = ("unsigned", "reduced", "full")
 # Convolutions left in float ("float", the default: dequantized around them) or quantized
 # ("int8"). MobileNetV2's 17 depthwise convolutions have 9 weights a filter, and int8 hurt them
@@ -234,11 +236,26 @@ WEIGHT_RANGES = ("unsigned", "reduced", "full")
 # fp32 from 98.75% to 99.2% with "unsigned" (mean KL 0.0026 -> 0.0016), and from 90.6% to 97.5%
 # with "full", whose saturation it held most of.
 CONV_PRECISIONS = ("float", "int8")
+# Activations: "unsigned", uint8 with a zero point per tensor (the default: a ReLU6 output uses all
+# 256 levels); "symmetric", int8 with zero point 0 and float biases, the only form TensorRT builds
+# an engine from (its ONNX parser takes symmetric int8 only, and rejects a DequantizeLinear of an
+# int32 bias: "only activation types allowed as input to this layer"). It needs symmetric weights
+# ("full", TensorRT's [-127, 127], or "reduced"). On onnxruntime's CPU it is a simulation of that
+# engine, not a fast path: see docs/inference.md.
+ACTIVATION_RANGES = ("unsigned", "symmetric")
+
+
+def check_activation_range(activations: str, weight_range: str) -> None:
+    if activations not in ACTIVATION_RANGES:
+        raise BinwiseError(f"unknown int8 activations {activations!r}; choose one of {', '.join(ACTIVATION_RANGES)}")
+    if activations == "symmetric" and weight_range == "unsigned":
+        raise BinwiseError("symmetric int8 activations need symmetric weights: add --int8-weights full "
+                           "(TensorRT's form) or reduced")
 
 
 def quantize_int8(fp32_path: str | os.PathLike, out: str | os.PathLike, images: list, pre: Preprocessing,
                   calibration: str = "minmax", int8_format: str = "qdq", weight_range: str = "unsigned",
-                  depthwise: str = "float", first_conv: str = "float") -> None:
+                  depthwise: str = "float", first_conv: str = "float", activations: str = "unsigned") -> None:
     """Static int8 quantization with onnxruntime, calibrated on ``images`` (see ``export_onnx``)."""
     if calibration not in CALIBRATIONS:
         raise BinwiseError(f"unknown calibration {calibration!r}; choose one of {', '.join(CALIBRATIONS)}")
@@ -269,13 +286,15 @@ def quantize_int8(fp32_path: str | os.PathLike, out: str | os.PathLike, images: 
         quantized = Path(tmp) / "quantized.onnx"
         quant_format = QuantFormat.QDQ if int8_format == "qdq" else QuantFormat.QOperator
         unsigned = weight_range == "unsigned"
+        symmetric = activations == "symmetric"
         quantize_static(str(prepared), str(quantized), Photos(), quant_format=quant_format,
-                        per_channel=not unsigned, activation_type=QuantType.QUInt8,
+                        per_channel=not unsigned, activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
                         weight_type=QuantType.QUInt8 if unsigned else QuantType.QInt8,
                         reduce_range=weight_range == "reduced",
                         nodes_to_exclude=normalisation + ([first] if first_conv == "float" else [])
                         + (depthwise_convs(graph) if depthwise == "float" else []),
                         extra_options={"CalibMovingAverage": calibration == "moving-average",
+                                       **({"ActivationSymmetric": True, "QuantizeBias": False} if symmetric else {}),
                                        # the grids' own scales, which a bias adjustment would change
                                        **({"TensorQuantOverrides": weight_grid_overrides(graph),
                                            "QDQDisableWeightAdjustForInt32Bias": True} if unsigned else {})})
