@@ -183,6 +183,19 @@ def test_each_client_gets_its_rate_and_then_429_with_retry_after(served, photo):
     assert 1 <= int(refused.headers["retry-after"]) <= 60
 
 
+def test_the_rate_limit_is_a_sliding_window_per_client_kept_in_the_store(tmp_path):
+    store = open_store(str(tmp_path / "feedback.sqlite"))
+    assert store.admit("a", 2, 60, now=1000.0) is None and store.admit("a", 2, 60, now=1001.0) is None
+    assert store.admit("a", 2, 60, now=1002.0) == pytest.approx(58.0)
+    assert store.admit("b", 2, 60, now=1002.0) is None  # each client its own count
+    store.close()
+    reopened = open_store(str(tmp_path / "feedback.sqlite"))  # a restart keeps the count
+    assert reopened.admit("a", 2, 60, now=1003.0) == pytest.approx(57.0)
+    assert reopened.admit("a", 2, 60, now=1060.5) is None  # the post at 1000 has left the window
+    assert reopened.admit("a", 2, 60, now=1060.6) == pytest.approx(0.4)
+    reopened.close()
+
+
 def test_forwarded_for_names_the_client_only_when_trusted(classifier, photo, tmp_path):
     from binwise.service import create_app
 

@@ -62,6 +62,34 @@ def test_two_replicas_share_rows_and_photos(pg_url, classifier, garbage26_data):
     store.close()
 
 
+def test_replicas_share_one_rate_limit(pg_url, classifier):
+    from binwise.service import create_app
+
+    photos = [noise_png(i) for i in range(4)]
+    replicas = [TestClient(create_app(classifier, feedback_store=open_store(pg_url), feedback_rate=3))
+                for _ in range(2)]
+    with replicas[0] as a, replicas[1] as b:
+        answers = [(a, b)[i % 2].post("/v1/feedback", files={"file": ("p.png", photo)}, data={"class": "Paper"})
+                   for i, photo in enumerate(photos)]
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]  # three a minute across both
+    assert "at most 3 feedbacks a minute" in answers[3].json()["detail"]
+
+
+def test_concurrent_posts_from_one_client_never_pass_its_limit(pg_url):
+    stores = [open_store(pg_url) for _ in range(4)]
+    start = threading.Barrier(4)
+
+    def admit_many(k: int) -> list:
+        start.wait()
+        return [stores[k].admit("203.0.113.7", 10, 60, now=1000.0 + k + i / 100) for i in range(8)]
+
+    with ThreadPoolExecutor(4) as pool:
+        admitted = [wait for batch in pool.map(admit_many, range(4)) for wait in batch if wait is None]
+    assert len(admitted) == 10
+    for store in stores:
+        store.close()
+
+
 def test_the_same_feedback_posted_to_replicas_at_once_is_one_row(pg_url):
     stores = [open_store(pg_url) for _ in range(4)]
     photos = [noise_png(i) for i in range(5)]

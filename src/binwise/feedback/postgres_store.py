@@ -2,7 +2,8 @@
 
 Several ``binwise serve`` replicas given the same URL share rows and photos. A photo and its row
 are written in one transaction, so a committed row always has its photo; the unique constraint on
-(photo, corrected class, model) keeps a feedback posted to two replicas at once to one row.
+(photo, corrected class, model) keeps a feedback posted to two replicas at once to one row, and the
+rate limit's count is the database's, so replicas share it.
 Needs the ``postgres`` extra (psycopg 3).
 """
 
@@ -59,6 +60,9 @@ class PostgresStore(SqlStore):
     def store_photo(self, execute, row: FeedbackRow, photo: bytes) -> None:
         execute("INSERT INTO feedback_photos (sha256, data) VALUES (%(sha256)s, %(data)s) ON CONFLICT DO NOTHING",
                 {"sha256": row.photo_sha256, "data": photo})
+
+    def lock_client(self, execute, client: str) -> None:
+        execute("SELECT pg_advisory_xact_lock(hashtext(%(client)s))", {"client": client})
 
     def read_photo(self, row: FeedbackRow) -> bytes:
         with self.transaction(write=False) as execute:

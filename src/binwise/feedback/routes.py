@@ -3,7 +3,8 @@
 The photo goes through the model again (so the row records what the model really answered, and
 anything that is no photo is refused like in ``/v1/classify``), then into the store in its own
 writer thread: the store's disk flushes never block the event loop. Each client may post at most
-``per_minute`` feedbacks in any minute (429 with Retry-After past that).
+``per_minute`` feedbacks in any minute (429 with Retry-After past that), counted in the store, so
+replicas sharing a PostgreSQL store share the limit.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import concurrent.futures
 import logging
 import math
 import time
-from collections import deque
 
 from fastapi import FastAPI, Request
 
@@ -37,28 +37,7 @@ FEEDBACK_BODY = {
 }
 # HTTP status of the store's refusals: full (507 Insufficient Storage) or failing (503)
 STORE_ERROR_STATUS = {"feedback_store_full": 507, "disk_full": 507}
-# clients remembered by the rate limiter before those idle for a whole window are forgotten
-MAX_TRACKED_CLIENTS = 10_000
-
-
-class RateLimiter:
-    """At most ``per_minute`` requests from one client in any 60 s (a sliding window)."""
-
-    def __init__(self, per_minute: int, window_s: float = 60.0):
-        self.per_minute, self.window_s = per_minute, window_s
-        self.recent: dict[str, deque[float]] = {}
-
-    def retry_after(self, client: str, now: float) -> float | None:
-        """None, and the request counted, when ``client`` may go on; else the seconds to wait."""
-        times = self.recent.setdefault(client, deque())
-        while times and times[0] <= now - self.window_s:
-            times.popleft()
-        if len(times) >= self.per_minute:
-            return times[0] + self.window_s - now
-        times.append(now)
-        if len(self.recent) > MAX_TRACKED_CLIENTS:
-            self.recent = {c: t for c, t in self.recent.items() if t and t[-1] > now - self.window_s}
-        return None
+RATE_WINDOW_S = 60.0
 
 
 def client_address(request: Request, trust_forwarded_for: bool) -> str:
@@ -77,14 +56,24 @@ def add_feedback_route(app: FastAPI, store, classifier, score_upload, holding_up
     ``score_upload`` and ``holding_upload`` are the classify route's (a photo's scores; an upload
     within the service's memory budget)."""
     writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="binwise-feedback")
-    limiter = RateLimiter(per_minute)
     taxonomy = classifier.taxonomy
+
+    async def in_store(call, *args):
+        """``call(*args)`` in the writer thread, a store failure as the service's error."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(writer, call, *args)
+        except BinwiseError as e:
+            log.warning("feedback not recorded: %s", e)  # the server's own paths stay in its log
+            raise ServiceError(STORE_ERROR_STATUS.get(e.kind, 503), e.kind,
+                               "the feedback was not recorded: " + ("the store is full" if e.kind in STORE_ERROR_STATUS
+                                                                    else "its store is unavailable; retry shortly")) from None
 
     @app.post("/v1/feedback", openapi_extra=FEEDBACK_BODY,
               summary="Tell the service a photo's right class (the model got it wrong, or was unsure)")
     async def feedback(request: Request):
         client = client_address(request, trust_forwarded_for)
-        wait = limiter.retry_after(client, time.monotonic())
+        # wall-clock time: replicas sharing a store count on one clock (theirs, kept in step by NTP)
+        wait = await in_store(store.admit, client, per_minute, RATE_WINDOW_S, time.time())
         if wait is not None:
             seconds = max(1, math.ceil(wait))
             raise ServiceError(429, "too_many_feedbacks", f"at most {per_minute} feedbacks a minute from one "
@@ -107,13 +96,7 @@ def add_feedback_route(app: FastAPI, store, classifier, score_upload, holding_up
         prediction = classifier.prediction(upload.name, probabilities, 1, similarity)
         row = new_row(upload.data, model=classifier.model_id, predicted=prediction.top[0].en,
                       predicted_status=prediction.status, corrected=corrected, note=note, client=client)
-        try:
-            stored, already = await asyncio.get_running_loop().run_in_executor(writer, store.add, row, upload.data)
-        except BinwiseError as e:
-            log.warning("feedback not recorded: %s", e)  # the server's own paths stay in its log
-            raise ServiceError(STORE_ERROR_STATUS.get(e.kind, 503), e.kind,
-                               "the feedback was not recorded: " + ("the store is full" if e.kind in STORE_ERROR_STATUS
-                                                                    else "its store is unavailable; retry shortly")) from None
+        stored, already = await in_store(store.add, row, upload.data)
         return {"recorded": True, "already_recorded": already, "id": stored.id, "time": stored.time,
                 "model": stored.model, "photo_sha256": stored.photo_sha256,
                 "predicted": {"class": stored.predicted, "status": stored.predicted_status},

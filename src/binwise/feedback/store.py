@@ -72,7 +72,10 @@ class SqlStore:
             id {self.ID_COLUMN}, time TEXT NOT NULL, model TEXT NOT NULL, photo_sha256 TEXT NOT NULL,
             photo_suffix TEXT NOT NULL, predicted TEXT NOT NULL, predicted_status TEXT NOT NULL,
             corrected TEXT NOT NULL, note TEXT NOT NULL, client TEXT NOT NULL,
-            UNIQUE (photo_sha256, corrected, model))"""]
+            UNIQUE (photo_sha256, corrected, model))""",
+                # the rate limit's recent posts (``admit``), kept for one window
+                "CREATE TABLE IF NOT EXISTS feedback_requests (client TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
+                "CREATE INDEX IF NOT EXISTS feedback_requests_by_client ON feedback_requests (client, at)"]
 
     def paramstyle(self, sql: str) -> str:
         return sql
@@ -93,7 +96,26 @@ class SqlStore:
     def close(self) -> None:
         raise NotImplementedError
 
+    def lock_client(self, execute, client: str) -> None:
+        """Make another connection's ``admit`` of ``client`` wait for this transaction (where the
+        transaction does not already exclude every other writer, as SQLite's does)."""
+
     # --- shared
+    def admit(self, client: str, per_minute: int, window_s: float, now: float) -> float | None:
+        """None, and the post counted, when ``client`` has posted fewer than ``per_minute`` in the
+        ``window_s`` seconds before ``now`` (Unix time); else the seconds until it may post again.
+        Counted in the store, so replicas that share one share the limit."""
+        with self.transaction() as execute:
+            self.lock_client(execute, client)
+            execute(self.paramstyle("DELETE FROM feedback_requests WHERE at <= :cutoff"), {"cutoff": now - window_s})
+            recent = execute(self.paramstyle("SELECT at FROM feedback_requests WHERE client = :client ORDER BY at "
+                                             "LIMIT :limit"), {"client": client, "limit": per_minute}).fetchall()
+            if len(recent) >= per_minute:
+                return recent[0][0] + window_s - now
+            execute(self.paramstyle("INSERT INTO feedback_requests (client, at) VALUES (:client, :at)"),
+                    {"client": client, "at": now})
+        return None
+
     def add(self, row: FeedbackRow, photo: bytes) -> tuple[FeedbackRow, bool]:
         """Store ``row`` and its photo; (the stored row, whether it was already recorded)."""
         names = COLUMNS[1:]
