@@ -16,9 +16,13 @@ REPO = Path(__file__).resolve().parents[1]
 VALIDATION_SHARE = 0.2
 
 
-def validation_tree(out: Path, seed: int = 0) -> Path:
-    """An ImageFolder tree of links into garbage26: train/ its train split less
-    ``VALIDATION_SHARE`` of each class (chosen reproducibly), test/ those held-out photos."""
+FOLDS = round(1 / VALIDATION_SHARE)  # disjoint validation splits that together cover the train split
+
+
+def validation_tree(out: Path, seed: int = 0, fold: int = 0) -> Path:
+    """An ImageFolder tree of links into garbage26: test/ ``VALIDATION_SHARE`` of each class of its
+    train split (fold ``fold`` of ``FOLDS``, each class shuffled reproducibly; the last fold takes
+    what rounding leaves), train/ the rest."""
     import random
 
     from binwise.paths import resolve_data
@@ -29,12 +33,21 @@ def validation_tree(out: Path, seed: int = 0) -> Path:
     for folder in sorted((resolve_data() / "train").iterdir()):
         photos = sorted(p for p in folder.iterdir() if is_image_file(p))
         rng.shuffle(photos)
-        held_out = round(VALIDATION_SHARE * len(photos))
-        for split, chosen in (("test", photos[:held_out]), ("train", photos[held_out:])):
+        share = round(VALIDATION_SHARE * len(photos))
+        end = (fold + 1) * share if fold < FOLDS - 1 else len(photos)
+        held_out, rest = photos[fold * share:end], photos[:fold * share] + photos[end:]
+        for split, chosen in (("test", held_out), ("train", rest)):
             (out / split / folder.name).mkdir(parents=True, exist_ok=True)
             for photo in chosen:
                 (out / split / folder.name / photo.name).symlink_to(photo.resolve())
     return out
+
+
+def validation_trees(root: Path, folds: int = 1) -> list[Path]:
+    """The first ``folds`` validation trees: fold 0 at ``root``, fold k beside it at ``root``-fold{k}."""
+    if not 1 <= folds <= FOLDS:
+        raise SystemExit(f"--folds must be 1 to {FOLDS}")
+    return [validation_tree(root if k == 0 else root.with_name(f"{root.name}-fold{k}"), fold=k) for k in range(folds)]
 
 
 def validation_model(tree: Path) -> Path:
@@ -45,3 +58,19 @@ def validation_model(tree: Path) -> Path:
         subprocess.run([sys.executable, "-m", "binwise.cli", "train", str(tree), "--mode", "head",
                         "--run-dir", str(model.parent)], check=True, env=env, capture_output=True)
     return model
+
+
+def over_folds(per_fold: list[dict], photos: list[int]) -> dict:
+    """Each variant's closeness to fp32 over all folds (``per_fold``: variant -> row with
+    ``disagreements`` and ``kl_from_fp32``, measured on ``photos`` photos each): the photos that
+    differ of all, the agreement, and the photo-weighted mean KL divergence."""
+    total = sum(photos)
+    rows = {}
+    for name in per_fold[0]:
+        if any("disagreements" not in fold.get(name, {}) for fold in per_fold):
+            continue  # a variant that failed on some fold
+        differ = sum(fold[name]["disagreements"] for fold in per_fold)
+        rows[name] = {"disagreements": differ, "photos": total, "top1_agreement": 1 - differ / total,
+                      "kl_from_fp32": sum(fold[name]["kl_from_fp32"] * n for fold, n in zip(per_fold, photos)) / total,
+                      "disagreements_by_fold": [fold[name]["disagreements"] for fold in per_fold]}
+    return rows

@@ -1,13 +1,14 @@
 """Choosing the ONNX int8 weight range and calibration on validation photos, never on the test split.
 
-    .venv/bin/python benchmarks/tune_int8_weights.py [--model runs/garbage26/model.safetensors] [--json OUT]
+    .venv/bin/python benchmarks/tune_int8_weights.py [--model runs/garbage26/model.safetensors] [--folds 5] [--json OUT]
 
 Every combination of ``onnx_file.WEIGHT_RANGES``, ``onnx_file.CALIBRATIONS`` and
 ``onnx_file.CONV_PRECISIONS`` for the depthwise and the first convolutions (or those chosen with
 --weights, --calibrations, --depthwise, --first-conv; --activations symmetric adds TensorRT's form,
 with the symmetric weight ranges only, run as binwise runs it on the CPU; QDQ, calibrated
 on 300 train photos as ``binwise export --int8`` does) is measured on the validation model of
-``held_out.py`` (the quickstart's probe trained without 20% of each class) against its fp32 export
+``held_out.py`` (the quickstart's probe trained without 20% of each class; with ``--folds``, on
+that many disjoint such splits, each with its own model, and over all) against its fp32 export
 on those held-out photos and their mirror images (twice the photos, to tell variants apart: the
 ones that differ are near ties): top-1 agreement, mean KL divergence from fp32, relative L2 of the logits.
 With ``--model``, each is then applied to that model and measured on the test split (reported,
@@ -34,7 +35,7 @@ from binwise.export.onnx_file import ACTIVATION_RANGES, CALIBRATIONS, CONV_PRECI
 from binwise.images import is_image_file
 from binwise.predict import Classifier
 from binwise.paths import resolve_data
-from held_out import REPO, validation_model, validation_tree
+from held_out import FOLDS, REPO, over_folds, validation_model, validation_trees
 
 
 def photos_of(split: Path) -> list[Path]:
@@ -77,6 +78,9 @@ def main() -> int:
     parser.add_argument("--model", type=Path, help="also measure this garbage26 model on the test split")
     parser.add_argument("--tree", type=Path, default=Path(tempfile.gettempdir()) / "binwise-held-out",
                         help="where the validation tree and model go (kept for reruns)")
+    parser.add_argument("--folds", type=int, default=1,
+                        help=f"measure on this many disjoint validation folds (1-{FOLDS}; each trains its own "
+                             "validation model), and over all of them")
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" /
                                               f"tune_int8_weights_{datetime.date.today()}.json"))
     parser.add_argument("--weights", nargs="*", default=list(WEIGHT_RANGES), choices=WEIGHT_RANGES)
@@ -89,16 +93,25 @@ def main() -> int:
                 for f in args.first_conv for a in args.activations
                 if not (a == "symmetric" and w == "unsigned")]  # symmetric activations need symmetric weights
 
-    tree = validation_tree(args.tree)
+    trees = validation_trees(args.tree, args.folds)
     results = {"command": " ".join(["python", *sys.argv]),
                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}",
                "cpu_has_vnni": Path("/proc/cpuinfo").exists() and "vnni" in Path("/proc/cpuinfo").read_text(),
                "int8_format": "qdq"}
     with tempfile.TemporaryDirectory() as tmp:
-        held_out = photos_of(tree / "test")
-        results["validation"] = {"photos": len(held_out), "with_mirror_images": 2 * len(held_out),
-                                 "variants": measure(validation_model(tree), tree, held_out, Path(tmp), variants,
-                                                     mirrored=True)}
+        folds = []
+        for tree in trees:
+            held_out = photos_of(tree / "test")
+            folds.append({"tree": str(tree), "photos": len(held_out), "with_mirror_images": 2 * len(held_out),
+                          "variants": measure(validation_model(tree), tree, held_out, Path(tmp), variants,
+                                              mirrored=True)})
+        results["validation"] = folds[0]  # fold 0, the tree of earlier runs
+        if len(folds) > 1:
+            results["validation_folds"] = folds
+            results["validation_over_folds"] = over_folds([f["variants"] for f in folds],
+                                                          [f["with_mirror_images"] for f in folds])
+            for name, row in results["validation_over_folds"].items():
+                print("all folds", name, json.dumps(row), flush=True)
         if args.model:
             test = photos_of(resolve_data() / "test")
             results["test_reported_only"] = {"model": str(args.model), "photos": len(test),

@@ -6,7 +6,8 @@ Needs a Python with the ``tflite-export`` extra. A model trained on all of garba
 has seen every train photo, so its top two classes are far apart on them and int8 agrees with fp32
 there whatever the recipe (measured: 400 of 400 before any change). So the variants are chosen on
 a validation model: the same probe (``binwise train --mode head``) trained on garbage26's train
-split less ``held_out.VALIDATION_SHARE`` of each class, which it never sees, calibrated on its own train
+split less ``held_out.VALIDATION_SHARE`` of each class, which it never sees (with ``--folds``, on
+that many disjoint such splits, each with its own model, and over all), calibrated on its own train
 photos (as ``binwise export --int8`` does). Each variant (ai-edge-quantizer recipes: what is int8,
 int16 or float; absolute min/max or the quantizer's moving average; the number of calibration
 photos) is measured there on the held-out photos and their mirror images (twice the photos, to
@@ -38,7 +39,7 @@ from binwise.export.tflite_file import converted, default_int8_recipe, quantize_
 from binwise.images import load_crop
 from binwise.modelfile import load_model
 from binwise.tflite_backend import operator_names
-from held_out import validation_model, validation_tree
+from held_out import FOLDS, over_folds, validation_model, validation_trees
 from tune_int8_weights import closeness
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,10 +92,11 @@ def variants() -> dict[str, dict]:
     from ai_edge_quantizer import recipe
 
     base = default_int8_recipe()
-    before = {"source_grid": False}  # the quantizer's own per-channel weight scales
+    grid = {"calibration": "minmax"}  # the default until 2026-12-03
+    before = {**grid, "source_grid": False}  # the quantizer's own per-channel weight scales
     return {
         "a8w8 min/max, 300 photos (before)": before,
-        "a8w8 moving average": {**before, "moving_average": True},
+        "a8w8 moving average": {**before, "calibration": "moving-average"},
         "a8w8 min/max, 1000 photos": {**before, "photos": 1000},
         "a8w8, symmetric activations": {**before, "int8_recipe": [
             {**r, "op_config": {**r["op_config"], "activation_tensor_config": {
@@ -107,14 +109,15 @@ def variants() -> dict[str, dict]:
             recipe_with(base, "FULLY_CONNECTED", activation_bits=16), "MEAN", activation_bits=16)},
         "a16w8 everywhere": {**before, "int8_recipe": recipe.static_wi8_ai16()},
         # weights back on the grid of the uint8 file the backbone came from (binwise.export.tflite_grid)
-        "a8w8, weights on their source grid": {},
-        "source grid, moving average": {"moving_average": True},
-        "source grid, depthwise convolutions in float": {"int8_recipe": recipe_with(base, "DEPTHWISE_CONV_2D",
-                                                                                    float_ops=True)},
-        "source grid, first convolution in float": {"int8_recipe": stem_in_float(base, normalisation=False)},
-        "source grid, normalisation and first convolution in float": {"int8_recipe": stem_in_float(
+        "a8w8, weights on their source grid": grid,
+        "source grid, least-Lp ranges (default)": {"calibration": "lp"},
+        "source grid, moving average": {"calibration": "moving-average"},
+        "source grid, depthwise convolutions in float": {**grid, "int8_recipe": recipe_with(
+            base, "DEPTHWISE_CONV_2D", float_ops=True)},
+        "source grid, first convolution in float": {**grid, "int8_recipe": stem_in_float(base, normalisation=False)},
+        "source grid, normalisation and first convolution in float": {**grid, "int8_recipe": stem_in_float(
             base, normalisation=True)},
-        "source grid, fully connected a16w8": {"int8_recipe": recipe_with(base, "FULLY_CONNECTED",
+        "source grid, fully connected a16w8": {**grid, "int8_recipe": recipe_with(base, "FULLY_CONNECTED",
                                                                           activation_bits=16)},
     }
 
@@ -201,6 +204,9 @@ def main() -> None:
     parser.add_argument("--tree", type=Path, default=Path(tempfile.gettempdir()) / "binwise-held-out",
                         help="where the validation tree and model go (kept for reruns; the same as "
                              "tune_int8_weights.py's, so both int8 formats are chosen on one model)")
+    parser.add_argument("--folds", type=int, default=1,
+                        help=f"measure on this many disjoint validation folds (1-{FOLDS}; each trains its own "
+                             "validation model), and over all of them")
     parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" /
                                               f"tune_tflite_int8_{datetime.date.today()}.json"))
     args = parser.parse_args()
@@ -208,11 +214,17 @@ def main() -> None:
     from binwise.paths import resolve_data
 
     names = args.only or list(variants())
-    tree = validation_tree(args.tree)
+    folds = [measure(validation_model(tree), tree, names, mirrored=True)
+             for tree in validation_trees(args.tree, args.folds)]
     results = {"date": str(datetime.date.today()),
                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}",
-               "validation": measure(validation_model(tree), tree, names, mirrored=True),
-               "test": measure(Path(args.model), resolve_data(), names)}
+               "validation": folds[0]}  # fold 0, the tree of earlier runs
+    if len(folds) > 1:
+        results["validation_folds"] = folds
+        results["validation_over_folds"] = over_folds([f["variants"] for f in folds], [f["photos"] for f in folds])
+        for name, row in results["validation_over_folds"].items():
+            print("all folds", name, json.dumps(row), flush=True)
+    results["test"] = measure(Path(args.model), resolve_data(), names)
     Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 
 

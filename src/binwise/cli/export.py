@@ -15,6 +15,11 @@ def register(subparsers) -> None:
     p.add_argument("--int8", action="store_true",
                    help="quantize weights and activations to int8, calibrated on training photos ("
                    + ", ".join(name for name, f in FORMATS.items() if f.int8_suffix) + ")")
+    p.add_argument("--int8-calibration", choices=["lp", "minmax", "moving-average"], default="lp",
+                   help="int8 activation ranges from the calibration photos: 'lp', each tensor's range of least "
+                   "quantization error (clips its rarest values; closest to fp32); 'minmax', its absolute min/max; "
+                   "'moving-average', a moving average of each photo's min/max (default: %(default)s; see "
+                   "docs/benchmarks.md)")
     p.add_argument("--int8-format", choices=["qdq", "qoperator"], default="qdq",
                    help="onnx --int8: qdq (default), standard ONNX operators only, runs in onnxruntime-web and "
                    "-mobile and OpenVINO; qoperator, onnxruntime's fused operators (partly its own "
@@ -53,7 +58,8 @@ def run(args) -> int:
     from ..export import export_model
 
     out = export_model(args.model, args.format, args.out, int8=args.int8, calibration_dir=args.data,
-                       calibration_count=args.calibration_count, allow_padding_change=args.allow_padding_change,
+                       calibration_count=args.calibration_count, calibration=args.int8_calibration,
+                       allow_padding_change=args.allow_padding_change,
                        int8_format=args.int8_format, weight_range=args.int8_weights,
                        depthwise=args.int8_depthwise, first_conv=args.int8_first_conv,
                        activations=args.int8_activations,

@@ -33,22 +33,24 @@ def _mindspore_ckpt(model: Path, out: Path, allow_padding_change: bool = False, 
 
 
 def _onnx(model: Path, out: Path, int8: bool = False, calibration_dir=None, calibration_count=None,
-          int8_format: str = "qdq", weight_range: str = "unsigned", depthwise: str = "float",
+          calibration: str = "lp", int8_format: str = "qdq", weight_range: str = "unsigned", depthwise: str = "float",
           first_conv: str = "float", activations: str = "unsigned", **_) -> Path:
     from .onnx_file import DEFAULT_CALIBRATION_COUNT
 
     return export_onnx(model, out, int8=int8, calibration_dir=calibration_dir,
-                       calibration_count=calibration_count or DEFAULT_CALIBRATION_COUNT, int8_format=int8_format,
+                       calibration_count=calibration_count or DEFAULT_CALIBRATION_COUNT, calibration=calibration,
+                       int8_format=int8_format,
                        weight_range=weight_range, depthwise=depthwise, first_conv=first_conv,
                        activations=activations)
 
 
-def _tflite(model: Path, out: Path, int8: bool = False, calibration_dir=None, calibration_count=None, **_) -> Path:
+def _tflite(model: Path, out: Path, int8: bool = False, calibration_dir=None, calibration_count=None,
+            calibration: str = "lp", **_) -> Path:
     from .onnx_file import DEFAULT_CALIBRATION_COUNT
     from .tflite_file import export_tflite
 
     return export_tflite(model, out, int8=int8, calibration_dir=calibration_dir,
-                         calibration_count=calibration_count or DEFAULT_CALIBRATION_COUNT)
+                         calibration_count=calibration_count or DEFAULT_CALIBRATION_COUNT, calibration=calibration)
 
 
 def _mindir(model: Path, out: Path, mindspore_python=None, **_) -> Path:

@@ -24,6 +24,7 @@ from ..errors import BinwiseError
 from ..images import is_image_file, load_crop
 from ..metadata_checks import METADATA_KEY
 from ..preprocessing import Preprocessing, with_pixel_input
+from .activation_ranges import lp_ranges
 from .weight_grid import uint8_grid
 
 OPSET = 17
@@ -36,15 +37,14 @@ DEFAULT_CALIBRATION_COUNT = 300
 def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: bool = False,
                 calibration_dir: str | os.PathLike | None = None,
                 calibration_count: int = DEFAULT_CALIBRATION_COUNT, seed: int = 0,
-                calibration: str = "minmax", int8_format: str = "qdq", weight_range: str = "unsigned",
+                calibration: str = "lp", int8_format: str = "qdq", weight_range: str = "unsigned",
                 depthwise: str = "float", first_conv: str = "float", activations: str = "unsigned") -> Path:
     """Write ``model_path`` (a binwise .safetensors file) as ONNX to ``out``.
 
     With ``int8``, weights (per channel) and activations are quantized to 8 bits, with
     activation ranges calibrated on ``calibration_count`` photos sampled evenly from
     ``calibration_dir`` (an ImageFolder tree; by default the training split of the dataset
-    ``binwise.paths.resolve_data`` finds): each tensor's ``calibration`` is its "minmax" over all
-    of them, or the "moving-average" of each photo's min and max. ``int8_format`` (see
+    ``binwise.paths.resolve_data`` finds) by ``calibration`` (see CALIBRATIONS). ``int8_format`` (see
     INT8_FORMATS): "qdq", standard ONNX operators only, or "qoperator", onnxruntime's fused
     operators (some in its own com.microsoft domain). ``weight_range``: see WEIGHT_RANGES;
     ``depthwise`` and ``first_conv``: see CONV_PRECISIONS; ``activations``: see ACTIVATION_RANGES.
@@ -65,7 +65,7 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
     if int8:
         check_activation_range(activations, weight_range)
     meta["export"] = {"format": "onnx", "precision": "int8" if int8 else "fp32", "opset": OPSET,
-                      **({"int8_format": int8_format, "weight_range": weight_range, "depthwise": depthwise,
+                      **({"calibration": calibration, "int8_format": int8_format, "weight_range": weight_range, "depthwise": depthwise,
                           "first_conv": first_conv, "activations": activations} if int8 else {}),
                       "input": INPUT_DESCRIPTION,
                       "source": f"{Path(model_path).name}@{sha256_of_file(model_path)[:12]}"}
@@ -203,7 +203,12 @@ def calibration_photos(data_dir: str | os.PathLike | None, count: int, seed: int
     return chosen[:count]
 
 
-CALIBRATIONS = ("minmax", "moving-average")
+# How each activation tensor's range is taken from the calibration photos: "lp", the range of least
+# Lp quantization error (activation_ranges; clips the rarest values to round all others more
+# finely), the default; "minmax", the absolute min/max over all photos; "moving-average", a moving
+# average of each photo's min and max. Chosen on five validation folds (benchmarks/tune_int8_weights.py
+# --folds 5, docs/benchmarks.md): "lp" had the least KL divergence from fp32 on every fold.
+CALIBRATIONS = ("lp", "minmax", "moving-average")
 # "qdq": QuantizeLinear / DequantizeLinear pairs around float operators, all in the standard ONNX
 # domain, so onnxruntime-web and -mobile and OpenVINO run it (each fuses the pairs into its own
 # int8 kernels). "qoperator": onnxruntime's QLinear* operators, some only in its
@@ -245,6 +250,11 @@ CONV_PRECISIONS = ("float", "int8")
 ACTIVATION_RANGES = ("unsigned", "symmetric")
 
 
+def check_calibration(calibration: str) -> None:
+    if calibration not in CALIBRATIONS:
+        raise BinwiseError(f"unknown calibration {calibration!r}; choose one of {', '.join(CALIBRATIONS)}")
+
+
 def check_activation_range(activations: str, weight_range: str) -> None:
     if activations not in ACTIVATION_RANGES:
         raise BinwiseError(f"unknown int8 activations {activations!r}; choose one of {', '.join(ACTIVATION_RANGES)}")
@@ -254,18 +264,19 @@ def check_activation_range(activations: str, weight_range: str) -> None:
 
 
 def quantize_int8(fp32_path: str | os.PathLike, out: str | os.PathLike, images: list, pre: Preprocessing,
-                  calibration: str = "minmax", int8_format: str = "qdq", weight_range: str = "unsigned",
+                  calibration: str = "lp", int8_format: str = "qdq", weight_range: str = "unsigned",
                   depthwise: str = "float", first_conv: str = "float", activations: str = "unsigned") -> None:
     """Static int8 quantization with onnxruntime, calibrated on ``images`` (see ``export_onnx``)."""
-    if calibration not in CALIBRATIONS:
-        raise BinwiseError(f"unknown calibration {calibration!r}; choose one of {', '.join(CALIBRATIONS)}")
+    check_calibration(calibration)
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    feeds = [{INPUT_NAME: load_crop(p, pre)[None]} for p in images]
+
     class Photos(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter([{INPUT_NAME: load_crop(p, pre)[None]} for p in images])
+            self.batches = iter(feeds)
 
         def get_next(self):
             return next(self.batches, None)
@@ -287,6 +298,10 @@ def quantize_int8(fp32_path: str | os.PathLike, out: str | os.PathLike, images: 
         quant_format = QuantFormat.QDQ if int8_format == "qdq" else QuantFormat.QOperator
         unsigned = weight_range == "unsigned"
         symmetric = activations == "symmetric"
+        overrides = weight_grid_overrides(graph) if unsigned else {}
+        if calibration == "lp":
+            overrides.update({name: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}]
+                              for name, (lo, hi) in lp_ranges(activations_of(prepared), feeds).items()})
         quantize_static(str(prepared), str(quantized), Photos(), quant_format=quant_format,
                         per_channel=not unsigned, activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
                         weight_type=QuantType.QUInt8 if unsigned else QuantType.QInt8,
@@ -295,13 +310,36 @@ def quantize_int8(fp32_path: str | os.PathLike, out: str | os.PathLike, images: 
                         + (depthwise_convs(graph) if depthwise == "float" else []),
                         extra_options={"CalibMovingAverage": calibration == "moving-average",
                                        **({"ActivationSymmetric": True, "QuantizeBias": False} if symmetric else {}),
+                                       "TensorQuantOverrides": overrides,
                                        # the grids' own scales, which a bias adjustment would change
-                                       **({"TensorQuantOverrides": weight_grid_overrides(graph),
-                                           "QDQDisableWeightAdjustForInt32Bias": True} if unsigned else {})})
+                                       **({"QDQDisableWeightAdjustForInt32Bias": True} if unsigned else {})})
         model = onnx.load(str(quantized))
         if int8_format == "qoperator":
             pixels_as_quantized_input(model.graph)
         onnx.save(model, str(out))
+
+
+def activations_of(model_path: Path):
+    """A function from an input feed to every float tensor that a node of the ONNX model at
+    ``model_path`` writes, by name (for ``activation_ranges.lp_ranges``)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(model_path))
+    floats = [v for v in model.graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
+    written = {out for node in model.graph.node for out in node.output}
+    readers = defaultdict(set)
+    for node in model.graph.node:
+        for name in node.input:
+            readers[name].add(node.op_type)
+    # a tensor read only by a Clip or Relu is never quantized: onnxruntime folds the activation
+    # into the quantization of its output (half of MobileNetV2's activations, so half the time)
+    model.graph.output.extend(v for v in floats if v.name in written and not readers[v.name] <= {"Clip", "Relu"})
+    names = [v.name for v in model.graph.output]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return lambda feed: dict(zip(names, session.run(names, feed)))
 
 
 def pixels_as_quantized_input(graph) -> bool:

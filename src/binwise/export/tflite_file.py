@@ -32,8 +32,9 @@ from ..preprocessing import Preprocessing
 from ..taxonomy import Taxonomy
 from ..metadata_checks import METADATA_KEY
 from ..tflite_backend import SIGNATURE
+from .activation_ranges import lp_ranges
 from .onnx_file import (DEFAULT_CALIBRATION_COUNT, OUTPUT_NAME, SIMILARITY_NAME, calibration_photos,
-                        exported_module)
+                        check_calibration, exported_module)
 from .tflite_flatbuffer import packed, unpacked
 from .tflite_grid import on_source_grid
 
@@ -44,12 +45,12 @@ INPUT_DESCRIPTION = ("uint8 RGB pixels (batch, height, width, 3), resized and ce
 
 def export_tflite(model_path: str | os.PathLike, out: str | os.PathLike, int8: bool = False,
                   calibration_dir: str | os.PathLike | None = None,
-                  calibration_count: int = DEFAULT_CALIBRATION_COUNT, seed: int = 0) -> Path:
+                  calibration_count: int = DEFAULT_CALIBRATION_COUNT, seed: int = 0, calibration: str = "lp") -> Path:
     """Write ``model_path`` (a binwise .safetensors file) as TFLite to ``out``.
 
-    With ``int8``, weights (per channel, symmetric) and activations (per tensor) are int8,
-    activation ranges being each tensor's min/max over ``calibration_count`` training photos
-    (chosen as for the ONNX int8 export, ``onnx_file.calibration_photos``).
+    With ``int8``, weights (per channel, symmetric) and activations (per tensor) are int8, the
+    activation ranges calibrated on ``calibration_count`` training photos (chosen as for the ONNX
+    int8 export, ``onnx_file.calibration_photos``) by ``calibration`` (see ``quantize_int8``).
     """
     litert_torch = _converter()
     from ..modelfile import atomic_write, load_model, sha256_of_file
@@ -57,12 +58,13 @@ def export_tflite(model_path: str | os.PathLike, out: str | os.PathLike, int8: b
     model_file = load_model(model_path)
     meta = model_file.metadata()
     meta["export"] = {"format": "tflite", "precision": "int8" if int8 else "fp32",
+                      **({"calibration": calibration} if int8 else {}),
                       "converter": f"litert-torch {litert_torch.__version__}", "input": INPUT_DESCRIPTION,
                       "source": f"{Path(model_path).name}@{sha256_of_file(model_path)[:12]}"}
     flatbuffer = converted(model_file)
     if int8:
         images = calibration_photos(calibration_dir, calibration_count, seed)
-        flatbuffer = quantize_int8(flatbuffer, images, model_file.preprocessing)
+        flatbuffer = quantize_int8(flatbuffer, images, model_file.preprocessing, calibration=calibration)
     packed = with_metadata(flatbuffer, meta)
     atomic_write(out, lambda tmp_out: Path(tmp_out).write_bytes(packed))
     return Path(out)
@@ -108,27 +110,48 @@ def _converter():
 
 
 def quantize_int8(flatbuffer: bytes, images: list, pre: Preprocessing, int8_recipe: list[dict] | None = None,
-                  moving_average: bool = False, source_grid: bool = True) -> bytes:
+                  calibration: str = "lp", source_grid: bool = True) -> bytes:
     """Static quantization with ai-edge-quantizer, calibrated on ``images``: ``int8_recipe`` (an
-    ai-edge-quantizer recipe; default ``int8_recipe()``), each tensor's range its absolute min/max
-    over the photos (``moving_average``: the quantizer's own default, a moving average of each
-    photo's range); with ``source_grid``, weights that came from an 8-bit file are put back on
-    their grid (``tflite_grid.on_source_grid``)."""
+    ai-edge-quantizer recipe; default ``int8_recipe()``); each activation tensor's range by
+    ``calibration`` (``onnx_file.CALIBRATIONS``: "lp", the range of least Lp quantization error,
+    ``activation_ranges``; "minmax", its absolute min/max over the photos; "moving-average", the
+    quantizer's own default, a moving average of each photo's range); with ``source_grid``, weights
+    that came from an 8-bit file are put back on their grid (``tflite_grid.on_source_grid``)."""
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import calibrator, quantizer, recipe_manager
     from ai_edge_quantizer.utils import qsv_utils
 
+    check_calibration(calibration)
     (input_name,) = Interpreter(model_content=flatbuffer).get_signature_list()[SIGNATURE]["inputs"]
     manager = recipe_manager.RecipeManager()
     manager.load_quantization_recipe(default_int8_recipe() if int8_recipe is None else int8_recipe)
-    # The absolute min/max, as the ONNX int8 export calibrates (benchmarks/tune_int8_calibration.py
-    # chose it there, benchmarks/tune_tflite_int8.py here)
-    update = qsv_utils.moving_average_update if moving_average else qsv_utils.min_max_update
+    update = qsv_utils.moving_average_update if calibration == "moving-average" else qsv_utils.min_max_update
     ranges = calibrator.Calibrator(bytearray(flatbuffer), num_threads=os.cpu_count() or 1, qsv_update_func=update)
-    ranges.calibrate({SIGNATURE: [{input_name: load_crop(p, pre)[None]} for p in images]}, manager)
+    feeds = [{input_name: load_crop(p, pre)[None]} for p in images]
+    ranges.calibrate({SIGNATURE: feeds}, manager)
+    qsvs = ranges.get_model_qsvs()
+    if calibration == "lp":
+        for name, (lo, hi) in lp_ranges(activations_of(flatbuffer, set(qsvs)), feeds).items():
+            qsvs[name] = {"min": np.full_like(qsvs[name]["min"], lo), "max": np.full_like(qsvs[name]["max"], hi)}
     quantized = quantizer.Quantizer(bytearray(flatbuffer), manager.get_quantization_recipe())
-    int8 = bytes(quantized.quantize(ranges.get_model_qsvs(), enable_progress_report=False).quantized_model)
+    int8 = bytes(quantized.quantize(qsvs, enable_progress_report=False).quantized_model)
     return on_source_grid(int8, flatbuffer) if source_grid else int8
+
+
+def activations_of(flatbuffer: bytes, names: set[str]):
+    """A function from an input feed to the float tensors of ``flatbuffer`` named in ``names`` (the
+    calibrator's: activations only), by name, as its signature's run writes them (for
+    ``activation_ranges.lp_ranges``)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer, experimental_preserve_all_tensors=True)
+    runner = interpreter.get_signature_runner(SIGNATURE)
+    wanted = [t for t in interpreter.get_tensor_details() if t["name"] in names and t["dtype"] == np.float32]
+
+    def values(feed):
+        runner(**feed)
+        return {t["name"]: interpreter.get_tensor(t["index"]) for t in wanted}
+    return values
 
 
 def default_int8_recipe() -> list[dict]:
