@@ -92,8 +92,8 @@ def variants() -> dict[str, dict]:
     from ai_edge_quantizer import recipe
 
     base = default_int8_recipe()
-    grid = {"calibration": "minmax"}  # the default until 2026-12-03
-    before = {**grid, "source_grid": False}  # the quantizer's own per-channel weight scales
+    minmax = {"calibration": "minmax"}  # the default until 2026-12-03
+    before = {**minmax, "source_grid": False}  # the quantizer's own per-channel weight scales
     return {
         "a8w8 min/max, 300 photos (before)": before,
         "a8w8 moving average": {**before, "calibration": "moving-average"},
@@ -109,15 +109,15 @@ def variants() -> dict[str, dict]:
             recipe_with(base, "FULLY_CONNECTED", activation_bits=16), "MEAN", activation_bits=16)},
         "a16w8 everywhere": {**before, "int8_recipe": recipe.static_wi8_ai16()},
         # weights back on the grid of the uint8 file the backbone came from (binwise.export.tflite_grid)
-        "a8w8, weights on their source grid": grid,
+        "a8w8, weights on their source grid": minmax,
         "source grid, least-Lp ranges (default)": {"calibration": "lp"},
         "source grid, moving average": {"calibration": "moving-average"},
-        "source grid, depthwise convolutions in float": {**grid, "int8_recipe": recipe_with(
+        "source grid, depthwise convolutions in float": {**minmax, "int8_recipe": recipe_with(
             base, "DEPTHWISE_CONV_2D", float_ops=True)},
-        "source grid, first convolution in float": {**grid, "int8_recipe": stem_in_float(base, normalisation=False)},
-        "source grid, normalisation and first convolution in float": {**grid, "int8_recipe": stem_in_float(
+        "source grid, first convolution in float": {**minmax, "int8_recipe": stem_in_float(base, normalisation=False)},
+        "source grid, normalisation and first convolution in float": {**minmax, "int8_recipe": stem_in_float(
             base, normalisation=True)},
-        "source grid, fully connected a16w8": {**grid, "int8_recipe": recipe_with(base, "FULLY_CONNECTED",
+        "source grid, fully connected a16w8": {**minmax, "int8_recipe": recipe_with(base, "FULLY_CONNECTED",
                                                                           activation_bits=16)},
     }
 

@@ -63,6 +63,7 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
         if int8 and precision not in CONV_PRECISIONS:
             raise BinwiseError(f"unknown {layers} precision {precision!r}; choose one of {', '.join(CONV_PRECISIONS)}")
     if int8:
+        check_calibration(calibration)
         check_activation_range(activations, weight_range)
     meta["export"] = {"format": "onnx", "precision": "int8" if int8 else "fp32", "opset": OPSET,
                       **({"calibration": calibration, "int8_format": int8_format, "weight_range": weight_range, "depthwise": depthwise,
@@ -266,8 +267,8 @@ def check_activation_range(activations: str, weight_range: str) -> None:
 def quantize_int8(fp32_path: str | os.PathLike, out: str | os.PathLike, images: list, pre: Preprocessing,
                   calibration: str = "lp", int8_format: str = "qdq", weight_range: str = "unsigned",
                   depthwise: str = "float", first_conv: str = "float", activations: str = "unsigned") -> None:
-    """Static int8 quantization with onnxruntime, calibrated on ``images`` (see ``export_onnx``)."""
-    check_calibration(calibration)
+    """Static int8 quantization with onnxruntime, calibrated on ``images`` (see ``export_onnx``, which
+    checks the options before it exports)."""
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process

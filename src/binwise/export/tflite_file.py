@@ -55,6 +55,8 @@ def export_tflite(model_path: str | os.PathLike, out: str | os.PathLike, int8: b
     litert_torch = _converter()
     from ..modelfile import atomic_write, load_model, sha256_of_file
 
+    if int8:
+        check_calibration(calibration)  # before the conversion, not after it
     model_file = load_model(model_path)
     meta = model_file.metadata()
     meta["export"] = {"format": "tflite", "precision": "int8" if int8 else "fp32",
