@@ -19,10 +19,10 @@ VALIDATION_SHARE = 0.2
 FOLDS = round(1 / VALIDATION_SHARE)  # disjoint validation splits that together cover the train split
 
 
-def validation_tree(out: Path, seed: int = 0, fold: int = 0) -> Path:
-    """An ImageFolder tree of links into garbage26: test/ ``VALIDATION_SHARE`` of each class of its
-    train split (fold ``fold`` of ``FOLDS``, each class shuffled reproducibly; the last fold takes
-    what rounding leaves), train/ the rest."""
+def validation_tree(out: Path, seed: int = 0, fold: int = 0, source: Path | None = None) -> Path:
+    """An ImageFolder tree of links into ``source`` (default garbage26): test/ ``VALIDATION_SHARE``
+    of each class of its train split (fold ``fold`` of ``FOLDS``, each class shuffled reproducibly;
+    the last fold takes what rounding leaves), train/ the rest."""
     import random
 
     from binwise.paths import resolve_data
@@ -30,7 +30,7 @@ def validation_tree(out: Path, seed: int = 0, fold: int = 0) -> Path:
     if (out / "test").is_dir():
         return out
     rng = random.Random(seed)
-    for folder in sorted((resolve_data() / "train").iterdir()):
+    for folder in sorted(((source or resolve_data()) / "train").iterdir()):
         photos = sorted(p for p in folder.iterdir() if is_image_file(p))
         rng.shuffle(photos)
         share = round(VALIDATION_SHARE * len(photos))

@@ -157,11 +157,16 @@ def test_rebin_changes_bins_not_class_probabilities(pretrained, tmp_path, capsys
     assert "no bin for the model's classes" in capsys.readouterr().err
 
 
-def test_auto_mode_says_what_it_chose_and_why(pretrained, flat, tmp_path):  # noqa: F811
-    config = replace(DEFAULT, epochs=2, batch_size=8, workers=0, engine="torch", cached_views=1).validate()
-    metrics = train(config, flat, tmp_path / "run", pretrained, tmp_path / "cache")
+@pytest.mark.parametrize("path", ["whole network on photos", "last blocks on cached activations"])
+def test_auto_mode_says_what_it_chose_and_why(pretrained, flat, tmp_path, path):  # noqa: F811
+    config = replace(DEFAULT, epochs=2, batch_size=8, workers=0, engine="torch",
+                     augment=replace(DEFAULT.augment, crop_size=48))
+    if path.startswith("last blocks"):
+        config = replace(config, cached_views=1, trainable_blocks=2, augment=DEFAULT.augment)
+    metrics = train(config.validate(), flat, tmp_path / "run", pretrained, tmp_path / "cache")
     assert metrics["mode"] == "auto" and metrics["chosen"] in ("head", "finetune") and metrics["reason"]
-    assert metrics["probe_val_acc"] is not None
+    assert metrics["probe_val_acc"] is not None and metrics["finetune_val_acc"] is not None
+    assert ("crop_size" in metrics["finetune_plan"]) == path.startswith("whole")
     model = load_model(tmp_path / "run" / "model.safetensors")
     assert model.provenance["chosen"] == metrics["chosen"] and model.provenance["reason"] == metrics["reason"]
     # with no time to spare, auto mode keeps the probe and says so

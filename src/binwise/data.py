@@ -119,25 +119,43 @@ def load_dataset(root: str | Path, taxonomy_file: str | Path | None = None) -> D
     return Dataset(root, taxonomy, train, test)
 
 
-def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+def stratified_split(samples: list[Sample], fraction: float, seed: int,
+                     groups: dict[Path, int] | None = None) -> tuple[list[Sample], list[Sample]]:
     """Split into (rest, held_out) with ``fraction`` of every class held out, reproducibly.
 
-    Every class with at least two photos keeps at least one on each side.
+    Every class with at least two photos keeps at least one on each side. ``groups`` (a group id per
+    photo path, ``near_duplicates.group_ids``) keeps the photos of a group on one side: whole groups
+    are drawn until the class's share is reached, and a group that spans classes follows the side
+    its first class gave it. Without groups, or with no group of two, the split is the plain one.
     """
     if not 0 < fraction < 1:
         raise ValueError(f"split fraction must be in (0, 1), got {fraction}")
+    groups = groups or {}
     by_class: dict[int, list[Sample]] = defaultdict(list)
     for s in samples:
         by_class[s.label].append(s)
     rng = random.Random(seed)
     rest, held_out = [], []
+    side: dict[int, bool] = {}  # group id -> held out
     for label in sorted(by_class):
-        members = by_class[label][:]
-        rng.shuffle(members)
-        n = len(members)
+        units: dict[object, list[Sample]] = {}
+        for s in by_class[label]:
+            units.setdefault(groups.get(s.path, s.path), []).append(s)
+        order = list(units.values())
+        rng.shuffle(order)
+        n = len(by_class[label])
         k = min(max(round(n * fraction), 1), n - 1) if n >= 2 else 0
-        held_out += members[:k]
-        rest += members[k:]
+        held = 0
+        for unit in order:
+            group = groups.get(unit[0].path)
+            if group in side:
+                take = side[group]
+            else:  # take the unit while it brings the held-out count nearer to k, keeping one photo back
+                take = held < k and held + len(unit) - k <= k - held and held + len(unit) < n
+            if group is not None:
+                side[group] = take
+            held += len(unit) if take else 0
+            (held_out if take else rest).extend(unit)
     return rest, held_out
 
 
@@ -148,7 +166,8 @@ def warn_skipped(errors: list[str]) -> None:
 
 def check_dataset(root: str | Path, threads: int = 4) -> dict:
     """Decode every photo and report class counts per split, unreadable files, exact duplicates
-    (same bytes) inside and across splits, and a summary of image sizes."""
+    (same bytes) inside and across splits, near-duplicates across splits (``near_duplicates``), and a
+    summary of image sizes."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .modelfile import sha256_of_file
@@ -181,6 +200,7 @@ def check_dataset(root: str | Path, threads: int = 4) -> dict:
     report["unreadable"] = unreadable
     report["duplicates_within_split"] = [g for g in groups if len({s.split(":")[0] for s in g}) == 1]
     report["duplicates_across_splits"] = [g for g in groups if len({s.split(":")[0] for s in g}) > 1]
+    report["near_duplicates_across_splits"] = near_duplicates_across(dataset.test, dataset.train, threads)
     if sizes:
         widths, heights = sorted(w for w, _ in sizes), sorted(h for _, h in sizes)
         shorter = sorted(min(s) for s in sizes)
@@ -190,3 +210,15 @@ def check_dataset(root: str | Path, threads: int = 4) -> dict:
             "shorter_side_below_224": sum(s < 224 for s in shorter),
         }
     return report
+
+
+def near_duplicates_across(test: list[Sample], train: list[Sample], threads: int = 4) -> list[dict]:
+    """Test photos with a near-duplicate in train (``near_duplicates``), exact copies included: they
+    score what the model has as good as seen."""
+    from .near_duplicates import near_pairs, signatures
+
+    if not test or not train:
+        return []
+    pairs = near_pairs(signatures([s.path for s in test], threads), signatures([s.path for s in train], threads))
+    return [{"test": str(test[i].path), "train": str(train[j].path), "similarity": round(sim, 4)}
+            for i, j, sim in sorted(pairs, key=lambda p: -p[2])]

@@ -88,11 +88,12 @@ def classification_report(scores, labels, taxonomy: Taxonomy) -> dict:
 
 
 def status_report(raw: np.ndarray, calibrated: np.ndarray, labels: np.ndarray, similarity: np.ndarray | None,
-                  calibration: Calibration) -> dict:
+                  calibration: Calibration, taxonomy: Taxonomy | None = None) -> dict:
     """Calibration and selective accuracy of labelled photos: ECE (``status.ECE_BINS`` bins) and
     reliability rows before (``raw`` probabilities, temperature 1) and after (``calibrated``)
     temperature scaling, the risk-coverage curve of the calibrated confidence, and coverage and
-    accuracy of the answered (status ok) photos at the model's thresholds."""
+    accuracy of the answered (status ok) photos at the model's thresholds; with a ``taxonomy`` that
+    has bins, the answered bins too (``status.answered_summary``)."""
     _, coverage, accuracy = status.risk_coverage(calibrated.max(1), calibrated.argmax(1) == labels)
     points = np.unique(np.linspace(0, len(coverage) - 1, min(len(coverage), 200)).round().astype(int))
     return {
@@ -105,7 +106,9 @@ def status_report(raw: np.ndarray, calibrated: np.ndarray, labels: np.ndarray, s
         "reliability_before": status.reliability(raw, labels),
         "reliability_after": status.reliability(calibrated, labels),
         "risk_coverage": {"coverage": coverage[points].tolist(), "accuracy": accuracy[points].tolist()},
-        "at_thresholds": status.answered_summary(calibrated, labels, similarity, calibration.thresholds),
+        "at_thresholds": status.answered_summary(
+            calibrated, labels, similarity, calibration.thresholds,
+            taxonomy.bin_index_of_classes() if taxonomy is not None and taxonomy.class_bins else None),
     }
 
 
@@ -183,7 +186,8 @@ def evaluate(model_path: str | Path, data: str | Path, out_dir: str | Path | Non
     probabilities, labels, indices, skipped, similarity = classify_samples(classifier, samples, batch_size, workers)
     warn_skipped(skipped)
     report = classification_report(probabilities, labels, classifier.taxonomy)
-    report["status"] = status_report(classifier.uncalibrated(probabilities), probabilities, labels, similarity, classifier.calibration)
+    report["status"] = status_report(classifier.uncalibrated(probabilities), probabilities, labels, similarity,
+                                     classifier.calibration, classifier.taxonomy)
     predicted = probabilities.argmax(1)
     report["misclassified"] = [
         {"path": str(samples[i].path), "true": model_classes[t], "predicted": model_classes[p],

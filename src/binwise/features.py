@@ -26,7 +26,7 @@ import os
 import logging
 import uuid
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -200,7 +200,10 @@ def extract_features(model, pre: Preprocessing, samples: list[Sample], views: in
                      stop_at: int | None = None) -> Features:
     """Features of every readable photo in ``samples``: its eval view and ``views`` augmented
     views (``augment``), from the cache where possible; what is computed is added to the cache.
-    With ``stop_at``: the float16 activations after that many feature blocks instead."""
+    With ``stop_at``: the float16 activations after that many feature blocks instead.
+    Augmented views are cut at the model's input size whatever ``augment.crop_size`` says: they are
+    stacked with the eval view."""
+    augment = replace(augment, crop_size=0)
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     fingerprint = backbone_fingerprint(model, pre, stop_at)
     names = view_names(views, pre, seed, augment)

@@ -129,7 +129,7 @@ def predict_logits(model, pre: Preprocessing, samples: list[Sample], batch_size:
         for batch in loader:
             skipped += batch.skipped
             if len(batch.labels):
-                logits.append(model(batch.images.to(device)).float().cpu())
+                logits.append(model(batch.images.to(device, memory_format=torch.channels_last)).float().cpu())
                 labels.append(batch.labels)
     model.train(was_training)
     if not logits:

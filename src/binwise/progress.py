@@ -14,6 +14,9 @@ class Progress:
     def begin(self, task: str, total: int, done: int = 0, unit: str = "step") -> None:
         """A task of ``total`` units starts, ``done`` of them already done (a resumed run)."""
 
+    def resize(self, total: int) -> None:
+        """The current task's ``total`` changed (a re-planned training phase)."""
+
     def advance(self, count: int = 1, **stats) -> None:
         """``count`` more units are done; ``stats`` (loss, accuracy, rate, eta...) describe them."""
 

@@ -38,4 +38,9 @@ def run(args) -> int:
         print(f"{title}: {len(report[key])} groups")
         for group in report[key]:
             print("  " + "  ==  ".join(group))
+    near = report["near_duplicates_across_splits"]
+    print(f"near-duplicates across splits (test photos with a look-alike in train, which inflates the test "
+          f"score): {len(near)} pairs")
+    for pair in near:
+        print(f"  test: {pair['test']}  ~  train: {pair['train']}  (similarity {pair['similarity']:.3f})")
     return 0

@@ -15,6 +15,11 @@ class ProgressBar(Progress):
         self.end()
         self.bar = tqdm(total=total, initial=done, desc=task, unit=unit, dynamic_ncols=True, leave=False)
 
+    def resize(self, total: int) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
     def advance(self, count: int = 1, **stats) -> None:
         if self.bar is not None:
             self.bar.update(count)

@@ -2,7 +2,7 @@
 
 Every training photo is first reduced to a ``store_size`` square (shorter side to that size, centre
 crop: the region that evaluation's resize + centre crop also sees), then randomly cropped and
-resized to the model's input size, flipped, colour-jittered, optionally given a TrivialAugment or
+resized to ``crop_size`` (by default the model's input size), flipped, colour-jittered, optionally given a TrivialAugment or
 RandAugment policy and random erasing, and normalised as the model expects.
 
 - ``cpu_transform``: torchvision v2 on one PIL photo (DataLoader workers, cached views);
@@ -28,11 +28,16 @@ def store_square(img, size: int):
     return resize_and_crop(img, Preprocessing(input_size=size, resize_size=size))
 
 
+def crop_side(pre: Preprocessing, spec: AugmentConfig) -> int:
+    """The side of a training crop: ``spec.crop_size``, or the model's input size when it is 0."""
+    return spec.crop_size or pre.input_size
+
+
 def cpu_transform(pre: Preprocessing, spec: AugmentConfig) -> v2.Compose:
     """PIL photo -> normalised float tensor (3, H, W), per ``spec``."""
     steps = [
         v2.Lambda(lambda img: store_square(img, spec.store_size)),
-        v2.RandomResizedCrop(pre.input_size, scale=(spec.scale_min, spec.scale_max),
+        v2.RandomResizedCrop(crop_side(pre, spec), scale=(spec.scale_min, spec.scale_max),
                              ratio=(spec.ratio_min, spec.ratio_max), antialias=True),
         v2.RandomHorizontalFlip(spec.flip),
     ]
@@ -63,7 +68,8 @@ class BatchAugment(torch.nn.Module):
         if spec.policy != "none":
             raise BinwiseError(f"augment policy {spec.policy!r} runs on the CPU path only; "
                                "use --data-on-device no")
-        steps = [K.RandomResizedCrop((pre.input_size, pre.input_size), scale=(spec.scale_min, spec.scale_max),
+        side = crop_side(pre, spec)
+        steps = [K.RandomResizedCrop((side, side), scale=(spec.scale_min, spec.scale_max),
                                      ratio=(spec.ratio_min, spec.ratio_max)),
                  K.RandomHorizontalFlip(p=spec.flip)]
         if spec.jitter:

@@ -1,15 +1,18 @@
 """Auto mode, the default: a recipe chosen for the dataset within a time budget.
 
 1. The probe (head mode's recipe), monitored on the validation split.
-2. If validation leaves room (the probe misses more than ``ENOUGH`` of it), plan fine-tuning of the
-   last blocks on cached activations (``activations``) to fit in what is left of ``time_budget``:
-   the cost of a prefix pass and of a training step are measured on the validation photos, then
-   epochs and views are cut until the plan fits.
-3. Keep the fine-tuned model only if it is significantly better on validation than the probe
-   (McNemar's exact test on the photos where the two disagree, one-sided p < ``SIGNIFICANCE``);
-   otherwise the probe, retrained on all of train. A validation split of a few hundred photos
-   cannot tell a gain of two or three photos from noise, and the probe is the simpler model with
-   the pretrained features intact, so it is kept unless fine-tuning clearly wins.
+2. If validation leaves room (the probe misses more than ``ENOUGH`` of it), fine-tune within what
+   is left of ``time_budget``: by default the whole network on photos decoded and augmented at
+   every step, at ``augment.crop_size`` (``finetune_on_photos``), its steps planned from a measured
+   step and re-fitted to the pace as it runs (``pace``), ending by a deadline that leaves time to
+   score every photo once more for the test report and the calibration; with ``cached_views`` > 0,
+   the last blocks on cached activations (``finetune_last_blocks``), planned once.
+3. Keep the model that is right on more validation photos: the fine-tuned one when it fixes more
+   of the probe's mistakes than it makes new ones, otherwise the probe, retrained on all of train.
+   McNemar's exact test on those disagreements is reported beside it but no longer decides: on
+   validation folds of garbage26 and trashnet the whole-network model was the better one on the
+   fold's held-out photos also where the test called its gain not significant (garbage26 fold 0:
+   6 fixed, 1 broken, p = 0.06; 96.8% against the probe's 94.8% on 440 held-out photos).
 
 The run's metrics, the CLI summary and the model file say what was chosen and why.
 """
@@ -28,15 +31,19 @@ from ..model import MobileNetV2
 from .activations import finetune_on_activations, prefix_activations, suffix_logits, trainable_suffix
 from .config import TrainConfig
 from .context import PhaseRecord, RunContext, TrainingOutcome
-from .finetune import freeze_backbone_except_last, frozen_prefix
+from .augment import crop_side
+from .calibration import model_outputs
+from .finetune import finetune_blocks, freeze_backbone_except_last, frozen_prefix
 from .head import cached_features, probe, probe_config, rows_of
+from .loop import Budget
 from .splits import Splits
 
 log = logging.getLogger(__name__)
 
 ENOUGH = 0.995  # probe validation accuracy above which fine-tuning is not tried
-SIGNIFICANCE = 0.05  # how unlikely fine-tuning's validation gain must be under "no real difference"
 RESERVE_SECONDS = 15.0  # kept for the final evaluation's fixed costs, the model file and the figures
+MIN_EPOCHS = 2  # fine-tuning on photos is tried only when this many epochs fit
+EVAL_OVERHEAD = 1.15  # scoring photos costs this much more than the bare forward (decoding, batching)
 
 
 def train_auto(model: MobileNetV2, ctx: RunContext, splits: Splits) -> TrainingOutcome:
@@ -68,41 +75,89 @@ def train_auto(model: MobileNetV2, ctx: RunContext, splits: Splits) -> TrainingO
         return keep_probe(f"it reaches {probe_val:.1%} on validation, little left for fine-tuning to add", probe_val)
 
     freeze_backbone_except_last(model, config.trainable_blocks)
-    split = frozen_prefix(model)
-    if split == 0:
-        return keep_probe("auto mode fine-tunes on cached activations, which needs a frozen prefix "
-                          "(trainable_blocks below the number of blocks)", probe_val)
-    plan_started = time.perf_counter()
-    val_acts = prefix_activations(model, ctx, splits.val, 0, split, config)
-    seconds_per_view = (time.perf_counter() - plan_started) / max(len(splits.val), 1)
-    seconds_per_photo_step = step_seconds(model, split, val_acts.features[:, 0], config, ctx.device)
-    left = config.time_budget - (time.perf_counter() - ctx.started) - RESERVE_SECONDS \
-        - seconds_per_view * len(splits.test)
-    plan = fit_plan(config, len(splits.train), len(splits.val), seconds_per_view, seconds_per_photo_step, left)
-    if plan is None:
-        return keep_probe(f"fine-tuning would not fit in the {config.time_budget:.0f} s time budget", probe_val)
-    views, epochs, estimate = plan
-    details["finetune_plan"] = {"cached_views": views, "epochs": epochs, "estimated_seconds": round(estimate, 1),
-                                "seconds_left": round(left, 1)}
-    log.info("auto: probe %.1f%% on validation; fine-tuning the last %d blocks, %d views x %d epochs, about %.0f s",
-             100 * probe_val, len(model.backbone.features) - split, views, epochs, estimate)
-    tuned_config = replace(config, cached_views=views, epochs=epochs, keep_best=True)
-    history = finetune_on_activations(model, ctx, splits.train, splits.val, split, tuned_config,
-                                      "finetune (train - val)", "finetune", val_acts=val_acts)
+    if config.cached_views:
+        tuned = finetune_last_blocks(model, ctx, splits, details)
+    else:
+        tuned = finetune_on_photos(model, ctx, splits, details)
+    if isinstance(tuned, str):
+        return keep_probe(tuned, probe_val)
+    history, tuned_right = tuned
     phases.append(PhaseRecord("finetune (train - val)", history))
-    tuned_val = details["finetune_val_acc"] = max(row["val_acc"] for row in history)
-    tuned = suffix_logits(trainable_suffix(model, split), val_acts.features[:, 0], ctx.device, config.feature_batch_size).argmax(1).cpu() \
-        == val_acts.labels
-    pairs = [(probe_right[s.path], t) for s, t in zip(val_acts.samples, tuned.tolist()) if s.path in probe_right]
+    tuned_val = details["finetune_val_acc"] = max(row["val_acc"] for row in history if "val_acc" in row)
+    pairs = [(probe_right[path], t) for path, t in tuned_right.items() if path in probe_right]
     fixed, broken = sum(t and not p for p, t in pairs), sum(p and not t for p, t in pairs)
     p_value = details["finetune_p_value"] = mcnemar_one_sided(fixed, broken)
     details["finetune_fixed_broken"] = [fixed, broken]
     summary = (f"fine-tuning {tuned_val:.1%} on validation against the probe's {probe_val:.1%} "
                f"({fixed} photos fixed, {broken} broken, p = {p_value:.2g})")
-    if fixed > broken and p_value < SIGNIFICANCE:
+    if fixed > broken:
         log.info("auto: kept the fine-tuned model: %s", summary)
         return TrainingOutcome(phases, "finetune", summary, tuned_val, details)
-    return keep_probe(f"{summary}: not a significant gain", probe_val)
+    return keep_probe(f"{summary}: no better than the probe", probe_val)
+
+
+def finetune_last_blocks(model: MobileNetV2, ctx: RunContext, splits: Splits, details: dict
+                         ) -> tuple[list[dict], dict] | str:
+    """The trainable blocks fine-tuned on cached activations of the frozen prefix, planned to fit
+    the time left: (history, {validation photo: right}), or why not."""
+    config = ctx.config
+    split = frozen_prefix(model)
+    if split == 0:
+        return ("fine-tuning on cached activations needs a frozen prefix "
+                "(trainable_blocks below the number of blocks)")
+    plan_started = time.perf_counter()
+    val_acts = prefix_activations(model, ctx, splits.val, 0, split, config)
+    seconds_per_view = (time.perf_counter() - plan_started) / max(len(splits.val), 1)
+    seconds_per_photo_step = step_seconds(trainable_suffix(model, split), val_acts.features[:config.batch_size, 0],
+                                          ctx.device)
+    left = config.time_budget - (time.perf_counter() - ctx.started) - RESERVE_SECONDS \
+        - seconds_per_view * len(splits.test)
+    plan = fit_plan(config, len(splits.train), len(splits.val), seconds_per_view, seconds_per_photo_step, left)
+    if plan is None:
+        return f"fine-tuning would not fit in the {config.time_budget:.0f} s time budget"
+    views, epochs, estimate = plan
+    details["finetune_plan"] = {"cached_views": views, "epochs": epochs, "estimated_seconds": round(estimate, 1),
+                                "seconds_left": round(left, 1)}
+    log.info("auto: fine-tuning the last %d blocks on cached activations, %d views x %d epochs, about %.0f s",
+             len(model.backbone.features) - split, views, epochs, estimate)
+    tuned_config = replace(config, cached_views=views, epochs=epochs, keep_best=True)
+    history = finetune_on_activations(model, ctx, splits.train, splits.val, split, tuned_config,
+                                      "finetune (train - val)", "finetune", val_acts=val_acts)
+    right = suffix_logits(trainable_suffix(model, split), val_acts.features[:, 0], ctx.device,
+                          config.feature_batch_size).argmax(1).cpu() == val_acts.labels
+    return history, {s.path: r for s, r in zip(val_acts.samples, right.tolist())}
+
+
+def finetune_on_photos(model: MobileNetV2, ctx: RunContext, splits: Splits, details: dict
+                       ) -> tuple[list[dict], dict] | str:
+    """The trainable blocks (by default the whole network) fine-tuned on photos decoded and
+    augmented at every step, at ``augment.crop_size``, ending by the deadline that leaves time for
+    scoring every photo once more (test, calibration): (history, {validation photo: right}), or why not."""
+    config = ctx.config
+    model.to(ctx.device, memory_format=torch.channels_last)
+    crop = crop_side(ctx.pre, config.augment)
+    batch = torch.randn(config.batch_size, 3, crop, crop).contiguous(memory_format=torch.channels_last)
+    step = step_seconds(model, batch, ctx.device)
+    eval_photo = eval_seconds(model, ctx.pre.input_size, config.feature_batch_size, ctx.device)
+    after = eval_photo * (len(splits.train) + len(splits.val) + len(splits.test))  # outputs for the model file
+    deadline = ctx.started + config.time_budget - RESERVE_SECONDS - after
+    steps_per_epoch = math.ceil(len(splits.train) / config.batch_size)
+    left = deadline - time.perf_counter()
+    details["finetune_plan"] = {"crop_size": crop, "seconds_per_photo_step": round(step, 5),
+                                "seconds_per_eval_photo": round(eval_photo, 5), "seconds_left": round(left, 1),
+                                "epochs_that_fit": round(left / (step * len(splits.train)), 1)}
+    if left < MIN_EPOCHS * steps_per_epoch * step * config.batch_size:
+        return f"fine-tuning would not fit in the {config.time_budget:.0f} s time budget"
+    log.info("auto: fine-tuning %s at %d px, about %.1f epochs in %.0f s",
+             "the whole network" if config.trainable_blocks is None else f"the last {config.trainable_blocks} blocks",
+             crop, details["finetune_plan"]["epochs_that_fit"], left)
+    budget = Budget(deadline, step * config.batch_size, eval_photo * len(splits.val))
+    history = finetune_blocks(model, ctx, splits.train, splits.val, replace(config, keep_best=True),
+                              "finetune (train - val)", "finetune", budget=budget)
+    details["finetune_plan"]["epochs_run"] = round(history[-1]["planned_steps"] / steps_per_epoch, 2)
+    val = model_outputs(model, ctx, splits.val, "finetune")
+    right = (val.logits.argmax(1) == val.labels).tolist()
+    return history, {s.path: r for s, r in zip(val.samples, right)}
 
 
 def mcnemar_one_sided(fixed: int, broken: int) -> float:
@@ -114,23 +169,38 @@ def mcnemar_one_sided(fixed: int, broken: int) -> float:
     return sum(math.comb(n, k) for k in range(fixed, n + 1)) / 2 ** n
 
 
-def step_seconds(model: MobileNetV2, split: int, activations: torch.Tensor, config: TrainConfig,
-                 device: torch.device) -> float:
-    """Seconds per photo of one training step of the suffix (forward, backward, update), measured
-    on a copy so the model is untouched."""
-    suffix = copy.deepcopy(trainable_suffix(model, split)).to(device).train()
-    optimizer = torch.optim.AdamW([p for p in suffix.parameters() if p.requires_grad], lr=0.0)
-    x = activations[:config.batch_size].to(device).float()
-    if not len(x):
+def step_seconds(module: torch.nn.Module, inputs: torch.Tensor, device: torch.device) -> float:
+    """Seconds per photo of one training step of ``module`` on ``inputs`` (forward, backward,
+    update), measured on a copy so the module is untouched."""
+    if not len(inputs):
         return 0.0
+    copied = copy.deepcopy(module).to(device).train()
+    trainable = [p for p in copied.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=0.0)
+    x = inputs.to(device).float()
     timings = []
     for _ in range(3):  # the first is a warm-up
         started = time.perf_counter()
-        suffix(x).float().logsumexp(1).sum().backward()
+        copied(x).float().logsumexp(1).sum().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         timings.append(time.perf_counter() - started)
     return min(timings[1:]) / len(x)
+
+
+def eval_seconds(model: MobileNetV2, size: int, batch_size: int, device: torch.device) -> float:
+    """Seconds per photo of scoring one batch at ``size`` (the model's eval forward, no decoding)."""
+    x = torch.randn(batch_size, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
+    was_training = model.training
+    model.eval()
+    timings = []
+    with torch.inference_mode():
+        for _ in range(2):  # the first is a warm-up
+            started = time.perf_counter()
+            model(x)
+            timings.append(time.perf_counter() - started)
+    model.train(was_training)
+    return timings[-1] / batch_size * EVAL_OVERHEAD
 
 
 def fit_plan(config: TrainConfig, train_photos: int, val_photos: int, seconds_per_view: float,

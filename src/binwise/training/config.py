@@ -30,6 +30,9 @@ POLICIES = ("none", "trivialaugment", "randaugment")
 @dataclass
 class AugmentConfig:
     store_size: int = 256  # photos are reduced to this square before cropping
+    # side of the training crops (0: the model's input size). Smaller crops cost less per step, and a
+    # network trained on them tests well at the larger input size (Touvron et al., NeurIPS 2019)
+    crop_size: int = 0
     scale_min: float = 0.08  # random resized crop: area fraction of the square
     scale_max: float = 1.0
     ratio_min: float = 3 / 4
@@ -50,6 +53,8 @@ class AugmentConfig:
             (0 < self.ratio_min <= self.ratio_max, f"augment ratio must satisfy 0 < min <= max, "
              f"got {self.ratio_min}..{self.ratio_max}"),
             (self.store_size >= 16, f"augment store_size must be at least 16, got {self.store_size}"),
+            (self.crop_size == 0 or 32 <= self.crop_size <= self.store_size,
+             f"augment crop_size must be 0 (the input size) or 32 to store_size, got {self.crop_size}"),
             (0 <= self.flip <= 1 and 0 <= self.erasing <= 1, "augment flip and erasing are probabilities in [0, 1]"),
             (self.jitter >= 0, f"augment jitter must be >= 0, got {self.jitter}"),
             (self.mixup >= 0 and self.cutmix >= 0, "augment mixup and cutmix are Beta alphas >= 0"),
@@ -214,9 +219,11 @@ FINETUNE = TrainConfig(mode="finetune", warm_start_head=True, trainable_blocks=5
                        cached_views=4, augment=FINETUNE_AUGMENT, val_fraction=0.1, retrain_on_all=False,
                        keep_best=True, schedule=ScheduleConfig(name="cosine", lr_max=3e-4, warmup_epochs=1))
 
-# binwise's default: the probe, then FINETUNE's fine-tuning when validation says it can add and
-# the time budget allows; the better of the two by validation accuracy is kept (``training.auto``).
-DEFAULT = replace(FINETUNE, mode="auto")
+# binwise's default: the probe, then the whole network fine-tuned on photos decoded every step,
+# at 160 px crops (evaluated at the model's 224), for as many epochs as fit the time budget (at
+# most ``epochs``); fine-tuning is kept when it is right on more validation photos (``training.auto``).
+DEFAULT = replace(FINETUNE, mode="auto", trainable_blocks=None, cached_views=0, epochs=30,
+                  augment=replace(FINETUNE_AUGMENT, crop_size=160))
 
 PRESETS = {"default": DEFAULT, "head": HEAD, "finetune": FINETUNE, "tutorial": TUTORIAL}
 

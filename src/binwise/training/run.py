@@ -144,7 +144,8 @@ def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cach
     if calibration:
         report["status"] = evaluate.status_report(
             softmax(test.logits), softmax(test.logits, calibration["temperature"]), test.labels,
-            nearest_similarity(test.features, reference.numpy()), Calibration.from_metadata({"calibration": calibration}))
+            nearest_similarity(test.features, reference.numpy()), Calibration.from_metadata({"calibration": calibration}),
+            dataset.taxonomy)
     metrics = {
         "test_top1": report["top1"], "test_top1_ci95": report["top1_ci95"], "test_top5": report["top5"],
         "test_bin_accuracy": report.get("bin_accuracy"), "test_bin_accuracy_ci95": report.get("bin_accuracy_ci95"),

@@ -7,6 +7,11 @@ validation (default 80/10/10). Test photos never train, never choose a setting a
 of retrain-on-all. For a flat folder the split is recorded (relative path, SHA-256 and split of
 every photo) in the run and in the model file, so ``binwise eval`` can score exactly the photos
 the model never saw.
+
+Every split binwise makes keeps near-duplicate photos (burst shots, one object photographed twice:
+``near_duplicates``) on one side, so validation and a seeded test split score photos the model has
+not as good as seen. A dataset's own test folder is kept as it is; ``binwise check-data`` lists the
+near-duplicates it shares with train.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 
 from ..data import Dataset, Sample, stratified_split
 from ..modelfile import sha256_of_file
+from ..near_duplicates import group_ids
 from .config import TrainConfig
 
 
@@ -28,13 +34,20 @@ class Splits:
 
 
 def make_splits(dataset: Dataset, config: TrainConfig) -> Splits:
+    groups = near_duplicate_groups(dataset.train, config.workers)
     if dataset.test:
-        rest, val = _held_out(dataset.train, config.val_fraction, config.seed)
+        rest, val = _held_out(dataset.train, config.val_fraction, config.seed, groups)
         return Splits(rest, val, dataset.test, seeded=False)
-    rest, test = stratified_split(dataset.train, config.test_fraction, config.seed)
+    rest, test = stratified_split(dataset.train, config.test_fraction, config.seed, groups)
     # val_fraction of all photos, taken from what the test split left
-    rest, val = _held_out(rest, config.val_fraction / (1 - config.test_fraction), config.seed + 1)
+    rest, val = _held_out(rest, config.val_fraction / (1 - config.test_fraction), config.seed + 1, groups)
     return Splits(rest, val, test, seeded=True)
+
+
+def near_duplicate_groups(samples: list[Sample], threads: int) -> dict:
+    """Each photo's near-duplicate group id (``near_duplicates.group_ids``), by path."""
+    ids = group_ids([s.path for s in samples], max(threads, 1))
+    return {s.path: g for s, g in zip(samples, ids)}
 
 
 def with_extra(splits: Splits, extra: list[Sample]) -> tuple[Splits, int]:
@@ -51,8 +64,8 @@ def with_extra(splits: Splits, extra: list[Sample]) -> tuple[Splits, int]:
     return Splits(splits.train + added, splits.val, splits.test, splits.seeded), len(extra) - len(added)
 
 
-def _held_out(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    return stratified_split(samples, fraction, seed) if fraction > 0 else (samples, [])
+def _held_out(samples: list[Sample], fraction: float, seed: int, groups: dict) -> tuple[list[Sample], list[Sample]]:
+    return stratified_split(samples, fraction, seed, groups) if fraction > 0 else (samples, [])
 
 
 def manifest(splits: Splits, dataset: Dataset) -> list[dict]:
