@@ -394,3 +394,14 @@ def test_extra_photos_join_the_training_split_only_and_are_recorded(pretrained, 
     assert error.startswith(f"binwise train: error: {extra}: class folders 'Blue ', 'purple' are not classes of "
                             "the dataset (blue, green, red)") and len(error.splitlines()) == 1
     assert not (tmp_path / "run3").exists()
+
+
+@pytest.mark.parametrize("balance, small_over_large", [("loss", 9.0), ("sqrt", 3.0)])
+def test_class_balanced_loss_weights_a_small_class_up_and_keeps_the_mean_weight(balance, small_over_large):
+    from binwise.training.loop import class_weights
+
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    weights = class_weights(labels, 3, replace(HEAD, class_balance=balance))
+    assert weights[1] / weights[0] == pytest.approx(small_over_large)
+    assert weights[labels].mean() == pytest.approx(1.0) and weights[2] == 0  # a class with no photo
+    assert class_weights(labels, 3, HEAD) is None

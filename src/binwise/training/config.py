@@ -20,7 +20,7 @@ from ..schedules import ScheduleConfig
 
 MODES = ("auto", "head", "finetune")
 OPTIMIZERS = ("sgd", "adamw")
-CLASS_BALANCE = ("none", "loss")
+CLASS_BALANCE = ("none", "loss", "sqrt")
 
 
 # The augmentation spec; ``augment`` builds it for the CPU and the device path.
@@ -83,7 +83,8 @@ class TrainConfig:
     layer_decay: float = 1.0
     label_smoothing: float = 0.0
     dropout: float = 0.0  # before the classifier
-    # loss: cross-entropy weighted by inverse class frequency, so a small class counts as much as a large one
+    # loss: cross-entropy weighted by inverse class frequency, so a small class counts as much as a large
+    # one; sqrt: by its square root, halfway
     class_balance: str = "none"
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

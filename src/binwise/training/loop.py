@@ -82,12 +82,15 @@ def batch_mixer(config: TrainConfig, num_classes: int):
 
 
 def class_weights(labels: torch.Tensor, num_classes: int, config: TrainConfig) -> torch.Tensor | None:
-    """Inverse-frequency loss weights (mean 1 over the photos) for ``class_balance: loss``."""
+    """Loss weights per class for ``class_balance``: inverse class frequency (``loss``) or its square
+    root (``sqrt``, halfway in log terms), scaled to mean 1 over the photos."""
     if config.class_balance == "none":
         return None
     counts = torch.bincount(labels, minlength=num_classes).float()
-    weights = torch.where(counts > 0, len(labels) / (num_classes * counts.clamp(min=1)), torch.zeros(()))
-    return weights
+    raw = torch.where(counts > 0, 1 / counts.clamp(min=1), torch.zeros(()))
+    if config.class_balance == "sqrt":
+        raw = raw.sqrt()
+    return raw * len(labels) / (raw * counts).sum()
 
 
 def validation_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
