@@ -19,7 +19,7 @@ import hashlib
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -33,25 +33,42 @@ from .preprocessing import Preprocessing, with_pixel_input
 from .status import Calibration, decide, softmax
 from .taxonomy import Bin, Taxonomy
 
-BACKENDS = ("auto", "torch", "onnxruntime", "litert")
+def _open_torch(path: Path, threads: int | None, device: str):
+    return _TorchRunner(path, device)
 
 
-def _onnx_runner():
+def _open_onnx(path: Path, threads: int | None, device: str):
     from .onnx_backend import OnnxRunner
 
-    return OnnxRunner
+    return OnnxRunner(path, threads)
 
 
-def _tflite_runner():
+def _open_tflite(path: Path, threads: int | None, device: str):
     from .tflite_backend import TfliteRunner
 
-    return TfliteRunner
+    return TfliteRunner(path, threads)
 
 
-# The backends that run exported files: (file suffix, the runner class, imported only when used, so
-# that neither runtime is needed to run the other's files).
-EXPORTED_RUNNERS = {"onnxruntime": (".onnx", _onnx_runner), "litert": (".tflite", _tflite_runner)}
-EXPORTED_SUFFIXES = tuple(suffix for suffix, _ in EXPORTED_RUNNERS.values())
+@dataclass(frozen=True)
+class RunnerSpec:
+    """One way to run a model file: what ``--backend`` calls it, the file it runs, and how to open it
+    (its runtime is imported only then, so no runtime is needed to run another's files)."""
+
+    name: str  # the --backend value
+    suffix: str  # the file suffix it runs ("" for torch: any binwise .safetensors file)
+    extra: str | None  # the pip extra that brings its runtime (None: the plain install)
+    no_similarity: str  # how ``status_note`` names a file of this kind without the unknown score
+    open: Callable[[Path, int | None, str], object]  # (path, threads, device) -> runner
+    gpu: bool = False  # runs on --device cuda
+
+
+RUNNERS = {spec.name: spec for spec in (
+    RunnerSpec("torch", "", "train", "a model file without the training photos' features", _open_torch, gpu=True),
+    RunnerSpec("onnxruntime", ".onnx", None, "an .onnx file without a 'similarity' output", _open_onnx),
+    RunnerSpec("litert", ".tflite", "tflite", "a .tflite file without a 'similarity' output", _open_tflite),
+)}
+BACKENDS = ("auto", *RUNNERS)
+EXPORTED_SUFFIXES = tuple(spec.suffix for spec in RUNNERS.values() if spec.suffix)
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -97,7 +114,7 @@ class _TorchRunner:
     launch-bound.
     """
 
-    def __init__(self, path: str | os.PathLike, threads: int | None, device: str = "cpu"):
+    def __init__(self, path: str | os.PathLike, device: str = "cpu"):
         import torch
 
         from .modelfile import load_model, read_metadata
@@ -107,8 +124,6 @@ class _TorchRunner:
         cuda = self.device.type == "cuda"
         if cuda and not torch.cuda.is_available():
             raise BinwiseError(f"--device {device} needs a CUDA GPU, and torch finds none")
-        if threads:
-            torch.set_num_threads(threads)  # process-wide: torch has no per-model thread count
         self.metadata = read_metadata(path)
         model_file = load_model(path)
         self.model = model_file.model.to(self.device, memory_format=torch.channels_last if cuda
@@ -223,8 +238,11 @@ class Classifier:
     def load(cls, path: str | os.PathLike, backend: str = "auto", threads: int | None = None,
              device: str = "cpu") -> "Classifier":
         """Load a model: ``.onnx`` runs in onnxruntime, ``.tflite`` in LiteRT, anything else is a
-        binwise .safetensors file run in PyTorch. ``threads`` caps the intra-op threads (None: the library default);
-        ``device`` "cuda" (or "cuda:N") runs a PyTorch model on that GPU."""
+        binwise .safetensors file run in PyTorch (``RUNNERS``). ``threads`` caps an exported model's
+        intra-op threads (None: the runtime's default); torch's thread count is process-wide, so it
+        is left to the program that owns the process (``torch.set_num_threads``), as is glibc's
+        allocator (``keep_freed_memory``): the CLI sets both. ``device`` "cuda" (or "cuda:N") runs a
+        PyTorch model on that GPU."""
         if backend not in BACKENDS:
             raise BinwiseError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         path = Path(path)
@@ -232,23 +250,18 @@ class Classifier:
             raise BinwiseError("no such model file", path)
         suffix = path.suffix.lower()
         if backend == "auto":
-            backend = next((name for name, (s, _) in EXPORTED_RUNNERS.items() if s == suffix), "torch")
-        keep_freed_memory()  # before the runtimes start threads that allocate
-        if backend == "torch":
-            if suffix in EXPORTED_SUFFIXES:
-                raise BinwiseError(f"the torch backend needs a binwise .safetensors model, not a {path.suffix} file",
-                                   path)
-            runner = _TorchRunner(path, threads, device)
-        else:
-            wanted, runner_class = EXPORTED_RUNNERS[backend]
-            if suffix != wanted:
-                raise BinwiseError(f"the {backend} backend needs an exported {wanted} file; make one with "
-                                   f"'binwise export MODEL --format {wanted[1:]}'", path)
-            if device != "cpu":
-                raise BinwiseError(f"an exported {wanted} model runs on the CPU here; for --device {device} pass the "
-                                   ".safetensors model file", path)
-            runner = runner_class()(path, threads)
-        return cls(runner, path, backend)
+            backend = next((spec.name for spec in RUNNERS.values() if spec.suffix and spec.suffix == suffix), "torch")
+        spec = RUNNERS[backend]
+        if not spec.suffix and suffix in EXPORTED_SUFFIXES:
+            raise BinwiseError(f"the {backend} backend needs a binwise .safetensors model, not a {path.suffix} file",
+                               path)
+        if spec.suffix and suffix != spec.suffix:
+            raise BinwiseError(f"the {backend} backend needs an exported {spec.suffix} file; make one with "
+                               f"'binwise export MODEL --format {spec.suffix[1:]}'", path)
+        if device != "cpu" and not spec.gpu:
+            raise BinwiseError(f"an exported {spec.suffix} model runs on the CPU here; for --device {device} pass the "
+                               ".safetensors model file", path)
+        return cls(spec.open(path, threads, device), path, backend)
 
     @property
     def torch_model(self):
@@ -274,9 +287,7 @@ class Classifier:
             return ("this model file has no calibration (trained by an older binwise, or imported weights): "
                     f"predictions are unsure below {self.calibration.thresholds.min_confidence:.0%} and never unknown")
         if not getattr(self.runner, "scored", False):
-            where = {"torch": "a model file without the training photos' features",
-                     "onnxruntime": "an .onnx file without a 'similarity' output",
-                     "litert": "a .tflite file without a 'similarity' output"}[self.backend]
+            where = RUNNERS[self.backend].no_similarity
             return (f"this model cannot tell how much a photo looks like its training photos ({where}): "
                     "predictions are never unknown")
         return None

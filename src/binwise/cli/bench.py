@@ -33,6 +33,7 @@ def run(args) -> int:
     from ..bench import format_table, run_bench
     from ..errors import BinwiseError
     from ..predict import EXPORTED_SUFFIXES
+    from .process import own_the_process
 
     if args.model.lower().endswith(EXPORTED_SUFFIXES) and (args.onnx or args.int8 or args.backends):
         raise BinwiseError("an exported model is measured alone; --onnx, --int8 and --backends go with a "
@@ -43,6 +44,7 @@ def run(args) -> int:
         raise BinwiseError(f"unknown backends {sorted(unknown)}; choose from torch, onnx-fp32, onnx-int8")
     if args.repeat < 1 or args.runs < 1 or args.photos < 1:
         raise BinwiseError("--repeat, --runs and --photos must be at least 1")
+    own_the_process(args.threads)
     results = run_bench(args.model, args.onnx, args.int8, args.data, args.photos, args.runs,
                         args.threads, args.batch_size, args.workers, backends, args.repeat,
                         log=lambda line: print(line, file=sys.stderr))

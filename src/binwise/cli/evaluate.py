@@ -21,7 +21,9 @@ def run(args) -> int:
 
     from ..evaluate import evaluate
     from ..paths import resolve_data
+    from .process import own_the_process
 
+    own_the_process()
     model = Path(args.model)
     out = Path(args.out) if args.out else model.parent / f"eval-{model.stem}"
     report = evaluate(model, resolve_data(args.data), out, args.batch_size, args.workers, args.device, args.split)

@@ -24,7 +24,9 @@ def run(args) -> int:
     from ..explain import grad_cam, overlay
     from ..fonts import bilingual
     from ..predict import Classifier
+    from .process import own_the_process
 
+    own_the_process()
     classifier = Classifier.load(args.model)
     class_index = None if args.class_name is None else class_index_of(classifier.taxonomy, args.class_name)
     heatmap, class_index = grad_cam(classifier, args.image, class_index)

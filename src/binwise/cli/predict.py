@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..predict import BACKENDS
+
 # show a progress bar only when there are enough photos to wait for
 PROGRESS_MIN_FILES = 64
 
@@ -24,8 +26,8 @@ def register(subparsers) -> None:
     out.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     out.add_argument("--csv", action="store_true", help="print CSV instead of a table")
     p.add_argument("--grid", metavar="PNG", help="also draw the photos with their labels into this image")
-    p.add_argument("--backend", choices=["auto", "torch", "onnxruntime"], default="auto",
-                   help="auto: onnxruntime for .onnx files, torch otherwise")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="auto: by the file's suffix (.onnx onnxruntime, .tflite litert, otherwise torch)")
     p.add_argument("--threads", type=int, help="model threads (default: the library's)")
     p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N to run a .safetensors model on a "
                    "GPU (batch-1 calls replay a CUDA graph)")
@@ -49,6 +51,7 @@ def run(args) -> int:
 
     from ..errors import BinwiseError
     from ..predict import Classifier
+    from .process import own_the_process
 
     if args.top_k < 1 or args.batch_size < 1:
         raise BinwiseError("--top-k and --batch-size must be at least 1")
@@ -58,6 +61,7 @@ def run(args) -> int:
     if not sources and not missing:
         print(f"binwise predict: no photos in {', '.join(args.paths)}", file=sys.stderr)
         return 1
+    own_the_process(args.threads)
     classifier = Classifier.load(args.model, backend=args.backend, threads=args.threads, device=args.device)
     classifier.set_thresholds(args.min_confidence, args.min_similarity)
     if classifier.status_note:

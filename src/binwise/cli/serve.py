@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 from ..feedback import DEFAULT_MAX_ROWS
+from ..predict import BACKENDS
 from .predict import add_threshold_arguments
 
 
@@ -14,7 +15,7 @@ def register(subparsers) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s; "
                    "0.0.0.0 to accept other machines)")
     p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime"],
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="inference engine (default: by the file's extension)")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: all cores)")
     p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N to run a .safetensors model on a "
@@ -75,6 +76,7 @@ def run(args) -> int:
 
     from ..errors import BinwiseError
     from ..predict import Classifier
+    from .process import own_the_process
     from ..service import create_app
 
     for flag in ("max_batch", "max_queue", "port", "max_explain", "feedback_rate", "feedback_max_rows"):
@@ -85,6 +87,7 @@ def run(args) -> int:
     if args.max_wait_ms < 0 or min(getattr(args, flag) for flag in positive) <= 0:
         raise BinwiseError("--max-wait-ms must not be negative; "
                            f"{', '.join('--' + flag.replace('_', '-') for flag in positive)} must be positive")
+    own_the_process(args.threads)
     classifier = Classifier.load(args.model, backend=args.backend, threads=args.threads, device=args.device)
     classifier.set_thresholds(args.min_confidence, args.min_similarity)
     if classifier.status_note:
