@@ -267,6 +267,22 @@ def test_cli_export_and_its_errors(tmp_path, capsys):
     assert "missing.safetensors: no such model file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, refusal", [
+    (["--format", "tflite", "--int8", "--int8-weights", "reduced"], "tflite export does not take --int8-weights"),
+    (["--format", "tflite", "--int8", "--int8-format", "qoperator", "--int8-depthwise", "int8"],
+     "tflite export does not take --int8-format, --int8-depthwise"),
+    (["--allow-padding-change"], "onnx export does not take --allow-padding-change"),
+    (["--format", "mindspore-ckpt", "--mindspore-python", "python3"], "does not take --mindspore-python"),
+    (["--int8-weights", "reduced"], "--int8-weights set how --int8 quantizes; add --int8"),
+    (["--int8", "--calibration-count", "0"], "--calibration-count must be at least 1"),
+])
+def test_export_refuses_an_option_its_format_does_not_take(tmp_path, capsys, argv, refusal):
+    out = tmp_path / "m.out"
+    assert main(["export", str(tiny_model()), "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert refusal in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_cli_export_mindspore_checkpoint(tmp_path, capsys):
     from binwise.weights.mindspore_ckpt import read_ckpt
 
