@@ -27,6 +27,7 @@ from binwise.paths import resolve_pretrained
 from binwise.schedules import ScheduleConfig
 from binwise.training.config import FINETUNE
 from binwise.training.run import train
+from binwise.training.run_spec import RunSpec
 
 # every tuned field is set by each candidate, so the results do not depend on the preset's values
 BASE = dict(optimizer="adamw", lr_max=3e-4, weight_decay=0.05, trainable_blocks=5, class_balance="none", epochs=8)
@@ -67,8 +68,8 @@ def main() -> None:
         for name in names:
             started = time.perf_counter()
             with tempfile.TemporaryDirectory() as tmp:
-                train(candidate_config(CANDIDATES[name]), default_out() / dataset, Path(tmp) / "run", pretrained,
-                      Path(args.cache_dir) if args.cache_dir else None)
+                train(RunSpec(candidate_config(CANDIDATES[name]), default_out() / dataset, Path(tmp) / "run",
+                              pretrained, Path(args.cache_dir) if args.cache_dir else None))
                 log = list(csv.DictReader(open(Path(tmp) / "run" / "log.csv")))
             probe = [r for r in log if r["phase"].startswith("head")]
             tuned = [r for r in log if r["phase"].startswith("finetune")]

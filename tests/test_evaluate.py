@@ -11,6 +11,7 @@ from binwise.evaluate import classification_report, evaluate
 from binwise.schedules import ScheduleConfig
 from binwise.taxonomy import GARBAGE26, Taxonomy
 from binwise.training.run import train
+from binwise.training.run_spec import RunSpec
 
 from test_data import make_tree
 from test_train import pretrained  # noqa: F401  (fixture)
@@ -48,7 +49,7 @@ def test_eval_command_on_a_trained_model(pretrained, tmp_path, capsys):  # noqa:
     (data / "test" / "red" / "broken.jpg").write_bytes(b"nope")
     config = replace(HEAD, epochs=3, batch_size=8, views=0, workers=0, engine="torch", val_fraction=0.0,
                      schedule=ScheduleConfig(lr_max=0.01))
-    metrics = train(config, data, tmp_path / "run", pretrained, tmp_path / "cache")
+    metrics = train(RunSpec(config, data, tmp_path / "run", pretrained, tmp_path / "cache"))
     assert metrics["unreadable_photos"] and "broken.jpg" in metrics["unreadable_photos"][0]
     out = tmp_path / "eval"
     assert main(["eval", str(tmp_path / "run" / "model.safetensors"), str(data), "--out", str(out),
@@ -67,7 +68,7 @@ def test_eval_command_on_a_trained_model(pretrained, tmp_path, capsys):  # noqa:
 def test_eval_relabels_to_the_model_class_order(pretrained, tmp_path):  # noqa: F811
     data = make_tree(tmp_path / "data", per_class=4, test_per_class=2)
     config = replace(HEAD, epochs=2, batch_size=8, views=0, workers=0, engine="torch", val_fraction=0.0)
-    train(config, data, tmp_path / "run", pretrained, tmp_path / "cache")
+    train(RunSpec(config, data, tmp_path / "run", pretrained, tmp_path / "cache"))
     # a one-folder dataset of red and blue photos: its own order is (blue, red), the model's (blue, green, red)
     other = tmp_path / "other"
     for name, count in (("red", 3), ("blue", 1)):

@@ -10,6 +10,7 @@ import pytest
 
 from binwise.training.config import DEFAULT, FINETUNE
 from binwise.training.run import train
+from binwise.training.run_spec import RunSpec
 
 CLASSES = ["Cardboard", "Newspaper", "Glass Bottle", "Plastic Bottle", "Cans", "Banana Peel"]
 PER_CLASS = 14
@@ -32,7 +33,7 @@ def phase_rows(run_dir, prefix):
 
 def test_first_finetune_epoch_keeps_the_warm_start_accuracy(photos, pretrained_weights, tmp_path):
     config = replace(FINETUNE, epochs=2, cached_views=2, batch_size=16, workers=0).validate()
-    metrics = train(config, photos, tmp_path / "run", pretrained_weights, tmp_path / "cache")
+    metrics = train(RunSpec(config, photos, tmp_path / "run", pretrained_weights, tmp_path / "cache"))
     warm = phase_rows(tmp_path / "run", "head warm start")[-1]
     tuned = phase_rows(tmp_path / "run", "finetune")
     # training accuracy on augmented views right after the warm start, measured on a probe of these
@@ -44,7 +45,7 @@ def test_first_finetune_epoch_keeps_the_warm_start_accuracy(photos, pretrained_w
 
 def test_auto_mode_on_real_photos_plans_within_its_budget(photos, pretrained_weights, tmp_path):
     config = replace(DEFAULT, epochs=2, cached_views=1, batch_size=16, workers=0, time_budget=120).validate()
-    metrics = train(config, photos, tmp_path / "run", pretrained_weights, tmp_path / "cache")
+    metrics = train(RunSpec(config, photos, tmp_path / "run", pretrained_weights, tmp_path / "cache"))
     assert metrics["reason"] and metrics["wall_seconds"] < 120
     if metrics["finetune_plan"]:
         assert metrics["finetune_plan"]["estimated_seconds"] <= metrics["finetune_plan"]["seconds_left"]

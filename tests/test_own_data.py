@@ -15,6 +15,7 @@ from binwise.taxonomy import GARBAGE26
 from binwise.taxonomy_file import read_taxonomy, rebinned, rule_names
 from binwise.training.config import DEFAULT, HEAD
 from binwise.training.run import train
+from binwise.training.run_spec import RunSpec
 
 from test_data import make_tree
 from test_train import pretrained  # noqa: F401  (the tiny pretrained model fixture)
@@ -49,7 +50,7 @@ def test_wilson_interval():
 
 
 def test_flat_folder_gets_a_recorded_80_10_10_split_and_eval_scores_its_test_photos(pretrained, flat, tmp_path):  # noqa: F811
-    metrics = train(quick(), flat, tmp_path / "run", pretrained, tmp_path / "cache")
+    metrics = train(RunSpec(quick(), flat, tmp_path / "run", pretrained, tmp_path / "cache"))
     assert metrics["photos"] == {"train": 48, "val": 6, "test": 6}
     assert metrics["test_split"] == "seeded from the folder"
     rows = json.loads((tmp_path / "run" / "splits.json").read_text())
@@ -75,7 +76,7 @@ def test_a_flat_folder_without_a_recorded_split_needs_split_all(pretrained, flat
 def test_taxonomy_file_gives_own_classes_their_bins(pretrained, tmp_path):  # noqa: F811
     data = make_tree(tmp_path / "data", per_class=8, test_per_class=3)
     (data / "taxonomy.yaml").write_text(TAXONOMY)  # picked up at the dataset's root
-    metrics = train(quick(), data, tmp_path / "run", pretrained, tmp_path / "cache")
+    metrics = train(RunSpec(quick(), data, tmp_path / "run", pretrained, tmp_path / "cache"))
     model = load_model(tmp_path / "run" / "model.safetensors")
     assert model.taxonomy.classes_en == ("red", "green", "blue")  # the file's order
     assert model.taxonomy.bin_of(0).zh == "暖色" and model.taxonomy.bin_of(2).id == "cool"
@@ -89,7 +90,7 @@ def test_taxonomy_mismatch_is_one_error_naming_both_sides(pretrained, tmp_path):
     rules = tmp_path / "t.yaml"
     rules.write_text(TAXONOMY.replace("{en: blue, bin: cool}", "{en: purple, bin: cool}"))
     with pytest.raises(BinwiseError) as caught:
-        train(quick(), data, tmp_path / "run", pretrained, tmp_path / "cache", taxonomy=rules)
+        train(RunSpec(quick(), data, tmp_path / "run", pretrained, tmp_path / "cache", taxonomy=rules))
     message = str(caught.value)
     assert "folders not in the taxonomy file: ['blue']" in message
     assert "classes in the taxonomy file with no folder: ['purple']" in message
@@ -140,7 +141,7 @@ def test_shipped_rules_cover_garbage26_and_differ_where_regions_do():
 
 def test_rebin_changes_bins_not_class_probabilities(pretrained, tmp_path, capsys):  # noqa: F811
     data = make_tree(tmp_path / "data", per_class=8, test_per_class=2)
-    train(quick(), data, tmp_path / "run", pretrained, tmp_path / "cache")
+    train(RunSpec(quick(), data, tmp_path / "run", pretrained, tmp_path / "cache"))
     rules = tmp_path / "rules.yaml"
     rules.write_text(TAXONOMY)
     before, after = tmp_path / "run" / "model.safetensors", tmp_path / "rebinned.safetensors"
@@ -163,14 +164,14 @@ def test_auto_mode_says_what_it_chose_and_why(pretrained, flat, tmp_path, path):
                      augment=replace(DEFAULT.augment, crop_size=48))
     if path.startswith("last blocks"):
         config = replace(config, cached_views=1, trainable_blocks=2, augment=DEFAULT.augment)
-    metrics = train(config.validate(), flat, tmp_path / "run", pretrained, tmp_path / "cache")
+    metrics = train(RunSpec(config.validate(), flat, tmp_path / "run", pretrained, tmp_path / "cache"))
     assert metrics["mode"] == "auto" and metrics["chosen"] in ("head", "finetune") and metrics["reason"]
     assert metrics["probe_val_acc"] is not None and metrics["finetune_val_acc"] is not None
     assert ("crop_size" in metrics["finetune_plan"]) == path.startswith("whole")
     model = load_model(tmp_path / "run" / "model.safetensors")
     assert model.provenance["chosen"] == metrics["chosen"] and model.provenance["reason"] == metrics["reason"]
     # with no time to spare, auto mode keeps the probe and says so
-    tight = train(replace(config, time_budget=1.0), flat, tmp_path / "tight", pretrained, tmp_path / "cache")
+    tight = train(RunSpec(replace(config, time_budget=1.0), flat, tmp_path / "tight", pretrained, tmp_path / "cache"))
     assert tight["chosen"] == "head"
     assert "time budget" in tight["reason"] or "little left" in tight["reason"]
 
@@ -194,7 +195,7 @@ def test_finetune_with_mixup_cutmix_and_layer_decay_on_cached_activations(pretra
 
     config = replace(FINETUNE, epochs=2, batch_size=8, workers=0, engine="torch", cached_views=1, layer_decay=0.7,
                      augment=AugmentConfig(scale_min=0.25, mixup=0.2, cutmix=1.0)).validate()
-    metrics = train(config, flat, tmp_path / "run", pretrained, tmp_path / "cache")
+    metrics = train(RunSpec(config, flat, tmp_path / "run", pretrained, tmp_path / "cache"))
     rows = [r for r in __import__("csv").DictReader(open(tmp_path / "run" / "log.csv")) if r["phase"].startswith("finetune")]
     assert len(rows) == 2 and all(0 <= float(r["train_acc"]) <= 1 for r in rows)
     assert metrics["chosen"] == "finetune" and 0 <= metrics["test_top1"] <= 1

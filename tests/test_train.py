@@ -20,6 +20,7 @@ from binwise.training.config import TUTORIAL_AUGMENT
 from binwise.training.head import head_phase
 from binwise.training.loop import fit
 from binwise.training.run import train
+from binwise.training.run_spec import RunSpec
 
 from test_data import make_tree
 
@@ -54,7 +55,7 @@ def quick(**changes) -> TrainConfig:
 
 
 def test_head_training_writes_a_complete_run(pretrained, data, tmp_path):
-    metrics = train(quick(), data, tmp_path / "run", pretrained, tmp_path / "cache")
+    metrics = train(RunSpec(quick(), data, tmp_path / "run", pretrained, tmp_path / "cache"))
     run = tmp_path / "run"
     for name in ("model.safetensors", "metrics.json", "log.csv", "curves.png", "confusion.png", "config.yaml"):
         assert (run / name).is_file(), name
@@ -77,7 +78,7 @@ def test_head_training_writes_a_complete_run(pretrained, data, tmp_path):
     trained = load_file(run / "model.safetensors")
     assert all(torch.equal(trained[k], v) for k, v in tiny.items() if k.startswith("backbone."))
     # a second run reuses every cached feature and gives the same model
-    again = train(quick(), data, tmp_path / "run2", pretrained, tmp_path / "cache")
+    again = train(RunSpec(quick(), data, tmp_path / "run2", pretrained, tmp_path / "cache"))
     assert again["features_computed"] == 0 and again["features_reused"] == metrics["features_computed"]
     assert torch.equal(load_file(tmp_path / "run2" / "model.safetensors")["head.classifier.weight"],
                        trained["head.classifier.weight"])
@@ -85,9 +86,9 @@ def test_head_training_writes_a_complete_run(pretrained, data, tmp_path):
 
 def test_killed_run_resumes_to_the_same_model(pretrained, data, tmp_path):
     config = quick(val_fraction=0.0)
-    train(config, data, tmp_path / "full", pretrained, tmp_path / "cache")
+    train(RunSpec(config, data, tmp_path / "full", pretrained, tmp_path / "cache"))
     killed = tmp_path / "killed"
-    train(config, data, killed, pretrained, tmp_path / "cache")
+    train(RunSpec(config, data, killed, pretrained, tmp_path / "cache"))
     # as if killed after the oldest checkpoint still kept: the later ones were never written
     checkpoints = sorted((killed / "checkpoints" / "final").glob("ckpt-*.safetensors"))
     assert len(checkpoints) >= 5  # the last 5, and the best if older
@@ -134,7 +135,7 @@ def test_interrupt_saves_a_checkpoint_that_resumes_exactly(tmp_path):
 def test_finetune_trains_only_the_last_blocks(pretrained, data, tmp_path):
     config = replace(TUTORIAL, epochs=1, batch_size=8, workers=0, trainable_blocks=2,
                      schedule=ScheduleConfig(lr_max=0.01)).validate()
-    metrics = train(config, data, tmp_path / "run", pretrained)
+    metrics = train(RunSpec(config, data, tmp_path / "run", pretrained))
     before, after = load_file(pretrained), load_file(tmp_path / "run" / "model.safetensors")
     last = len(MobileNetV2(width_mult=0.35).backbone.features) - 1
     changed = {k.split(".")[2] for k in before if k.startswith("backbone.") and not torch.equal(before[k], after[k])}
@@ -148,7 +149,7 @@ def test_finetune_with_photos_kept_on_the_device(pretrained, data, tmp_path):
     # the GPU path (decode once, augment whole batches on the device), run here on CPU tensors
     config = replace(TUTORIAL, epochs=2, batch_size=8, workers=0, trainable_blocks=1, data_on_device="yes",
                      val_fraction=0, schedule=ScheduleConfig(lr_max=0.01)).validate()
-    metrics = train(config, data, tmp_path / "run", pretrained)
+    metrics = train(RunSpec(config, data, tmp_path / "run", pretrained))
     before, after = load_file(pretrained), load_file(tmp_path / "run" / "model.safetensors")
     last = len(MobileNetV2(width_mult=0.35).backbone.features) - 1
     changed = {k.split(".")[2] for k in before if k.startswith("backbone.") and not torch.equal(before[k], after[k])}
@@ -165,9 +166,9 @@ def test_warm_start_trains_the_head_before_finetuning(pretrained, data, tmp_path
     config = replace(FINETUNE, epochs=1, batch_size=8, workers=0, engine="torch", trainable_blocks=1,
                      batchnorm="train", val_fraction=0.25, retrain_on_all=True, optimizer="sgd", weight_decay=1e-4,
                      cached_views=0, augment=TUTORIAL_AUGMENT, schedule=ScheduleConfig(lr_max=0.01)).validate()
-    warm = train(replace(config, warm_start_head=True), data, tmp_path / "warm", pretrained, tmp_path / "cache",
-                 )
-    train(replace(config, warm_start_head=False), data, tmp_path / "cold", pretrained)
+    warm = train(RunSpec(replace(config, warm_start_head=True), data, tmp_path / "warm", pretrained,
+                         tmp_path / "cache"))
+    train(RunSpec(replace(config, warm_start_head=False), data, tmp_path / "cold", pretrained))
     rows = finetune_log(tmp_path / "warm")
     head_epochs = HEAD.epochs  # the warm start trains with head mode's recipe
     assert [r["phase"] for r in rows] == (["head warm start (train - val)"] * head_epochs + ["finetune (train - val)"]
@@ -190,8 +191,8 @@ def test_frozen_batchnorm_keeps_the_running_statistics(pretrained, data, tmp_pat
                      val_fraction=0.0, schedule=ScheduleConfig(lr_max=0.01))
     before = load_file(pretrained)
     for batchnorm, kept in (("frozen", True), ("train", False)):
-        train(replace(config, batchnorm=batchnorm).validate(), data, tmp_path / batchnorm, pretrained,
-              )
+        train(RunSpec(replace(config, batchnorm=batchnorm).validate(), data, tmp_path / batchnorm, pretrained,
+              ))
         after = load_file(tmp_path / batchnorm / "model.safetensors")
         statistics = [k for k in before if k.endswith(("running_mean", "running_var"))]
         assert all(torch.equal(before[k], after[k]) for k in statistics) == kept, batchnorm
@@ -202,9 +203,9 @@ def test_killed_warm_started_finetune_resumes_to_the_same_model(pretrained, data
     config = replace(FINETUNE, epochs=2, batch_size=8, workers=0, engine="torch", trainable_blocks=1,
                      warm_start_head=True, val_fraction=0.0, keep_checkpoints=5,
                      schedule=ScheduleConfig(lr_max=0.01)).validate()
-    train(config, data, tmp_path / "full", pretrained, tmp_path / "cache")
+    train(RunSpec(config, data, tmp_path / "full", pretrained, tmp_path / "cache"))
     killed = tmp_path / "killed"
-    train(config, data, killed, pretrained, tmp_path / "cache")
+    train(RunSpec(config, data, killed, pretrained, tmp_path / "cache"))
     # as if killed after the first fine-tune epoch: the head warm start is done, fine-tuning is not
     checkpoints = sorted((killed / "checkpoints" / "final").glob("ckpt-*.safetensors"))
     assert len(checkpoints) == 2
@@ -226,11 +227,11 @@ def test_finetune_mode_starts_from_the_finetune_preset(tmp_path, monkeypatch):
     # the command line: no --preset, --mode finetune
     seen = []
 
-    def fake_train(config, *args, **kwargs):
-        seen.append(config)
+    def fake_train(spec, *args, **kwargs):
+        seen.append(spec.config)
         return {"test_top1": 1.0, "test_top1_ci95": [0.2, 1.0], "test_top5": 1.0, "test_photos": 1,
                 "test_split": "the dataset's test folder", "wall_seconds": 0.0, "unreadable_photos": [],
-                "chosen": config.mode, "reason": ""}
+                "chosen": spec.config.mode, "reason": ""}
     monkeypatch.setattr("binwise.training.run.train", fake_train)
     (tmp_path / "w.tflite").touch()
     common = [str(tmp_path), "--pretrained", str(tmp_path / "w.tflite"), "--run-dir", str(tmp_path / "run"), "--quiet"]
@@ -294,7 +295,7 @@ def test_real_backbone_head_on_garbage26_subset(garbage26_data, tmp_path):
         pytest.skip(str(e))
     data = garbage26_subset(garbage26_data, tmp_path / "data", 5, 2)
     config = replace(HEAD, views=0, val_fraction=0.0).validate()
-    metrics = train(config, data, tmp_path / "run", weights, tmp_path / "cache")
+    metrics = train(RunSpec(config, data, tmp_path / "run", weights, tmp_path / "cache"))
     model_file = load_model(tmp_path / "run" / "model.safetensors")
     assert model_file.taxonomy is not None and model_file.taxonomy.classes_en == GARBAGE26.classes_en
     assert model_file.preprocessing.mean == (0.5, 0.5, 0.5) and model_file.model.config.padding == "tf_same"
@@ -348,7 +349,7 @@ DAMAGED_RUNS = {
 def unfinished_run(pretrained, data, tmp_path_factory):
     """A short head run's directory with its checkpoints but no model file, as a crash leaves it."""
     root = tmp_path_factory.mktemp("unfinished")
-    train(quick(val_fraction=0.0, epochs=3), data, root / "run", pretrained, root / "cache")
+    train(RunSpec(quick(val_fraction=0.0, epochs=3), data, root / "run", pretrained, root / "cache"))
     (root / "run" / "model.safetensors").unlink()
     return root / "run"
 
@@ -374,14 +375,14 @@ def test_extra_photos_join_the_training_split_only_and_are_recorded(pretrained, 
     extra = make_tree(tmp_path / "feedback", per_class=4, test_per_class=0, seed=7) / "train"
     shutil.copy(next((data / "test" / "blue").iterdir()), extra / "blue" / "a-test-photo.jpg")
     plain = make_splits(load_dataset(data), quick())
-    metrics = train(quick(), data, tmp_path / "run", pretrained, tmp_path / "cache", extra=(extra,))
+    metrics = train(RunSpec(quick(), data, tmp_path / "run", pretrained, tmp_path / "cache", extra=(extra,)))
     assert metrics["photos"] == {"train": len(plain.train) + 12, "val": len(plain.val), "test": len(plain.test),
                                  "extra_in_train": 12}
     provenance = load_model(tmp_path / "run" / "model.safetensors").provenance
     assert provenance["extra"] == {"folders": [str(extra)], "photos": 12, "left_out_as_already_in_the_dataset": 1}
     assert json.loads((tmp_path / "run" / "run.json").read_text())["extra"] == [str(extra)]
 
-    without = train(quick(), data, tmp_path / "run2", pretrained, tmp_path / "cache")
+    without = train(RunSpec(quick(), data, tmp_path / "run2", pretrained, tmp_path / "cache"))
     assert without["photos"]["train"] == len(plain.train) and without["features_computed"] == 0
     assert "extra" not in load_model(tmp_path / "run2" / "model.safetensors").provenance
 

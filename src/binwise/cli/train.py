@@ -88,30 +88,28 @@ def run(args) -> int:
     from pathlib import Path
 
     from .. import distributed
-    from ..training.config import resolve_config
     from ..paths import resolve_data, resolve_pretrained
-    from ..training.run import saved_run
+    from ..training.config import resolve_config
+    from ..training.run_spec import RunSpec
 
     if args.resume:
-        job = saved_run(Path(args.resume))
+        spec = RunSpec.load(Path(args.resume))
     else:
         overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:")}
-        config = resolve_config(args.preset, args.config, overrides)
-        run_dir = Path(args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-        job = (config, resolve_data(args.data), run_dir, resolve_pretrained(args.pretrained),
-               Path(args.cache_dir) if args.cache_dir else None, Path(args.taxonomy) if args.taxonomy else None,
-               tuple(Path(e) for e in args.extra))
-    job += (not args.quiet,)
+        spec = RunSpec(resolve_config(args.preset, args.config, overrides), resolve_data(args.data),
+                       Path(args.run_dir or f"runs/{time.strftime('%Y%m%d-%H%M%S')}"),
+                       resolve_pretrained(args.pretrained), Path(args.cache_dir) if args.cache_dir else None,
+                       Path(args.taxonomy) if args.taxonomy else None, tuple(Path(e) for e in args.extra))
     if args.devices == 1:  # one process, or one of torchrun's
         try:
-            return train_and_report(*job)
+            return train_and_report(spec, not args.quiet)
         finally:
             distributed.leave()
     import torch.multiprocessing as mp
 
-    distributed.check_config(job[0], args.devices)  # before starting any process
+    distributed.check_config(spec.config, args.devices)  # before starting any process
     try:
-        distributed.launch(args.devices, rank_main, *job)
+        distributed.launch(args.devices, rank_main, spec, not args.quiet)
     except mp.ProcessExitedException as e:  # its error is printed by the process
         return e.exit_code if e.exit_code and e.exit_code > 0 else 1
     return 0
@@ -122,20 +120,18 @@ def with_interval(value: float, interval: list[float]) -> str:
     return f"{value:.1%} [95% CI {interval[0]:.1%}-{interval[1]:.1%}]"
 
 
-def rank_main(*job) -> None:
+def rank_main(spec, show_progress: bool) -> None:
     """One process of ``--devices N``: errors are printed here and end it with status 2."""
     from ..errors import BinwiseError
 
     try:
-        train_and_report(*job)
+        train_and_report(spec, show_progress)
     except BinwiseError as e:
         print(f"binwise train: error: {e}", file=sys.stderr)
         sys.exit(2)
 
 
-def train_and_report(config, data, run_dir, pretrained, cache_dir, taxonomy, extra, progress) -> int:
-    from pathlib import Path
-
+def train_and_report(spec, show_progress: bool) -> int:
     from .. import distributed
     from ..errors import BinwiseError
     from ..progress import SILENT
@@ -143,14 +139,13 @@ def train_and_report(config, data, run_dir, pretrained, cache_dir, taxonomy, ext
     from .progress import ProgressBar
 
     try:
-        metrics = train(config, data, run_dir, pretrained, cache_dir, taxonomy, extra,
-                        ProgressBar() if progress else SILENT)
+        metrics = train(spec, ProgressBar() if show_progress else SILENT)
     except BinwiseError as e:
         if e.kind == "disk_full":  # say what is kept and how to go on from it
-            kept = max(Path(run_dir).glob("checkpoints/**/ckpt-*.safetensors"), key=lambda c: c.stat().st_mtime,
+            kept = max(spec.run_dir.glob("checkpoints/**/ckpt-*.safetensors"), key=lambda c: c.stat().st_mtime,
                        default=None)
             raise BinwiseError(f"{e}; " + (f"the last complete checkpoint is {kept}: free some space and run "
-                                           f"'binwise train --resume {run_dir}'" if kept else
+                                           f"'binwise train --resume {spec.run_dir}'" if kept else
                                            "no checkpoint was written yet: free some space and train again")) from None
         raise
     if not distributed.current().is_main:
@@ -164,5 +159,5 @@ def train_and_report(config, data, run_dir, pretrained, cache_dir, taxonomy, ext
           f"({metrics['wall_seconds']:.1f} s)")
     if metrics["unreadable_photos"]:
         print(f"{len(metrics['unreadable_photos'])} unreadable photos skipped (named above)")
-    print(f"model: {run_dir / 'model.safetensors'}")
+    print(f"model: {spec.run_dir / 'model.safetensors'}")
     return 0

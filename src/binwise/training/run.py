@@ -31,7 +31,7 @@ from ..status import Calibration, softmax
 from ..taxonomy import Taxonomy
 from .auto import train_auto
 from .calibration import calibrate, model_outputs
-from .config import TrainConfig, read_config_file, save_config
+from .run_spec import RunSpec
 from .context import RunContext, TrainingOutcome
 from .finetune import train_finetune
 from .head import train_head
@@ -65,25 +65,6 @@ def build_model(pretrained: ModelFile, taxonomy: Taxonomy, dropout: float) -> Mo
 MODES = {"head": train_head, "finetune": train_finetune, "auto": train_auto}
 
 
-def saved_run(run_dir: Path) -> tuple[TrainConfig, Path, Path, Path, Path | None, Path | None, tuple[Path, ...]]:
-    """The (config, data, run_dir, pretrained, cache_dir, taxonomy, extra) a run directory was trained with."""
-    if not (run_dir / "run.json").is_file() or not (run_dir / "config.yaml").is_file():
-        raise BinwiseError("not a binwise run directory (no run.json / config.yaml)", run_dir)
-    try:
-        sources = json.loads((run_dir / "run.json").read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise BinwiseError(f"run.json is unreadable ({e})", run_dir) from None
-    if not isinstance(sources, dict) or not all(isinstance(sources.get(k), str) for k in ("data", "pretrained")) \
-            or not all(isinstance(sources.get(k), (str, type(None))) for k in ("cache_dir", "taxonomy")) \
-            or not (isinstance(sources.get("extra", []), list) and all(isinstance(e, str) for e in sources.get("extra", []))):
-        raise BinwiseError("run.json does not name the run's data and pretrained weights", run_dir)
-    config = TrainConfig.from_dict(read_config_file(run_dir / "config.yaml")).validate()
-    cache_dir = Path(sources["cache_dir"]) if sources.get("cache_dir") else None
-    taxonomy = Path(sources["taxonomy"]) if sources.get("taxonomy") else None
-    extra = tuple(Path(e) for e in sources.get("extra", []))
-    return config, Path(sources["data"]), run_dir, Path(sources["pretrained"]), cache_dir, taxonomy, extra
-
-
 def write_log(path: Path, outcome: TrainingOutcome) -> None:
     rows = [{"phase": phase.name, **row} for phase in outcome.phases for row in phase.history]
     columns = ["phase", "epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
@@ -93,39 +74,22 @@ def write_log(path: Path, outcome: TrainingOutcome) -> None:
         writer.writerows(rows)
 
 
-def start_run_dir(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cache_dir: Path | None,
-                  taxonomy: Path | None, extra: tuple[Path, ...] = ()) -> None:
-    """Refuse a run directory of another config; write this run's config and sources (rank 0)."""
-    config_path = run_dir / "config.yaml"
-    if config_path.exists() and read_config_file(config_path) != json.loads(json.dumps(config.to_dict())):
-        raise BinwiseError("run directory holds a run with a different config; use another --run-dir "
-                           "or --resume it without changing settings", run_dir)
-    distributed.barrier()  # every rank has read the old config before rank 0 writes the new one
-    if distributed.current().is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, config_path)
-        sources = {"data": str(data), "pretrained": str(pretrained), "cache_dir": str(cache_dir) if cache_dir else None,
-                   "taxonomy": str(taxonomy) if taxonomy else None, "extra": [str(e) for e in extra]}
-        atomic_write(run_dir / "run.json", lambda tmp: Path(tmp).write_text(json.dumps(sources, indent=2)))
+def train(spec: RunSpec, progress: Progress = SILENT) -> dict:
+    """Train per ``spec`` and write the run directory; returns the metrics written to metrics.json.
 
-
-def train(config: TrainConfig, data: Path, run_dir: Path, pretrained: Path, cache_dir: Path | None = None,
-          taxonomy: Path | None = None, extra: tuple[Path, ...] = (), progress: Progress = SILENT) -> dict:
-    """Train per ``config`` and write the run directory; returns the metrics written to metrics.json.
-
-    If ``run_dir`` holds checkpoints of an unfinished run with the same config, training resumes.
-    ``taxonomy``: a taxonomy file (classes and bins, see ``taxonomy_file``). ``extra``: ImageFolder
-    trees of more photos of the dataset's classes (``binwise feedback export``), added to the
-    training split only; recorded in the provenance. Under torchrun (or
-    ``distributed.launch``) each process trains its part of every batch and only rank 0 writes
-    the run directory (see ``distributed``).
+    If the run directory holds checkpoints of an unfinished run with the same config, training
+    resumes. ``spec.extra`` photos join the training split only and are recorded in the provenance.
+    Under torchrun (or ``distributed.launch``) each process trains its part of every batch and only
+    rank 0 writes the run directory (see ``distributed``).
     """
+    config, data, run_dir, pretrained = spec.config, spec.data, spec.run_dir, spec.pretrained
+    cache_dir, taxonomy, extra = spec.cache_dir, spec.taxonomy, spec.extra
     started = time.perf_counter()
     rank, device = distributed.join(pick_device(config.device))
     distributed.check_config(config, rank.world_size)
     dataset = load_dataset(data, taxonomy)  # before the run directory: a bad taxonomy file leaves none
     extra_photos = extra_samples(list(extra), dataset.taxonomy)
-    start_run_dir(config, data, run_dir, pretrained, cache_dir, taxonomy, extra)
+    spec.save()
     torch.manual_seed(config.seed)
     splits, extra_left_out = with_extra(make_splits(dataset, config), extra_photos)
     if not splits.test:
