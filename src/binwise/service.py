@@ -26,7 +26,7 @@ import hmac
 import io
 import os
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.resources import files
 
 from fastapi import FastAPI, Query, Request
@@ -40,7 +40,8 @@ from starlette.requests import ClientDisconnect
 from .batching import DynamicBatcher, QueueFull
 from .errors import BinwiseError
 from .images import open_image
-from .memory import MIB, DecodeBudget, IdleTrimmer, UploadBudget
+from .memory import DecodeBudget, IdleTrimmer, UploadBudget
+from .serve_config import ServeConfig
 
 STATIC_DIR = files("binwise") / "static"
 # Room for the multipart boundary and part headers on top of the photo itself.
@@ -110,48 +111,31 @@ def public_metrics(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if is_numeric(v)}
 
 
-def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
-               max_upload_bytes: int = 10 * 1024 * 1024, max_queue: int = 256,
-               decode_threads: int | None = None, api_key: str | None = None,
-               show_provenance: bool = False, cors_origins: tuple[str, ...] = (), max_explain: int = 2,
-               body_timeout_s: float = 30.0, feedback_store=None, feedback_rate: int = 30,
-               trust_forwarded_for: bool = False,
-               max_upload_pixels: int = 64_000_000,
-               upload_budget_bytes: int = 256 * MIB, decode_budget_bytes: int = 512 * MIB,
-               trim_idle_s: float = 1.0) -> FastAPI:
-    """A FastAPI app serving ``classifier`` (a ``binwise.predict.Classifier``).
+def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=None, **settings) -> FastAPI:
+    """A FastAPI app serving ``classifier`` (a ``binwise.predict.Classifier``) with ``config``'s limits
+    and switches (``serve_config.ServeConfig``; ``settings``: fields of it to change, by name).
 
-    ``api_key``: when given, every ``/v1/`` request must carry it (``X-API-Key`` header, or
-    ``Authorization: Bearer``); the page and /healthz stay open. ``show_provenance``: /v1/model also
-    shows where the model came from (training data and weights paths, the training config), which
-    by default it keeps to the operator. ``cors_origins``: the other sites whose pages may call the
-    API from a browser (none by default). ``max_explain``: Grad-CAM requests run at once (more get
-    503: each takes the model thread for a forward and a backward pass). ``body_timeout_s``: the
-    longest an upload may pause between two parts of its body (408 after). ``feedback_store``: a
-    ``binwise.feedback.store`` store, which turns on ``POST /v1/feedback`` (at most
-    ``feedback_rate`` a minute per client; ``trust_forwarded_for``: the client is the address the
-    proxy in front adds to X-Forwarded-For). ``max_upload_pixels``: larger uploaded images get 413
-    from their header. ``upload_budget_bytes``: the memory uploads in progress may hold together
-    (``binwise.memory.UploadBudget``; a request waits for room before reading its body, up to
-    ``body_timeout_s``, then gets 503). ``decode_budget_bytes``: the memory all decodes in progress
-    may take together (``binwise.memory.DecodeBudget``; an image that needs
-    more gets 413, one that finds no room within 10 s gets 503). ``trim_idle_s``: after this long
-    without a request, freed memory goes back to the system (``binwise.memory.IdleTrimmer``)."""
+    ``api_key``: every ``/v1/`` request must carry it (``X-API-Key`` header, or ``Authorization:
+    Bearer``); the page and /healthz stay open. ``upload_budget_bytes`` and ``decode_budget_bytes``
+    are ``binwise.memory.UploadBudget`` and ``DecodeBudget``; ``trim_idle_s`` drives
+    ``binwise.memory.IdleTrimmer``. ``feedback_store``: a ``binwise.feedback.store`` store, which
+    turns on ``POST /v1/feedback``."""
+    config = replace(config or ServeConfig(), **settings).check()
     # One model thread for batches and Grad-CAM: one model call already uses every core through
     # torch's or onnxruntime's own threads, so running two at once would only make both slower.
     model_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="binwise-model")
-    decoders = concurrent.futures.ThreadPoolExecutor(decode_threads or min(4, os.cpu_count() or 1),
+    decoders = concurrent.futures.ThreadPoolExecutor(config.decode_threads or min(4, os.cpu_count() or 1),
                                                      thread_name_prefix="binwise-decode")
     def score_rows(pixels):
         """One (probabilities, similarity) per photo: the batcher hands each request its own row."""
         probabilities, similarity = classifier.score_arrays(pixels)
         return [(row, None if similarity is None else float(similarity[i])) for i, row in enumerate(probabilities)]
 
-    batcher = DynamicBatcher(score_rows, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                             max_queue=max_queue, executor=model_thread)
-    upload_budget = UploadBudget(upload_budget_bytes, wait_s=body_timeout_s)
-    decode_budget = DecodeBudget(decode_budget_bytes)
-    trimmer = IdleTrimmer(trim_idle_s)
+    batcher = DynamicBatcher(score_rows, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
+                             max_queue=config.max_queue, executor=model_thread)
+    upload_budget = UploadBudget(config.upload_budget_bytes, wait_s=config.body_timeout_s)
+    decode_budget = DecodeBudget(config.decode_budget_bytes)
+    trimmer = IdleTrimmer(config.trim_idle_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -179,14 +163,14 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     # flood of uploads cannot pile up decoded photos in memory faster than the model drains them.
     app.state.in_flight = 0
     app.state.explaining = 0
-    max_in_flight = max_queue + max_batch
+    max_in_flight = config.max_queue + config.max_batch
 
     @app.exception_handler(ServiceError)
     async def on_service_error(request: Request, e: ServiceError):
         return error_response(e.status, e.error, e.detail, e.headers)
 
-    if api_key:
-        expected = api_key.encode()
+    if config.api_key:
+        expected = config.api_key.encode()
 
         @app.middleware("http")
         async def require_api_key(request: Request, call_next):
@@ -196,10 +180,10 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                     return error_response(401, "unauthorized", "this service needs its API key (X-API-Key header)")
             return await call_next(request)
 
-    if cors_origins:
+    if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
-        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Authorization", "Content-Type"])
 
     # added last, so it runs first: before the API key is even looked at
@@ -240,7 +224,7 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
         """A request that uploads a photo: activity (no trimming meanwhile), within the upload budget."""
         with trimmer.request():
             try:
-                async with upload_budget.reserve(upload_bytes(request, max_upload_bytes), "upload"):
+                async with upload_budget.reserve(upload_bytes(request, config.max_upload_bytes), "upload"):
                     yield
             except BinwiseError as e:
                 if e.kind != "upload_busy":
@@ -251,14 +235,14 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
         if explain and not can_explain(classifier):
             raise ServiceError(400, "explain_unavailable", "Grad-CAM needs the PyTorch model file "
                                "(.safetensors); this service runs an ONNX model")
-        upload = await read_upload(request, max_upload_bytes, body_timeout_s)
+        upload = await read_upload(request, config.max_upload_bytes, config.body_timeout_s)
         data, name = upload.data, upload.name
         probabilities, similarity = await score_upload(data, name)
         answer = {"model": classifier.model_id,
                   **classifier.prediction(name, probabilities, top_k, similarity).to_dict(),
                   "confidence": float(probabilities.max())}
         if explain:
-            if app.state.explaining >= max_explain:
+            if app.state.explaining >= config.max_explain:
                 raise ServiceError(503, "busy", f"{app.state.explaining} Grad-CAM requests are running; retry shortly")
             app.state.explaining += 1
             try:
@@ -282,7 +266,7 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
     async def classify_photo(data: bytes, name: str):
         loop = asyncio.get_running_loop()
         try:
-            array = await loop.run_in_executor(decoders, classifier.load_image, data, name, max_upload_pixels,
+            array = await loop.run_in_executor(decoders, classifier.load_image, data, name, config.max_upload_pixels,
                                                decode_budget)
         except BinwiseError as e:
             raise error_for_image(e) from None
@@ -307,11 +291,8 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
                                 "fitted": classifier.calibration.fitted,
                                 **classifier.calibration.thresholds.to_dict(),
                                 "note": classifier.status_note},
-                "limits": {"max_upload_bytes": max_upload_bytes, "max_batch": max_batch,
-                           "max_wait_ms": max_wait_ms, "max_queue": max_queue,
-                           "max_upload_pixels": max_upload_pixels, "upload_budget_bytes": upload_budget_bytes,
-                           "decode_budget_bytes": decode_budget_bytes}}
-        if show_provenance:
+                "limits": config.limits()}
+        if config.show_provenance:
             info["provenance"] = classifier.metadata.get("provenance", {})
         return info
 
@@ -328,9 +309,9 @@ def create_app(classifier, *, max_batch: int = 32, max_wait_ms: float = 5.0,
         from .feedback.routes import add_feedback_route
 
         close_feedback = add_feedback_route(app, feedback_store, classifier, score_upload, holding_upload,
-                                            max_upload_bytes=max_upload_bytes,
-                                            body_timeout_s=body_timeout_s, per_minute=feedback_rate,
-                                            trust_forwarded_for=trust_forwarded_for)
+                                            max_upload_bytes=config.max_upload_bytes,
+                                            body_timeout_s=config.body_timeout_s, per_minute=config.feedback_rate,
+                                            trust_forwarded_for=config.trust_forwarded_for)
 
     @app.get("/", include_in_schema=False)
     async def page():
