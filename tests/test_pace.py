@@ -77,3 +77,24 @@ def test_a_phase_slowed_down_midway_ends_within_its_budget(tmp_path):
     planned = history[-1]["planned_steps"]
     assert planned < 50 * 16 and steps[0] == planned  # it stopped where the cut plan said
     assert history[-1]["lr"] < 0.001  # on a decayed rate, not mid-schedule
+
+
+def test_the_work_after_the_phase_is_reserved_and_slows_down_with_the_steps():
+    schedule = cosine_to_zero(1000)
+    quiet = StepPlan(steps_per_epoch=10, most=1000, deadline=100.0, after_seconds=20.0, first_pace=0.1)
+    quiet.fit_to(0, 0.1, schedule, now=0.0)
+    assert quiet.total == 800  # (100 - 20) / 0.1
+    shared = StepPlan(steps_per_epoch=10, most=1000, deadline=100.0, after_seconds=20.0, first_pace=0.1)
+    shared.fit_to(0, 0.2, schedule, now=0.0)  # twice as slow: the scoring after it will be too
+    assert shared.total == 300  # (100 - 40) / 0.2
+
+
+def test_the_command_line_counts_the_budget_from_the_process_start():
+    import subprocess
+    import sys
+
+    script = ("import time; time.sleep(1.0); from binwise.cli.train import process_started; "
+              "print(time.perf_counter() - process_started())")
+    elapsed = float(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                   check=True).stdout)
+    assert 1.0 <= elapsed < 10.0

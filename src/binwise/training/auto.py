@@ -140,9 +140,9 @@ def finetune_on_photos(model: MobileNetV2, ctx: RunContext, splits: Splits, deta
     step = step_seconds(model, batch, ctx.device)
     eval_photo = eval_seconds(model, ctx.pre.input_size, config.feature_batch_size, ctx.device)
     after = eval_photo * (len(splits.train) + len(splits.val) + len(splits.test))  # outputs for the model file
-    deadline = ctx.started + config.time_budget - RESERVE_SECONDS - after
+    deadline = ctx.started + config.time_budget - RESERVE_SECONDS
     steps_per_epoch = math.ceil(len(splits.train) / config.batch_size)
-    left = deadline - time.perf_counter()
+    left = deadline - after - time.perf_counter()
     details["finetune_plan"] = {"crop_size": crop, "seconds_per_photo_step": round(step, 5),
                                 "seconds_per_eval_photo": round(eval_photo, 5), "seconds_left": round(left, 1),
                                 "epochs_that_fit": round(left / (step * len(splits.train)), 1)}
@@ -151,7 +151,7 @@ def finetune_on_photos(model: MobileNetV2, ctx: RunContext, splits: Splits, deta
     log.info("auto: fine-tuning %s at %d px, about %.1f epochs in %.0f s",
              "the whole network" if config.trainable_blocks is None else f"the last {config.trainable_blocks} blocks",
              crop, details["finetune_plan"]["epochs_that_fit"], left)
-    budget = Budget(deadline, step * config.batch_size, eval_photo * len(splits.val))
+    budget = Budget(deadline, step * config.batch_size, eval_photo * len(splits.val), after)
     history = finetune_blocks(model, ctx, splits.train, splits.val, replace(config, keep_best=True),
                               "finetune (train - val)", "finetune", budget=budget)
     details["finetune_plan"]["epochs_run"] = round(history[-1]["planned_steps"] / steps_per_epoch, 2)

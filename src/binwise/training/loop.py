@@ -113,12 +113,14 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Budget:
-    """The time a phase has: ends by ``deadline`` (``time.perf_counter()``), first planned at
-    ``seconds_per_step``; ``validation_seconds`` estimates one validation until one has run."""
+    """The time a phase has: it and ``after_seconds`` of work after it end by ``deadline``
+    (``time.perf_counter()``); first planned at ``seconds_per_step``; ``validation_seconds``
+    estimates one validation until one has run."""
 
     deadline: float
     seconds_per_step: float
     validation_seconds: float = 0.0
+    after_seconds: float = 0.0
 
 
 def fit(phase: Phase, config: TrainConfig, progress: Progress = SILENT, budget: Budget | None = None) -> list[dict]:
@@ -134,7 +136,9 @@ def fit(phase: Phase, config: TrainConfig, progress: Progress = SILENT, budget: 
     schedule = config.schedule.build(phase.steps_per_epoch, config.epochs)
     plan = StepPlan(phase.steps_per_epoch, phase.steps_per_epoch * config.epochs,
                     warmup=round(config.schedule.warmup_epochs * phase.steps_per_epoch),
-                    deadline=budget and budget.deadline, validation_seconds=budget.validation_seconds if budget else 0.0)
+                    deadline=budget and budget.deadline, validation_seconds=budget.validation_seconds if budget else 0.0,
+                    after_seconds=budget.after_seconds if budget else 0.0,
+                    first_pace=budget.seconds_per_step if budget else 0.0)
     main = distributed.current().is_main  # only rank 0 writes checkpoints and reports progress
     progress = progress if main else SILENT
     state = {"phase": phase.name, "epoch": 0, "step_in_epoch": 0, "history": [], "best": None, "done": False}
@@ -157,7 +161,7 @@ def fit(phase: Phase, config: TrainConfig, progress: Progress = SILENT, budget: 
         state.setdefault("planned_first", (plan.total, len(plan.changes)))
         log.info("%s: %.1f epochs planned (at most %d) at %.2f s a step, to end in %.0f s", phase.name,
                  plan.total / phase.steps_per_epoch, config.epochs, budget.seconds_per_step,
-                 budget.deadline - time.perf_counter())
+                 budget.deadline - budget.after_seconds - time.perf_counter())
     progress.begin(phase.name, plan.total, epoch * phase.steps_per_epoch + start_step)
     plan.start(epoch * phase.steps_per_epoch + step)
     try:

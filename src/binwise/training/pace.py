@@ -4,7 +4,8 @@ A phase with a deadline starts with the recipe's steps (``most``). Every quarter
 measures the seconds per step of the steps since the last look (data loading included, so another
 job on the same cores shows up within a quarter epoch), adds the validations still to run, and
 fits the number of steps to the time left before the deadline: fewer when the pace drops, more
-(never beyond ``most``) when it recovers. Whenever the plan changes, the learning rate anneals from
+(never beyond ``most``) when it recovers. The work that follows the phase (scoring photos) is
+assumed to slow down as the steps do. Whenever the plan changes, the learning rate anneals from
 where it is to zero over the steps now planned (half a cosine), so a cut run still ends on a fully
 decayed rate instead of stopping at a high one.
 
@@ -31,6 +32,10 @@ class StepPlan:
     warmup: int = 0  # the schedule's warm-up steps, which run as configured
     deadline: float | None = None  # time.perf_counter() by which the phase ends, validations included
     validation_seconds: float = 0.0  # one validation, estimated until one has run
+    # work after the phase that must also end by ``deadline`` (scoring photos for the model file):
+    # ``after_seconds`` at ``first_pace`` seconds a step; it slows down as the steps do
+    after_seconds: float = 0.0
+    first_pace: float = 0.0
     total: int = 0  # steps planned now
     anchor: int | None = None  # the step where the plan last changed (None: the schedule as configured)
     anchor_lr: float = 0.0  # the learning rate there, annealed to zero from it
@@ -85,7 +90,8 @@ class StepPlan:
     def fit_to(self, step: int, pace: float, schedule: Callable[[int], float], now: float) -> dict | None:
         """Plan as many steps as fit before the deadline at ``pace`` seconds per step. The rate
         anneals from the one at ``step`` (from the end of the warm-up, when still in it)."""
-        left = self.deadline - now
+        slowdown = pace / self.first_pace if self.first_pace > 0 else 1.0
+        left = self.deadline - self.after_seconds * slowdown - now
         # validations still to come: the epochs ending in the second half of the plan, and the last
         epochs_left = math.ceil(max(self.total - step, 0) / self.steps_per_epoch)
         validations = min(epochs_left, math.ceil(self.total / self.steps_per_epoch / 2)) + 1

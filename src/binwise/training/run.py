@@ -74,17 +74,19 @@ def write_log(path: Path, outcome: TrainingOutcome) -> None:
         writer.writerows(rows)
 
 
-def train(spec: RunSpec, progress: Progress = SILENT) -> dict:
+def train(spec: RunSpec, progress: Progress = SILENT, started: float | None = None) -> dict:
     """Train per ``spec`` and write the run directory; returns the metrics written to metrics.json.
 
     If the run directory holds checkpoints of an unfinished run with the same config, training
     resumes. ``spec.extra`` photos join the training split only and are recorded in the provenance.
     Under torchrun (or ``distributed.launch``) each process trains its part of every batch and only
-    rank 0 writes the run directory (see ``distributed``).
+    rank 0 writes the run directory (see ``distributed``). ``started``: when the run began
+    (``time.perf_counter()``; default now), from which ``time_budget`` counts: the CLI passes its
+    process's start, so that the budget covers Python's start-up and imports too.
     """
     config, data, run_dir, pretrained = spec.config, spec.data, spec.run_dir, spec.pretrained
     cache_dir, taxonomy, extra = spec.cache_dir, spec.taxonomy, spec.extra
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     rank, device = distributed.join(pick_device(config.device))
     distributed.check_config(config, rank.world_size)
     dataset = load_dataset(data, taxonomy)  # before the run directory: a bad taxonomy file leaves none
