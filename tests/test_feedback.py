@@ -59,7 +59,7 @@ def test_a_correction_is_a_class_by_english_or_chinese_name_or_index_or_not_garb
     assert resolve_correction(GARBAGE26, given) == expected
 
 
-@pytest.mark.parametrize("given", ["Cardbord", "26", "-1", ""])
+@pytest.mark.parametrize("given", ["Cardbord", "26", "-1", "", "²", "1²", "٣", "9" * 5000, "0" * 5000 + "1"])
 def test_anything_else_is_not_a_correction(given):
     with pytest.raises(BinwiseError, match="not a class of this model") as refused:
         resolve_correction(GARBAGE26, given)
@@ -161,6 +161,12 @@ def test_feedback_is_recorded_once_with_the_models_own_answer(served, classifier
     rows = assert_store_is_sound(db)
     assert [(r.corrected, r.note, r.client) for r in rows] == [("Battery", "it is a battery", "testclient"),
                                                                (NOT_GARBAGE, "", "testclient")]
+
+
+@pytest.mark.parametrize("odd", ["²", "9" * 5000])
+def test_digits_python_cannot_read_are_an_unknown_class_not_a_500(served, photo, odd):
+    client, _ = served  # they answered 500 with Python's error text in the body
+    assert_error(post(client, photo, **{"class": odd}), 422, "unknown_class", "not a class of this model")
 
 
 def test_bad_feedback_gets_a_clear_json_error_never_a_500(served, photo):

@@ -28,7 +28,9 @@ def resolve_correction(taxonomy: Taxonomy, text: str) -> tuple[int | None, str]:
     given = text.strip()
     if given.lower() in NOT_GARBAGE_NAMES:
         return None, NOT_GARBAGE
-    if given.isdigit() and int(given) < taxonomy.num_classes:
+    # ASCII digits only, and few: str.isdigit() also passes "²" and other digits int() refuses, and
+    # int() refuses numbers of more than 4,300 digits
+    if given.isascii() and given.isdigit() and len(given) <= 6 and int(given) < taxonomy.num_classes:
         index = int(given)
         return index, taxonomy.classes_en[index]
     for names in (tuple(n.lower() for n in taxonomy.classes_en), taxonomy.classes_zh):
