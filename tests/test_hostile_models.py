@@ -58,6 +58,18 @@ def with_tensor_values(name_part: str, value: float) -> bytes:
     return join_safetensors(header, bytes(body))
 
 
+def with_tensor_dtype(name_part: str, dtype) -> bytes:
+    """The tiny model with the first tensor whose name contains ``name_part`` stored as ``dtype``."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save
+
+    tensors = load_file(str(tiny_model()))
+    name = next(k for k in tensors if name_part in k)
+    tensors[name] = tensors[name].astype(dtype)
+    with safe_open(str(tiny_model()), "np") as f:
+        return save(tensors, metadata=f.metadata())
+
+
 def with_reference(array: np.ndarray) -> bytes:
     """The tiny model with a ``novelty.reference`` tensor (the unknown score's training features) of these values."""
     header, body = split_safetensors(tiny_model().read_bytes())
@@ -134,6 +146,8 @@ FILE_CASES = {
     "truncated-tensors": (lambda: tiny_model().read_bytes()[:-1000], "model file is damaged"),
     "nan-weights": (lambda: with_tensor_values("head.classifier.weight", math.nan), "not finite"),
     "infinite-weights": (lambda: with_tensor_values("features.0.0.weight", math.inf), "not finite"),
+    "int8-weights": (lambda: with_tensor_dtype("features.3.conv.0.0.weight", np.int8), "a type weights never have"),
+    "bool-weights": (lambda: with_tensor_dtype("head.classifier.weight", np.bool_), "(first: head.classifier.weight bool"),
     "empty-file": (lambda: b"", "bad header length"),
     "reference-wrong-shape": (lambda: with_reference(np.ones((4, 7))), "novelty.reference has shape (4, 7)"),
     "reference-empty": (lambda: with_reference(np.ones((0, 1280))), "novelty.reference has shape (0, 1280)"),
@@ -162,7 +176,8 @@ def test_a_hostile_model_file_is_refused_in_one_line(name, tmp_path, capsys, pho
     make, problem = CASES[name]
     path = tmp_path / f"{name}.safetensors"
     path.write_bytes(make())
-    loads_tensors = name in ("truncated-tensors", "nan-weights", "infinite-weights") or name.startswith("reference-")
+    loads_tensors = name in ("truncated-tensors", "nan-weights", "infinite-weights", "int8-weights", "bool-weights") \
+        or name.startswith("reference-")
     if not loads_tensors:  # info reads only the metadata, so it sees metadata problems only
         refused_in_one_line(capsys, ["info", str(path)], path, problem)
     refused_in_one_line(capsys, ["predict", str(path), photo], path, problem)

@@ -213,6 +213,11 @@ def load_state_dict_checked(model: torch.nn.Module, tensors: dict[str, torch.Ten
     unexpected = sorted(set(tensors) - set(expected))
     wrong = [f"{k} {tuple(tensors[k].shape)} (expected {tuple(v.shape)})"
              for k, v in expected.items() if k in tensors and tensors[k].shape != v.shape]
+    # int8 or bool weights would load, cast to float, and answer confidently wrong: only the float
+    # types binwise writes (and half precision) are weights
+    floats = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+    wrong_type = [f"{k} {str(tensors[k].dtype).removeprefix('torch.')}" for k in expected
+                  if k in tensors and tensors[k].dtype not in floats]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing tensors (first: {missing[0]})")
@@ -220,6 +225,9 @@ def load_state_dict_checked(model: torch.nn.Module, tensors: dict[str, torch.Ten
         problems.append(f"{len(unexpected)} unexpected tensors (first: {unexpected[0]})")
     if wrong:
         problems.append(f"{len(wrong)} tensors of the wrong shape (first: {wrong[0]})")
+    if wrong_type:
+        problems.append(f"{len(wrong_type)} tensors of a type weights never have (first: {wrong_type[0]}; "
+                        "expected floating point)")
     if problems:
         raise BinwiseError("weights do not fit the architecture: " + "; ".join(problems), path)
     # NaN or infinite weights make every answer NaN ("nan%"): refuse them here, once
