@@ -268,6 +268,31 @@ def test_list_and_export_an_imagefolder_idempotently(tmp_path, capsys):
     assert (out / "Battery" / "mine.jpg").is_file()
 
 
+def test_export_writes_only_names_it_recomputed_and_nothing_outside_its_folder(tmp_path, capsys):
+    """Rows tampered with by someone holding the database credentials: a photo name that climbs out
+    of the export folder, and a photo whose bytes were swapped on disk."""
+    import sqlite3
+
+    db = tmp_path / "store" / "feedback.sqlite"
+    db.parent.mkdir()
+    store = open_store(str(db))
+    photos = [noise_png(i) for i in range(3)]
+    for photo in photos:
+        store.add(row_for(photo, "Cardboard"), photo)
+    swapped = store.photo_path(store.rows()[1])
+    store.close()
+    with sqlite3.connect(db) as raw:
+        raw.execute("UPDATE feedback SET photo_sha256 = '../../../escaped' WHERE id = 1")
+    swapped.write_bytes(noise_png(99))
+    out = tmp_path / "deep" / "er" / "export"
+    assert main(["feedback", "export", str(db), str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "1 written" in captured.out
+    assert "row 1: photo name '../../../escaped'" in captured.err and "row 2: its photo's bytes do not hash" in captured.err
+    written = sorted(p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(tmp_path / "store"))
+    assert written == [out / "Cardboard" / f"{hashlib.sha256(photos[2]).hexdigest()}.png"]
+
+
 def test_the_cli_names_a_missing_database_in_one_line(tmp_path, capsys):
     assert main(["feedback", "list", str(tmp_path / "none.sqlite")]) == 2
     assert capsys.readouterr().err.strip().endswith("none.sqlite: no feedback database here (binwise serve "

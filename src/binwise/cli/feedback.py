@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 STORE_HELP = "the feedback store binwise serve --feedback-db wrote: a SQLite file or a postgresql:// URL"
@@ -63,4 +64,6 @@ def run_export(args) -> int:
           + (f" ({classes})" if classes else ""))
     print(f"{report.written} written, {report.kept} already there, {report.removed} moved away (their correction "
           f"changed); {report.not_garbage} 'not garbage' photos in {NOT_GARBAGE_FOLDER}/, which training skips")
+    for problem in report.refused:
+        print(f"binwise feedback export: left out {problem}", file=sys.stderr)
     return 0
