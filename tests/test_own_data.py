@@ -1,6 +1,7 @@
 """A user's own data: flat folders with honest splits, taxonomy files, rebinning, auto mode."""
 
 import json
+import re
 from dataclasses import replace
 
 import pytest
@@ -17,6 +18,7 @@ from binwise.training.config import DEFAULT, HEAD
 from binwise.training.run import train
 from binwise.training.run_spec import RunSpec
 
+from inference_models import tiny_model
 from test_data import make_tree
 from test_train import pretrained  # noqa: F401  (the tiny pretrained model fixture)
 
@@ -125,6 +127,47 @@ def test_bad_taxonomy_files_are_one_clear_error(tmp_path, text, words):
     with pytest.raises(BinwiseError, match=words) as caught:
         read_taxonomy(path)
     assert "bad.yaml" in str(caught.value)
+
+
+@pytest.mark.parametrize("name, data", [
+    ("excel-bom.csv", "\ufeffen,zh,bin\nred,红,warm\ngreen,,cool\nblue,,cool\n".encode("utf-8")),
+    ("excel-semicolons.csv", "en;zh;bin\r\nred;红;warm\r\ngreen;;cool\r\nblue;;cool\r\n".encode("utf-8")),
+    ("excel-both.csv", "\ufeffen;bin\r\nred;warm\r\ngreen;cool\r\nblue;cool\r\n".encode("utf-8")),
+])
+def test_csv_files_saved_by_excel_are_read(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    taxonomy, _ = read_taxonomy(path)
+    assert taxonomy.classes_en == ("red", "green", "blue") and taxonomy.class_bins == ("warm", "cool", "cool")
+
+
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(8)) \
+    + "classes: *i\n"
+
+
+@pytest.mark.parametrize("name, content, words", [
+    ("empty.csv", b"", "taxonomy CSV is empty"),
+    ("blank.csv", b"\n\n", "taxonomy CSV is empty"),
+    ("tabs-wrong-header.csv", b"name,bin\nred,warm\n", "no 'en' column (its first line reads 'name,bin')"),
+    ("row-without-name.csv", b"en,bin\nred,warm\n,cool\n", "line 3 has no English name"),
+    ("repeated-bin-ids.yaml", b"bins: [{id: x}, {id: x}]\nclasses:\n  - {en: a, bin: x}\n", "bin ids repeat"),
+    ("bomb.yaml", BILLION_LAUGHS.encode(), "anchors or aliases (line 1)"),
+    ("huge.yaml", b"#" * 5_000_000, "at most 4 MB"),
+    ("too-many.csv", b"en,bin\n" + b"".join(b"c%d,x\n" % i for i in range(100_001)), "at most 100,000 classes"),
+    ("long-name.yaml", ("classes:\n  - {en: " + "x" * 300 + ", bin: a}\n").encode(), "taxonomy class 0 needs"),
+])
+def test_hostile_or_clumsy_taxonomy_files_are_refused_in_one_line_naming_the_file(tmp_path, capsys, name, content,
+                                                                                   words):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(BinwiseError, match=re.escape(words)) as caught:
+        read_taxonomy(path)
+    assert name in str(caught.value) and "\n" not in str(caught.value)
+    assert main(["rebin", str(tiny_model()), "--taxonomy", str(path), "--out", str(tmp_path / "x.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and words in err and not (tmp_path / "x.safetensors").exists()
 
 
 def test_shipped_rules_cover_garbage26_and_differ_where_regions_do():

@@ -72,11 +72,12 @@ def check_metadata(meta, path: str | os.PathLike) -> dict:
 
 
 class Problems:
-    def __init__(self, path):
+    def __init__(self, path, what: str = "invalid model metadata"):
         self.path = path
+        self.what = what
 
     def fail(self, problem: str):
-        raise BinwiseError(f"invalid model metadata: {problem}", self.path)
+        raise BinwiseError(f"{self.what}: {problem}", self.path)
 
     def need(self, ok: bool, problem: str) -> None:
         if not ok:

@@ -21,6 +21,7 @@ another region's rules; binwise ships rule files for the garbage26 classes (``RU
 from __future__ import annotations
 
 import csv
+from collections import Counter
 import io
 import json
 import tomllib
@@ -28,10 +29,12 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import BinwiseError
+from .metadata_checks import MAX_CLASSES, Problems, check_taxonomy
 from .taxonomy import Bin, Taxonomy
 
 SUFFIXES = (".yaml", ".yml", ".toml", ".json", ".csv")
 DATASET_FILE = "taxonomy.yaml"  # picked up at a dataset's root
+MAX_FILE_BYTES = 4_000_000  # 100,000 classes with English and Chinese names fit in far less
 PALETTE = ("#1565c0", "#4a4a4a", "#6d4c41", "#c62828", "#2e7d32", "#f9a825", "#6a1b9a", "#00838f")
 
 
@@ -59,26 +62,38 @@ def read_taxonomy(spec: str | Path) -> tuple[Taxonomy, str]:
     if suffix not in SUFFIXES:
         raise BinwiseError(f"a taxonomy file is YAML, TOML, JSON or CSV, not {suffix}", name)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes() if not isinstance(path, Path) else read_bounded(path)
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is not part of the text
     except (OSError, UnicodeDecodeError) as e:
         raise BinwiseError(f"cannot read taxonomy file ({e})", name) from None
     data = parse(text, suffix, name)
-    return from_mapping(data, name, default_name=Path(path.name).stem), str(data.get("source", ""))
+    taxonomy = from_mapping(data, name, default_name=Path(path.name).stem)
+    # what info, predict and serve will check in the model file, checked before any model is written
+    check_taxonomy(taxonomy.to_dict(), Problems(name, "taxonomy file"))
+    return taxonomy, str(data.get("source", ""))
+
+
+def read_bounded(path: Path) -> bytes:
+    """The file's bytes, refused before reading when it is larger than any taxonomy needs."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise BinwiseError(f"taxonomy file is {size / 1e6:.1f} MB; a taxonomy file is at most "
+                           f"{MAX_FILE_BYTES / 1e6:.0f} MB", path)
+    return path.read_bytes()
 
 
 def parse(text: str, suffix: str, name: str) -> dict:
     try:
         if suffix == ".csv":
-            rows = list(csv.DictReader(io.StringIO(text)))
-            return {"classes": [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in rows]}
+            return parse_csv(text, name)
         if suffix == ".toml":
             data = tomllib.loads(text)
         elif suffix == ".json":
             data = json.loads(text)
         else:
-            import yaml
-
-            data = yaml.safe_load(text)
+            data = parse_yaml(text, name)
+    except BinwiseError:
+        raise
     except Exception as e:  # every parser's own error type: one line naming the file
         raise BinwiseError(f"taxonomy file is not valid {suffix[1:].upper()}: {str(e).splitlines()[0]}", name) from None
     if not isinstance(data, dict) or not isinstance(data.get("classes"), list) or not data["classes"]:
@@ -86,12 +101,47 @@ def parse(text: str, suffix: str, name: str) -> dict:
     return data
 
 
+def parse_csv(text: str, name: str) -> dict:
+    """One row per class; the separator is found from the header (Excel writes ';' where the decimal
+    mark is a comma)."""
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise BinwiseError("taxonomy CSV is empty: its first line names the columns en, zh (optional) and bin", name)
+    if len(lines) > MAX_CLASSES + 1:
+        raise BinwiseError(f"taxonomy CSV has {len(lines) - 1:,} rows; at most {MAX_CLASSES:,} classes", name)
+    header = lines[0]
+    separator = max(",;\t", key=header.count)
+    reader = csv.DictReader(io.StringIO(text), delimiter=separator)
+    columns = [c.strip() for c in reader.fieldnames or []]
+    if "en" not in columns:
+        raise BinwiseError(f"taxonomy CSV has no 'en' column (its first line reads {header[:80]!r}); the columns "
+                           "are en, zh (optional) and bin", name)
+    return {"classes": [{k.strip(): (v or "").strip() for k, v in row.items() if isinstance(k, str)}
+                        for row in reader], "rows": "line"}
+
+
+def parse_yaml(text: str, name: str):
+    """YAML without anchors and aliases: a taxonomy needs none, and aliases nested in aliases grow
+    a few hundred bytes into gigabytes (a 'billion laughs' file)."""
+    import yaml
+
+    for token in yaml.scan(text):
+        if isinstance(token, (yaml.AliasToken, yaml.AnchorToken)):
+            raise BinwiseError(f"taxonomy file uses YAML anchors or aliases (line {token.start_mark.line + 1}); "
+                               "write each class out", name)
+    return yaml.safe_load(text)
+
+
 def from_mapping(data: dict, name: str, default_name: str) -> Taxonomy:
     classes = data["classes"]
-    if not all(isinstance(c, dict) and isinstance(c.get("en"), str) and c["en"].strip() for c in classes):
-        raise BinwiseError("every class needs an English name 'en'", name)
+    if len(classes) > MAX_CLASSES:
+        raise BinwiseError(f"taxonomy file lists {len(classes):,} classes; at most {MAX_CLASSES:,}", name)
+    for i, c in enumerate(classes):
+        if not (isinstance(c, dict) and isinstance(c.get("en"), str) and c["en"].strip()):
+            where = f"line {i + 2}" if data.get("rows") == "line" else f"class {i + 1}"
+            raise BinwiseError(f"{where} has no English name 'en'", name)
     names = [c["en"].strip() for c in classes]
-    twice = sorted({n for n in names if names.count(n) > 1})
+    twice = sorted(n for n, count in Counter(names).items() if count > 1)
     if twice:
         raise BinwiseError(f"classes listed twice: {twice}", name)
     assigned = [str(c.get("bin") or "").strip() for c in classes]
