@@ -389,6 +389,31 @@ def test_cli_names_a_file_name_too_long_without_a_traceback(classifier, tmp_path
     assert f"{too_long}: cannot read it (File name too long)" in err and "Traceback" not in err
 
 
+def test_a_photo_that_may_not_be_read_is_one_line_in_the_api_and_the_cli(classifier, reference, tmp_path, capsys,
+                                                                         monkeypatch):
+    """Permission denied (simulated: the tests run as root, who may read anything). Pillow's error
+    used to send binwise back to the file for its first bytes, which failed again, uncaught."""
+    import builtins
+
+    from binwise.cli import main
+
+    locked = tmp_path / "locked.jpg"
+    locked.write_bytes(reference["jpeg"])
+    real_open = builtins.open
+
+    def refusing_open(file, *args, **kwargs):
+        if str(file) == str(locked):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refusing_open)
+    with pytest.raises(BinwiseError, match=re.escape(f"{locked}: cannot read it (Permission denied)")):
+        classifier.predict(locked)
+    assert main(["predict", str(classifier.path), str(locked)]) == 1
+    err = capsys.readouterr().err
+    assert f"{locked}: cannot read it (Permission denied)" in err and "Traceback" not in err
+
+
 def test_cli_output_into_a_closed_pipe_stops_quietly(classifier):
     import subprocess
     import sys

@@ -114,6 +114,8 @@ def open_image(source: ImageSource, name: str | None = None, at_least: int | Non
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BinwiseError(f"image too large (decompression bomb: {e})", name, kind="image_too_large") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
+        if isinstance(e, OSError) and e.errno is not None:  # the file, not its data: permission denied, ...
+            raise BinwiseError(f"cannot read it ({e.strerror or e})", name, kind="no_such_file") from None
         # a JPEG kind Pillow identifies but has no decoder for, or truncated or corrupt data
         other = unsupported_format(first_bytes(stream, HEADER_BYTES))
         if other:
