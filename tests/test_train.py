@@ -327,6 +327,18 @@ def test_a_full_disk_ends_training_in_one_line_naming_the_last_checkpoint(pretra
     assert f"binwise train --resume {run}" in err and "Traceback" not in err
 
 
+def drop_tensor(path: Path, name: str) -> None:
+    """Rewrite a checkpoint without one of its tensors (as a hand-edited or foreign file would be)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), "pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(path))
+    tensors.pop(name)
+    save_file(tensors, str(path), metadata=metadata)
+
+
 DAMAGED_RUNS = {
     "run-json-missing": (lambda r: (r / "run.json").unlink(), "not a binwise run directory"),
     "run-json-garbage": (lambda r: (r / "run.json").write_text("{not json"), "run.json is unreadable"),
@@ -340,6 +352,8 @@ DAMAGED_RUNS = {
                              "damaged checkpoint"),
     "checkpoint-zeros": (lambda r: [c.write_bytes(bytes(64)) for c in r.glob("checkpoints/**/ckpt-*")],
                          "damaged checkpoint"),
+    "checkpoint-without-rng": (lambda r: [drop_tensor(c, "rng.torch") for c in r.glob("checkpoints/**/ckpt-*")],
+                               "damaged checkpoint (it has no random-generator state"),
     "checkpoints-folder-a-file": (lambda r: (shutil.rmtree(r / "checkpoints"), (r / "checkpoints").write_text("x")),
                                   "a file stands where the run keeps its checkpoints"),
 }

@@ -61,6 +61,10 @@ def load_checkpoint(path: Path, module: nn.Module, optimizer: torch.optim.Optimi
         raise BinwiseError(f"damaged checkpoint ({first_line(e)[:200]}); "
                            "delete it to resume from the one before", path, kind="damaged_checkpoint") from None
     if optimizer is not None:
+        if "rng.torch" not in tensors or tensors["rng.torch"].dtype != torch.uint8:
+            raise BinwiseError("damaged checkpoint (it has no random-generator state, which resuming needs to draw "
+                               "the same batches); delete it to resume from the one before", path,
+                               kind="damaged_checkpoint")
         optim_state = optimizer.state_dict()
         for key, value in tensors.items():
             if key.startswith("optim."):
