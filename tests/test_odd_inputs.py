@@ -414,6 +414,24 @@ def test_a_photo_that_may_not_be_read_is_one_line_in_the_api_and_the_cli(classif
     assert f"{locked}: cannot read it (Permission denied)" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("output", [[], ["--json"], ["--csv"]])
+def test_a_file_name_that_is_not_utf8_prints_escaped_without_a_traceback(classifier, reference, tmp_path, output):
+    import os
+    import subprocess
+    import sys
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9.jpg"), "wb") as f:  # Latin-1: not UTF-8
+        f.write(reference["jpeg"])
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    done = subprocess.run([sys.executable, "-m", "binwise.cli", "predict", str(classifier.path), str(folder), *output],
+                          capture_output=True, env=env, timeout=300)
+    assert done.returncode == 0 and b"Traceback" not in done.stderr, done.stderr[-2000:]
+    assert b"caf\\udce9.jpg" in done.stdout  # the undecodable byte, escaped
+    done.stdout.decode("utf-8")  # and the output is valid UTF-8
+
+
 def test_cli_output_into_a_closed_pipe_stops_quietly(classifier):
     import subprocess
     import sys

@@ -55,8 +55,17 @@ def show_library_log() -> None:
     logger.setLevel(logging.INFO)
 
 
+def keep_printable_output() -> None:
+    """File names that are not valid UTF-8 (Linux keeps them as bytes; Python as lone surrogates)
+    are printed with backslash escapes instead of ending the command with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_printable_output()
     show_library_log()
     try:
         return args.func(args) or 0
