@@ -11,6 +11,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -234,6 +235,53 @@ def test_without_a_store_there_is_no_feedback(classifier, photo):
     with TestClient(create_app(classifier)) as client:
         assert client.get("/v1/model").json()["feedback"] is False
         assert_error(post(client, photo, **{"class": "Battery"}), 404, "not_found")
+
+
+def phone_photo(jpeg: bytes, orientation: int = 6) -> bytes:
+    """``jpeg`` as a phone writes it: EXIF with GPS, make, serial number and orientation, an XMP packet
+    and a comment."""
+    img = Image.open(io.BytesIO(jpeg))
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x0112] = "PhoneMaker", "Phone 15", orientation  # make, model, orientation
+    exif[0xA431] = "SERIAL-123456"  # body serial number
+    exif.get_ifd(0x8825).update({1: "N", 2: (31.0, 14.0, 3.5), 3: "E", 4: (121.0, 28.0, 12.0)})  # GPS
+    out = io.BytesIO()
+    img.save(out, format="JPEG", exif=exif, quality=90, comment=b"taken at home")
+    data = out.getvalue()
+    xmp = b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta><exif:GPSLatitude>31,14N</exif:GPSLatitude></x:xmpmeta>"
+    return data[:2] + b"\xff\xe1" + (len(xmp) + 2).to_bytes(2, "big") + xmp + data[2:]
+
+
+@pytest.mark.parametrize("kind", ["jpeg", "png"])
+def test_stored_and_exported_photos_keep_their_pixels_and_lose_their_metadata(served, photo, tmp_path, kind):
+    from PIL import ImageOps
+
+    client, db = served
+    sent = phone_photo(photo)
+    if kind == "png":  # a PNG with an eXIf chunk and a text chunk
+        from PIL import PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Location", "31.23N 121.47E")
+        buffer = io.BytesIO()
+        with Image.open(io.BytesIO(sent)) as img:
+            img.save(buffer, format="PNG", exif=img.getexif(), pnginfo=info)
+        sent = buffer.getvalue()
+    assert b"PhoneMaker" in sent and b"SERIAL-123456" in sent
+    assert client.post("/v1/feedback", files={"file": (f"p.{kind}", sent)}, data={"class": "Battery"}).status_code == 200
+    (row,) = assert_store_is_sound(db)
+    out = tmp_path / "export"
+    assert main(["feedback", "export", str(db), str(out)]) == 0
+    (exported,) = (out / "Battery").iterdir()
+    for kept in (open_store(str(db), create=False).read_photo(row), exported.read_bytes()):
+        for secret in (b"PhoneMaker", b"Phone 15", b"SERIAL-123456", b"GPSLatitude", b"taken at home", b"Location"):
+            assert secret not in kept
+        with Image.open(io.BytesIO(kept)) as img:
+            assert 0x8825 not in img.getexif() and not img.getexif().get_ifd(0x8825)
+            kept_pixels = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+        with Image.open(io.BytesIO(sent)) as img:
+            sent_pixels = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+        assert np.array_equal(kept_pixels, sent_pixels)  # the same pixels, upright as the phone meant
 
 
 # --- the command line

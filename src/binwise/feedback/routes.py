@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from ..errors import BinwiseError
 from ..service import ServiceError, read_upload
 from . import NOT_GARBAGE, check_note, resolve_correction
+from .privacy import without_metadata
 from .store import new_row
 
 log = logging.getLogger(__name__)
@@ -94,9 +95,11 @@ def add_feedback_route(app: FastAPI, store, classifier, score_upload, holding_up
             raise ServiceError(422, e.kind, str(e)) from None
         probabilities, similarity = await score_upload(upload.data, upload.name)
         prediction = classifier.prediction(upload.name, probabilities, 1, similarity)
-        row = new_row(upload.data, model=classifier.model_id, predicted=prediction.top[0].en,
+        # the pixels, not the place and phone it was taken with (feedback.privacy)
+        photo = await asyncio.get_running_loop().run_in_executor(None, without_metadata, upload.data)
+        row = new_row(photo, model=classifier.model_id, predicted=prediction.top[0].en,
                       predicted_status=prediction.status, corrected=corrected, note=note, client=client)
-        stored, already = await in_store(store.add, row, upload.data)
+        stored, already = await in_store(store.add, row, photo)
         return {"recorded": True, "already_recorded": already, "id": stored.id, "time": stored.time,
                 "model": stored.model, "photo_sha256": stored.photo_sha256,
                 "predicted": {"class": stored.predicted, "status": stored.predicted_status},
