@@ -51,30 +51,45 @@ class MemoryBudget:
 
 
 class UploadBudget(MemoryBudget):
-    """Bytes of uploads held in memory at once; used from the event loop only."""
+    """Bytes of uploads held in memory at once; used from the event loop only. One client (an
+    address) may hold at most ``per_client_bytes`` of it, so a few slow connections from one place
+    cannot hold the room every other client's photo needs."""
 
-    def __init__(self, total_bytes: int, wait_s: float = 30.0):
+    def __init__(self, total_bytes: int, wait_s: float = 30.0, per_client_bytes: int | None = None):
         super().__init__(total_bytes, wait_s, "upload_busy", "receiving other uploads")
+        self.per_client = per_client_bytes or total_bytes
+        self.by_client: dict[str, int] = {}
         self._room = asyncio.Condition()
 
     @asynccontextmanager
-    async def reserve(self, nbytes: int, name: str) -> AsyncIterator[None]:
+    async def reserve(self, nbytes: int, name: str, client: str = "") -> AsyncIterator[None]:
         """Hold ``nbytes`` (at most the whole budget) while the block runs; BinwiseError
-        ``upload_busy`` when no room frees up within ``wait_s``."""
+        ``upload_busy`` when no room frees up within ``wait_s``, ``client_upload_busy`` at once when
+        ``client`` already holds its share."""
         nbytes = min(nbytes, self.total)
-        async with self._room:
-            try:
-                async with asyncio.timeout(self.wait_s):
-                    await self._room.wait_for(lambda: self.fits(nbytes))
-            except TimeoutError:
-                raise self.busy(name) from None
-            self.used += nbytes
+        held = self.by_client.get(client, 0)
+        if held and held + nbytes > self.per_client:
+            raise BinwiseError(f"this client is already sending uploads of {held / MIB:,.0f} MiB; one client may "
+                               f"send at most {self.per_client / MIB:,.0f} MiB at once", name, kind="client_upload_busy")
+        self.by_client[client] = held + nbytes  # counted at once, so waiting uploads count too
         try:
-            yield
-        finally:
             async with self._room:
-                self.used -= nbytes
-                self._room.notify_all()
+                try:
+                    async with asyncio.timeout(self.wait_s):
+                        await self._room.wait_for(lambda: self.fits(nbytes))
+                except TimeoutError:
+                    raise self.busy(name) from None
+                self.used += nbytes
+            try:
+                yield
+            finally:
+                async with self._room:
+                    self.used -= nbytes
+                    self._room.notify_all()
+        finally:
+            self.by_client[client] -= nbytes
+            if not self.by_client[client]:
+                del self.by_client[client]
 
 
 class DecodeBudget(MemoryBudget):

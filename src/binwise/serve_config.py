@@ -38,6 +38,13 @@ class ServeConfig:
         "--upload-budget-mb", "memory the uploads being received and classified may hold together, in MiB "
         "(twice each one's size); more wait before their body is read, up to --body-timeout, then get 503",
         scale=MIB, unit="MB"))
+    client_upload_budget_bytes: int = field(default=64 * MIB, metadata=_flag(
+        "--client-upload-budget-mb", "of --upload-budget-mb, what one client (address) may hold; more of its "
+        "uploads get 429 at once", scale=MIB, unit="MB"))
+    min_upload_rate: int = field(default=4096, metadata=_flag(
+        "--min-upload-kbps", "an upload must average at least this many KiB a second (after --body-timeout "
+        "of grace) or it is refused with 408, so slow clients cannot hold the upload budget", scale=1024,
+        unit="KIB/S"))
     decode_budget_bytes: int = field(default=512 * MIB, metadata=_flag(
         "--decode-budget-mb", "memory all photos being decoded may take together, in MiB: an image that needs "
         "more gets 413, one that finds no room within 10 s gets 503", scale=MIB, unit="MB"))

@@ -89,7 +89,8 @@ MAX_HEADER_FIELDS = 100
 
 # HTTP status of each kind of image images.open_image refuses, and of a full memory budget (binwise.memory)
 IMAGE_ERROR_STATUS = {"image_too_large": 413, "not_an_image": 415, "unsupported_format": 415, "empty_file": 422,
-                      "damaged_image": 422, "decode_busy": 503, "upload_busy": 503}
+                      "damaged_image": 422, "decode_busy": 503, "upload_busy": 503,
+                      "client_upload_busy": 429}
 
 
 def error_for_image(e: BinwiseError) -> ServiceError:
@@ -133,7 +134,8 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
 
     batcher = DynamicBatcher(score_rows, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
                              max_queue=config.max_queue, executor=model_thread)
-    upload_budget = UploadBudget(config.upload_budget_bytes, wait_s=config.body_timeout_s)
+    upload_budget = UploadBudget(config.upload_budget_bytes, wait_s=config.body_timeout_s,
+                                 per_client_bytes=config.client_upload_budget_bytes)
     decode_budget = DecodeBudget(config.decode_budget_bytes)
     trimmer = IdleTrimmer(config.trim_idle_s)
 
@@ -224,10 +226,11 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
         """A request that uploads a photo: activity (no trimming meanwhile), within the upload budget."""
         with trimmer.request():
             try:
-                async with upload_budget.reserve(upload_bytes(request, config.max_upload_bytes), "upload"):
+                async with upload_budget.reserve(upload_bytes(request, config.max_upload_bytes), "upload",
+                                                 client_address(request, config.trust_forwarded_for)):
                     yield
             except BinwiseError as e:
-                if e.kind != "upload_busy":
+                if e.kind not in ("upload_busy", "client_upload_busy"):
                     raise
                 raise error_for_image(e) from None
 
@@ -235,7 +238,7 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
         if explain and not can_explain(classifier):
             raise ServiceError(400, "explain_unavailable", "Grad-CAM needs the PyTorch model file "
                                "(.safetensors); this service runs an ONNX model")
-        upload = await read_upload(request, config.max_upload_bytes, config.body_timeout_s)
+        upload = await read_upload(request, config.max_upload_bytes, config.body_timeout_s, config.min_upload_rate)
         data, name = upload.data, upload.name
         probabilities, similarity = await score_upload(data, name)
         answer = {"model": classifier.model_id,
@@ -310,7 +313,8 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
 
         close_feedback = add_feedback_route(app, feedback_store, classifier, score_upload, holding_upload,
                                             max_upload_bytes=config.max_upload_bytes,
-                                            body_timeout_s=config.body_timeout_s, per_minute=config.feedback_rate,
+                                            body_timeout_s=config.body_timeout_s,
+                                            min_upload_rate=config.min_upload_rate, per_minute=config.feedback_rate,
                                             trust_forwarded_for=config.trust_forwarded_for)
 
     @app.get("/", include_in_schema=False)
@@ -321,6 +325,16 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
     return app
 
 
+def client_address(request: Request, trust_forwarded_for: bool) -> str:
+    """The sender: the connection's address, or, behind a trusted proxy, the address that proxy
+    appended to X-Forwarded-For (the last one: the ones before it are the client's own word)."""
+    if trust_forwarded_for:
+        forwarded = [a.strip() for a in request.headers.get("x-forwarded-for", "").split(",") if a.strip()]
+        if forwarded:
+            return forwarded[-1][:100]
+    return request.client.host if request.client else "unknown"
+
+
 def upload_bytes(request: Request, limit: int) -> int:
     """The memory an upload holds: its body as read and the photo taken out of it, twice the size
     its Content-Length declares (at most the limit; the limit when it declares none)."""
@@ -328,10 +342,13 @@ def upload_bytes(request: Request, limit: int) -> int:
     return 2 * min(int(declared), limit + MULTIPART_OVERHEAD) if declared.isdigit() else 2 * limit
 
 
-async def read_upload(request: Request, limit: int, pause_limit_s: float = 30.0, fields: tuple[str, ...] = ()) -> Upload:
+async def read_upload(request: Request, limit: int, pause_limit_s: float = 30.0, min_rate: float = 0.0,
+                      fields: tuple[str, ...] = ()) -> Upload:
     """The uploaded photo (its bytes, a name for messages) and the text form fields named in
-    ``fields``; refuses bodies over ``limit`` (413), ambiguous framing (400) and bodies that pause
-    longer than ``pause_limit_s`` (408)."""
+    ``fields``; refuses bodies over ``limit`` (413), ambiguous framing (400), bodies that pause
+    longer than ``pause_limit_s`` and, with ``min_rate`` (bytes a second), bodies slower on average
+    than that after ``pause_limit_s`` of grace (408). The pause alone let a client that sends a byte
+    every few seconds hold its share of the upload budget for as long as it liked."""
     if "content-length" in request.headers and "transfer-encoding" in request.headers:
         # a proxy and this server could read different bodies from it (request smuggling)
         raise ServiceError(400, "ambiguous_framing", "a request with both Content-Length and Transfer-Encoding")
@@ -348,13 +365,20 @@ async def read_upload(request: Request, limit: int, pause_limit_s: float = 30.0,
         raise too_large
     chunks, size = [], 0
     stream = request.stream().__aiter__()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     while True:
+        # the whole body's deadline grows with what arrived (Apache's mod_reqtimeout MinRate)
+        left = started + pause_limit_s + (size / min_rate if min_rate else float("inf")) - loop.time()
         try:
-            async with asyncio.timeout(pause_limit_s):
+            async with asyncio.timeout(max(min(pause_limit_s, left), 0)):
                 chunk = await anext(stream)
         except StopAsyncIteration:
             break
         except TimeoutError:
+            if left <= pause_limit_s:
+                raise ServiceError(408, "upload_too_slow", f"the upload ran slower than {min_rate / 1024:g} KiB/s "
+                                   f"({size:,} bytes in {loop.time() - started:.0f} s)") from None
             raise ServiceError(408, "upload_too_slow", f"the upload paused for more than {pause_limit_s:g} s") from None
         except ClientDisconnect:  # nobody reads this answer; it keeps the client's hang-up out of the error log
             raise ServiceError(400, "client_disconnected", "the client closed the connection during its upload") from None

@@ -18,7 +18,7 @@ import time
 from fastapi import FastAPI, Request
 
 from ..errors import BinwiseError
-from ..service import ServiceError, read_upload
+from ..service import ServiceError, client_address, read_upload
 from . import NOT_GARBAGE, check_note, resolve_correction
 from .privacy import without_metadata
 from .store import new_row
@@ -41,18 +41,8 @@ STORE_ERROR_STATUS = {"feedback_store_full": 507, "disk_full": 507}
 RATE_WINDOW_S = 60.0
 
 
-def client_address(request: Request, trust_forwarded_for: bool) -> str:
-    """The sender: the connection's address, or, behind a trusted proxy, the address that proxy
-    appended to X-Forwarded-For (the last one: the ones before it are the client's own word)."""
-    if trust_forwarded_for:
-        forwarded = [a.strip() for a in request.headers.get("x-forwarded-for", "").split(",") if a.strip()]
-        if forwarded:
-            return forwarded[-1][:100]
-    return request.client.host if request.client else "unknown"
-
-
 def add_feedback_route(app: FastAPI, store, classifier, score_upload, holding_upload, *, max_upload_bytes: int,
-                       body_timeout_s: float, per_minute: int, trust_forwarded_for: bool):
+                       body_timeout_s: float, min_upload_rate: float, per_minute: int, trust_forwarded_for: bool):
     """Add ``POST /v1/feedback`` to ``app``, recording into ``store``; returns what closes it.
     ``score_upload`` and ``holding_upload`` are the classify route's (a photo's scores; an upload
     within the service's memory budget)."""
@@ -83,7 +73,7 @@ def add_feedback_route(app: FastAPI, store, classifier, score_upload, holding_up
             return await record(request, client)
 
     async def record(request: Request, client: str) -> dict:
-        upload = await read_upload(request, max_upload_bytes, body_timeout_s, fields=("class", "note"))
+        upload = await read_upload(request, max_upload_bytes, body_timeout_s, min_upload_rate, fields=("class", "note"))
         given = {**request.query_params, **upload.fields}  # a raw-body upload names them in the query
         if not given.get("class", "").strip():
             raise ServiceError(422, "missing_class", "no 'class' field: send the photo's right class (its English or "
