@@ -190,6 +190,34 @@ def test_each_client_gets_its_rate_and_then_429_with_retry_after(served, photo):
     assert 1 <= int(refused.headers["retry-after"]) <= 60
 
 
+def test_many_addresses_of_one_network_share_one_rate_limit(classifier, photo, tmp_path):
+    """The audit's poisoning: wrong labels posted from 8 addresses of one network were all accepted."""
+    from binwise.service import create_app
+
+    db = tmp_path / "feedback.sqlite"
+    app = create_app(classifier, feedback_store=open_store(str(db)), feedback_rate=5, trust_forwarded_for=True)
+    with TestClient(app) as client:
+        answers = [client.post("/v1/feedback", files={"file": ("p.jpg", photo)}, data={"class": "Cardboard"},
+                               headers={"X-Forwarded-For": f"198.51.100.{10 + i}"}).status_code for i in range(8)]
+        elsewhere = client.post("/v1/feedback", files={"file": ("p.jpg", photo)}, data={"class": "Battery"},
+                                headers={"X-Forwarded-For": "203.0.113.9"}).status_code
+    assert answers == [200] * 5 + [429] * 3 and elsewhere == 200
+    assert {r.client for r in assert_store_is_sound(db)} >= {"198.51.100.10", "203.0.113.9"}  # the address is kept
+
+
+def test_unreviewed_feedback_never_reaches_training(tmp_path, capsys):
+    db = tmp_path / "feedback.sqlite"
+    store = open_store(str(db))
+    store.add(row_for(noise_png(1), "Battery"), noise_png(1))
+    store.close()
+    out = tmp_path / "export"
+    assert main(["feedback", "export", str(db), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "only when a person has checked it" in err and "--reviewed" in err and not out.exists()
+    assert main(["feedback", "export", str(db), str(out), "--reviewed"]) == 0
+    assert len(list((out / "Battery").iterdir())) == 1
+
+
 def test_the_rate_limit_is_a_sliding_window_per_client_kept_in_the_store(tmp_path):
     store = open_store(str(tmp_path / "feedback.sqlite"))
     assert store.admit("a", 2, 60, now=1000.0) is None and store.admit("a", 2, 60, now=1001.0) is None
@@ -271,7 +299,7 @@ def test_stored_and_exported_photos_keep_their_pixels_and_lose_their_metadata(se
     assert client.post("/v1/feedback", files={"file": (f"p.{kind}", sent)}, data={"class": "Battery"}).status_code == 200
     (row,) = assert_store_is_sound(db)
     out = tmp_path / "export"
-    assert main(["feedback", "export", str(db), str(out)]) == 0
+    assert main(["feedback", "export", str(db), str(out), "--reviewed"]) == 0
     (exported,) = (out / "Battery").iterdir()
     for kept in (open_store(str(db), create=False).read_photo(row), exported.read_bytes()):
         for secret in (b"PhoneMaker", b"Phone 15", b"SERIAL-123456", b"GPSLatitude", b"taken at home", b"Location"):
@@ -301,7 +329,7 @@ def test_list_and_export_an_imagefolder_idempotently(tmp_path, capsys):
     assert [r["corrected"] for r in json.loads(capsys.readouterr().out)] == [NOT_GARBAGE]
 
     out = tmp_path / "export"
-    assert main(["feedback", "export", str(db), str(out)]) == 0
+    assert main(["feedback", "export", str(db), str(out), "--reviewed"]) == 0
     assert "3 written" in capsys.readouterr().out
     sha = [hashlib.sha256(p).hexdigest() for p in photos]
     assert (out / "Cardboard" / f"{sha[0]}.png").read_bytes() == photos[0]
@@ -310,7 +338,7 @@ def test_list_and_export_an_imagefolder_idempotently(tmp_path, capsys):
     # a later correction of photo 0 moves it; everything else stays
     store.add(row_for(photos[0], "Paper", model="m2"), photos[0])
     store.close()
-    assert main(["feedback", "export", str(db), str(out)]) == 0
+    assert main(["feedback", "export", str(db), str(out), "--reviewed"]) == 0
     assert "1 written, 2 already there, 1 moved away" in capsys.readouterr().out
     assert not (out / "Cardboard" / f"{sha[0]}.png").exists() and (out / "Paper" / f"{sha[0]}.png").is_file()
     assert (out / "Battery" / "mine.jpg").is_file()
@@ -333,7 +361,7 @@ def test_export_writes_only_names_it_recomputed_and_nothing_outside_its_folder(t
         raw.execute("UPDATE feedback SET photo_sha256 = '../../../escaped' WHERE id = 1")
     swapped.write_bytes(noise_png(99))
     out = tmp_path / "deep" / "er" / "export"
-    assert main(["feedback", "export", str(db), str(out)]) == 0
+    assert main(["feedback", "export", str(db), str(out), "--reviewed"]) == 0
     captured = capsys.readouterr()
     assert "1 written" in captured.out
     assert "row 1: photo name '../../../escaped'" in captured.err and "row 2: its photo's bytes do not hash" in captured.err

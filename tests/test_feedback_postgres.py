@@ -116,7 +116,7 @@ def test_list_and_export_from_a_postgres_url(pg_url, tmp_path, capsys):
     store.close()
     assert main(["feedback", "list", pg_url, "--json"]) == 0
     assert [r["corrected"] for r in json.loads(capsys.readouterr().out)] == ["Battery", "not garbage"]
-    assert main(["feedback", "export", pg_url, str(tmp_path / "out")]) == 0
+    assert main(["feedback", "export", pg_url, str(tmp_path / "out"), "--reviewed"]) == 0
     sha = hashlib.sha256(photos[0]).hexdigest()
     assert (tmp_path / "out" / "Battery" / f"{sha}.png").read_bytes() == photos[0]
     assert len(list((tmp_path / "out" / ".not-garbage").iterdir())) == 1

@@ -41,6 +41,20 @@ STORE_ERROR_STATUS = {"feedback_store_full": 507, "disk_full": 507}
 RATE_WINDOW_S = 60.0
 
 
+def network_of(address: str) -> str:
+    """Whom the feedback rate limit counts as one client: the address's network (IPv4 /24, IPv6 /56,
+    what one household, office or cloud tenant gets), so that many addresses of one sender share
+    one limit (200 poisoned labels came from 8 addresses of one network in 16 s). Anything that is
+    not an IP address counts as itself."""
+    import ipaddress
+
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    return str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 56}", strict=False))
+
+
 def add_feedback_route(app: FastAPI, store, classifier, score_upload, holding_upload, *, max_upload_bytes: int,
                        body_timeout_s: float, min_upload_rate: float, per_minute: int, trust_forwarded_for: bool):
     """Add ``POST /v1/feedback`` to ``app``, recording into ``store``; returns what closes it.
@@ -64,11 +78,11 @@ def add_feedback_route(app: FastAPI, store, classifier, score_upload, holding_up
     async def feedback(request: Request):
         client = client_address(request, trust_forwarded_for)
         # wall-clock time: replicas sharing a store count on one clock (theirs, kept in step by NTP)
-        wait = await in_store(store.admit, client, per_minute, RATE_WINDOW_S, time.time())
+        wait = await in_store(store.admit, network_of(client), per_minute, RATE_WINDOW_S, time.time())
         if wait is not None:
             seconds = max(1, math.ceil(wait))
             raise ServiceError(429, "too_many_feedbacks", f"at most {per_minute} feedbacks a minute from one "
-                               f"client; retry in {seconds} s", headers={"Retry-After": str(seconds)})
+                               f"network; retry in {seconds} s", headers={"Retry-After": str(seconds)})
         async with holding_upload(request):
             return await record(request, client)
 
