@@ -32,6 +32,12 @@ REFERENCE = ("Orange Peel", 0)  # class folder and index of the photo every inpu
 UPLOAD_LIMIT = 10 * 1024 * 1024  # the service's default
 
 
+def orientation_exif(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
 def encode(img: Image.Image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     img.save(buffer, fmt, **options)
@@ -168,6 +174,12 @@ CASES = [
     Odd("tiff-lzw", "photo.tiff", lambda p, j: encode(p, "TIFF", compression="tiff_lzw"), "same:photo"),
     Odd("webp-lossless", "photo.webp", lambda p, j: encode(p, "WEBP", lossless=True), "same:photo"),
     Odd("webp", "photo.webp", lambda p, j: encode(p, "WEBP", quality=90), "close"),
+    # what phones write: AVIF (Pillow's own decoder) and HEIC, the iPhone's default (pillow-heif)
+    Odd("avif", "photo.avif", lambda p, j: encode(p, "AVIF", quality=90), "close"),
+    Odd("heic", "IMG_0001.HEIC", lambda p, j: encode(p, "HEIF", quality=90), "close"),
+    Odd("heic-upright-by-its-orientation", "IMG_0002.HEIC",
+        lambda p, j: encode(p.transpose(Image.Transpose.ROTATE_90), "HEIF", quality=90,
+                            exif=orientation_exif(8)), "close"),
     Odd("cmyk-jpeg", "photo.jpg", lambda p, j: encode(p.convert("CMYK"), "JPEG", quality=95), "close"),
     Odd("grayscale-jpeg", "photo.jpg", lambda p, j: encode(p.convert("L"), "JPEG", quality=95), "ok"),
     Odd("16-bit-png", "photo.png", lambda p, j: sixteen_bit_png(p), "same:gray"),
@@ -217,8 +229,10 @@ CASES = [
     Odd("ppm", "photo.ppm", lambda p, j: encode(p, "PPM"), "error", 415, "unsupported image format (Netpbm"),
     Odd("psd-header", "layers.psd", lambda p, j: b"8BPS\x00\x01" + bytes(20), "error", 415,
         "unsupported image format (Photoshop PSD)"),
-    Odd("heic-header", "IMG_0001.HEIC", lambda p, j: b"\x00\x00\x00\x18ftypheic" + bytes(40), "error", 415,
-        "unsupported image format (HEIC)"),
+    Odd("heic-header-only", "IMG_0001.HEIC", lambda p, j: b"\x00\x00\x00\x18ftypheic" + bytes(40), "error", 422,
+        "damaged image (HEIC"),
+    Odd("mp4-video", "clip.mp4", lambda p, j: b"\x00\x00\x00\x18ftypisom" + bytes(40), "error", 415,
+        "unsupported image format (an ISO media file that is not a HEIC or AVIF photo"),
     Odd("random-bytes", "photo.jpg", lambda p, j: np.random.default_rng(0).bytes(4096), "error", 415, NOT_IMAGE),
     Odd("zip-bomb-ish", "photo.jpg", lambda p, j: zip_of_zeros(), "error", 415, NOT_IMAGE),
     Odd("png-declaring-10-gigapixels", "bomb.png", lambda p, j: png_declaring(100_000, 100_000),

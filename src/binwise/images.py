@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Union
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 # registers the decoders of DECODERS that Pillow's preinit() leaves to be loaded on demand
-from PIL import TiffImagePlugin, WebPImagePlugin  # noqa: F401
+from PIL import AvifImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
 from .errors import BinwiseError
 from .jpeg_structure import ends_in_grey, ran_out_of_data, unsupported_jpeg
@@ -29,11 +30,15 @@ if TYPE_CHECKING:
 # Refuse images whose declared size would take more than ~600 MB as RGB: a "decompression bomb"
 # is a tiny file that expands to gigabytes. 8000x8000 photos (64 Mpx) still open.
 MAX_PIXELS = 200_000_000
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
 # The only Pillow decoders a photo reaches (JPEG includes MPO, the JPEG many phone cameras write).
 # Pillow would otherwise try every plugin it has: EPS through Ghostscript, PSD, ICNS, FITS, ...
-DECODERS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")
+# AVIF is Pillow's own (libavif); HEIC/HEIF, the iPhone's default, comes from pillow-heif (libheif),
+# the decoder Pillow's documentation points to. Both read their size from the header, so the pixel
+# limit and the decode budget apply to them before any pixel is decoded, as to the others.
+DECODERS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF", "AVIF", "HEIF")
 Image.preinit()
+pillow_heif.register_heif_opener()
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
 
@@ -124,8 +129,8 @@ def open_image(source: ImageSource, name: str | None = None, at_least: int | Non
 
 
 def unsupported(image_format: str, name: str) -> BinwiseError:
-    return BinwiseError(f"unsupported image format ({image_format}); binwise reads 8-bit JPEG, PNG, WebP, GIF, BMP "
-                        "and TIFF: convert it to one of them", name, kind="unsupported_format")
+    return BinwiseError(f"unsupported image format ({image_format}); binwise reads 8-bit JPEG, PNG, WebP, GIF, BMP, "
+                        "TIFF, AVIF and HEIC: convert it to one of them", name, kind="unsupported_format")
 
 
 # Bytes per pixel of Pillow's image modes (it keeps RGB in 4 bytes a pixel), for decode_bytes
@@ -180,15 +185,16 @@ UNSUPPORTED_SIGNATURES = {b"8BPS": "Photoshop PSD", b"%!PS": "PostScript / EPS",
                           b"%PDF": "PDF", b"\x00\x00\x01\x00": "Windows icon", b"\xff\x0a": "JPEG XL",
                           b"\x00\x00\x00\x0cJXL ": "JPEG XL", b"\x00\x00\x00\x0cjP  ": "JPEG 2000",
                           b"\xff\x4f\xff\x51": "JPEG 2000", b"icns": "Apple icon", b"qoif": "QOI"}
-# ISO base media files (HEIF, AVIF) say what they are in the brand after "ftyp" at offset 4
-HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+# ISO base media files say what they are in the brand after "ftyp" at offset 4: these are photos
+# binwise reads (DECODERS); any other brand is a video or a format it does not
+READ_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
 
 
 def unsupported_format(head: bytes) -> str | None:
     if head.startswith(b"\xff\xd8\xff"):
         return unsupported_jpeg(head)
-    if head[4:8] == b"ftyp":
-        return HEIF_BRANDS.get(head[8:12], "an ISO media file (HEIF, AVIF or video)")
+    if head[4:8] == b"ftyp" and head[8:12] not in READ_BRANDS:
+        return "an ISO media file that is not a HEIC or AVIF photo (a video?)"
     if head.lstrip()[:5] == b"<?xml" or head.lstrip()[:4] == b"<svg":
         return "SVG (a drawing, not a photo)"
     if head[:1] == b"P" and head[1:2] in b"1234567" and head[2:3].isspace():
@@ -199,6 +205,8 @@ def unsupported_format(head: bytes) -> str | None:
 def format_by_signature(head: bytes) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
+    if head[4:8] == b"ftyp" and head[8:12] in READ_BRANDS:
+        return READ_BRANDS[head[8:12]]
     return next((name for signature, name in SIGNATURES.items() if head.startswith(signature)), None)
 
 
