@@ -322,3 +322,30 @@ def test_mindir_export_without_mindspore_names_what_to_install(tmp_path, monkeyp
     err = capsys.readouterr().err
     assert "no such Python for MindSpore (from $BINWISE_MINDSPORE_PYTHON)" in err and "Traceback" not in err
     assert not (tmp_path / "x.mindir").exists()
+
+
+def test_a_checkpoint_too_large_for_a_memory_limit_is_one_line(tmp_path):
+    """A 900 MB checkpoint (below the 1 GB size check) under a memory limit of the process."""
+    import subprocess
+    import sys
+
+    from inference_models import tiny_model
+
+    from binwise.weights.mindspore_ckpt import write_ckpt
+
+    big = tmp_path / "big.ckpt"
+    write_ckpt(big, tiny_model(), allow_padding_change=True)  # a real checkpoint's start ...
+    with open(big, "r+b") as f:
+        f.truncate(900 * 2**20)  # ... made 900 MB long, sparse: no disk used
+    script = f"""
+import resource, sys
+from binwise.cli import main
+import binwise.weights.mindspore_ckpt, torch  # what the command imports, before the limit
+size = int(open("/proc/self/status").read().split("VmSize:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + 400 * 2**20, resource.RLIM_INFINITY))
+sys.exit(main(["import-weights", {str(big)!r}, "--out", {str(tmp_path / "out.safetensors")!r}]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+    assert "out of memory" in done.stderr

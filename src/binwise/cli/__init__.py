@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"binwise {args.command}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:  # an input too large for this machine, or a memory limit set on the process
+        print(f"binwise {args.command}: error: out of memory: this input needs more memory than this process may "
+              "use", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # the reader went away (``binwise predict ... | head``): stop quietly, and point standard
         # output at /dev/null so that the interpreter's last flush does not fail again
