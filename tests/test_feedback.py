@@ -205,6 +205,17 @@ def test_many_addresses_of_one_network_share_one_rate_limit(classifier, photo, t
     assert {r.client for r in assert_store_is_sound(db)} >= {"198.51.100.10", "203.0.113.9"}  # the address is kept
 
 
+def test_a_network_past_its_photo_bytes_gets_429(classifier, photo, tmp_path):
+    from binwise.service import create_app
+
+    store = open_store(str(tmp_path / "feedback.sqlite"), network_bytes=len(photo) + 100)
+    with TestClient(create_app(classifier, feedback_store=store)) as client:
+        first = post(client, photo, **{"class": "Battery"})
+        second = post(client, noise_png(5), **{"class": "Battery"})
+    assert first.status_code == 200
+    assert_error(second, 429, "feedback_network_full", "this network has sent")
+
+
 def test_unreviewed_feedback_never_reaches_training(tmp_path, capsys):
     db = tmp_path / "feedback.sqlite"
     store = open_store(str(db))
@@ -216,6 +227,25 @@ def test_unreviewed_feedback_never_reaches_training(tmp_path, capsys):
     assert "only when a person has checked it" in err and "--reviewed" in err and not out.exists()
     assert main(["feedback", "export", str(db), str(out), "--reviewed"]) == 0
     assert len(list((out / "Battery").iterdir())) == 1
+
+
+def test_photo_bytes_are_budgeted_per_network_and_in_all(tmp_path):
+    """One address stored 239 MB in 8 s when only rows were counted."""
+    photos = [noise_png(i, size=24) for i in range(4)]
+    size = len(photos[0])
+    store = open_store(str(tmp_path / "feedback.sqlite"), network_bytes=int(1.5 * size), max_bytes=int(3.5 * size))
+    store.add(row_for(photos[0]), photos[0], "198.51.100.0/24")
+    store.add(row_for(photos[0], "Paper"), photos[0], "198.51.100.0/24")  # the same photo costs nothing again
+    with pytest.raises(BinwiseError, match="this network has sent") as refused:
+        store.add(row_for(photos[1]), photos[1], "198.51.100.0/24")
+    assert refused.value.kind == "feedback_network_full"
+    store.add(row_for(photos[1]), photos[1], "203.0.113.0/24")
+    store.add(row_for(photos[2]), photos[2], "192.0.2.0/24")
+    with pytest.raises(BinwiseError, match="MiB of photos") as full:
+        store.add(row_for(photos[3]), photos[3], "100.64.0.0/24")
+    assert full.value.kind == "feedback_store_full"
+    assert len(store.rows()) == 4
+    store.close()
 
 
 def test_the_rate_limit_is_a_sliding_window_per_client_kept_in_the_store(tmp_path):

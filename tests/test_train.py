@@ -420,3 +420,34 @@ def test_class_balanced_loss_weights_a_small_class_up_and_keeps_the_mean_weight(
     assert weights[1] / weights[0] == pytest.approx(small_over_large)
     assert weights[labels].mean() == pytest.approx(1.0) and weights[2] == 0  # a class with no photo
     assert class_weights(labels, 3, HEAD) is None
+
+
+def test_sigterm_ends_training_with_a_checkpoint_that_resumes(pretrained, data, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "binwise.cli", "train", str(data), "--pretrained", str(pretrained),
+               "--run-dir", str(run), "--cache-dir", str(tmp_path / "cache"), "--quiet", "--mode", "finetune",
+               "--epochs", "200", "--batch-size", "4", "--workers", "0", "--engine", "torch", "--cached-views", "0",
+               "--warm-start-head", "false", "--val-fraction", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(run.glob("checkpoints/*/ckpt-*.safetensors")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted: saved" in err and "--resume" in err, err[-2000:]
+    assert not (run / "model.safetensors").exists()
+    named = err.split("interrupted: saved ", 1)[1].split(" ", 1)[0]
+    assert Path(named).is_file()  # the checkpoint --resume starts from (test_killed_run_resumes... resumes one)
+    from safetensors import safe_open
+
+    with safe_open(named, "pt") as f:
+        assert not json.loads(f.metadata()["binwise_checkpoint"])["done"]

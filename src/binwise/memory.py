@@ -65,10 +65,10 @@ class UploadBudget(MemoryBudget):
     async def reserve(self, nbytes: int, name: str, client: str = "") -> AsyncIterator[None]:
         """Hold ``nbytes`` (at most the whole budget) while the block runs; BinwiseError
         ``upload_busy`` when no room frees up within ``wait_s``, ``client_upload_busy`` at once when
-        ``client`` already holds its share."""
+        ``client`` (when named) already holds its share."""
         nbytes = min(nbytes, self.total)
         held = self.by_client.get(client, 0)
-        if held and held + nbytes > self.per_client:
+        if client and held and held + nbytes > self.per_client:
             raise BinwiseError(f"this client is already sending uploads of {held / MIB:,.0f} MiB; one client may "
                                f"send at most {self.per_client / MIB:,.0f} MiB at once", name, kind="client_upload_busy")
         self.by_client[client] = held + nbytes  # counted at once, so waiting uploads count too

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 from .errors import BinwiseError
-from .feedback import DEFAULT_MAX_ROWS
+from .feedback import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_NETWORK_BYTES
 
 MIB = 1024 * 1024
 
@@ -61,6 +61,12 @@ class ServeConfig:
         "--feedback-rate", "feedbacks one client may post a minute; more get 429", unit="N"))
     feedback_max_rows: int = field(default=DEFAULT_MAX_ROWS, metadata=_flag(
         "--feedback-max-rows", "rows the feedback store may hold; past that feedback gets 507", unit="N"))
+    feedback_max_bytes: int = field(default=DEFAULT_MAX_BYTES, metadata=_flag(
+        "--feedback-max-mb", "photo bytes the feedback store may hold; past that feedback gets 507", scale=MIB,
+        unit="MB"))
+    feedback_network_bytes: int = field(default=DEFAULT_NETWORK_BYTES, metadata=_flag(
+        "--feedback-network-mb", "photo bytes one network (IPv4 /24, IPv6 /56) may store; past that its "
+        "feedback gets 429", scale=MIB, unit="MB"))
     api_key: str | None = field(default=None, metadata=_flag(
         "--api-key", "require this key (X-API-Key header) on every /v1/ request (default: $BINWISE_API_KEY; "
         "none: open). The page passes it on from its own URL, /?key=KEY", unit="KEY", limit=False))

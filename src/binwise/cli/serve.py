@@ -73,7 +73,8 @@ def run(args) -> int:
     if args.feedback_db:
         from ..feedback.store import open_store
 
-        feedback_store = open_store(args.feedback_db, max_rows=config.feedback_max_rows)
+        feedback_store = open_store(args.feedback_db, max_rows=config.feedback_max_rows,
+                                    max_bytes=config.feedback_max_bytes, network_bytes=config.feedback_network_bytes)
         print(f"binwise serve: feedback recorded in {feedback_store.name}", flush=True)
     app = create_app(classifier, config, feedback_store=feedback_store)
     print(f"binwise serve: {classifier.model_id} at http://{args.host}:{args.port}/ (API docs at /docs)",

@@ -101,6 +101,7 @@ def run(args) -> int:
                        resolve_pretrained(args.pretrained), Path(args.cache_dir) if args.cache_dir else None,
                        Path(args.taxonomy) if args.taxonomy else None, tuple(Path(e) for e in args.extra))
     if args.devices == 1:  # one process, or one of torchrun's
+        stop_on_sigterm()
         try:
             return train_and_report(spec, not args.quiet)
         finally:
@@ -113,6 +114,17 @@ def run(args) -> int:
     except mp.ProcessExitedException as e:  # its error is printed by the process
         return e.exit_code if e.exit_code and e.exit_code > 0 else 1
     return 0
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler, systemd, docker stop) ends training as Ctrl-C does: the phase saves a
+    checkpoint where it is and says how to resume, instead of dying mid-write."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def process_started() -> float:

@@ -15,15 +15,14 @@ from contextlib import contextmanager
 import psycopg
 
 from ..errors import BinwiseError
-from . import DEFAULT_MAX_ROWS
 from .store import FeedbackRow, SqlStore, without_password
 
 
 class PostgresStore(SqlStore):
     ID_COLUMN = "BIGSERIAL PRIMARY KEY"
 
-    def __init__(self, url: str, max_rows: int = DEFAULT_MAX_ROWS):
-        super().__init__(max_rows)
+    def __init__(self, url: str, **limits):
+        super().__init__(**limits)
         self.url = url
         self.name = without_password(url)
         self._db = self._connect()

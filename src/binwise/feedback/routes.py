@@ -37,7 +37,7 @@ FEEDBACK_BODY = {
     }
 }
 # HTTP status of the store's refusals: full (507 Insufficient Storage) or failing (503)
-STORE_ERROR_STATUS = {"feedback_store_full": 507, "disk_full": 507}
+STORE_ERROR_STATUS = {"feedback_store_full": 507, "disk_full": 507, "feedback_network_full": 429}
 RATE_WINDOW_S = 60.0
 
 
@@ -69,9 +69,9 @@ def add_feedback_route(app: FastAPI, store, classifier, score_upload, holding_up
             return await asyncio.get_running_loop().run_in_executor(writer, call, *args)
         except BinwiseError as e:
             log.warning("feedback not recorded: %s", e)  # the server's own paths stay in its log
-            raise ServiceError(STORE_ERROR_STATUS.get(e.kind, 503), e.kind,
-                               "the feedback was not recorded: " + ("the store is full" if e.kind in STORE_ERROR_STATUS
-                                                                    else "its store is unavailable; retry shortly")) from None
+            why = {"feedback_network_full": str(e)}.get(e.kind, "the store is full" if e.kind in STORE_ERROR_STATUS
+                                                       else "its store is unavailable; retry shortly")
+            raise ServiceError(STORE_ERROR_STATUS.get(e.kind, 503), e.kind, "the feedback was not recorded: " + why) from None
 
     @app.post("/v1/feedback", openapi_extra=FEEDBACK_BODY,
               summary="Tell the service a photo's right class (the model got it wrong, or was unsure)")
@@ -103,7 +103,7 @@ def add_feedback_route(app: FastAPI, store, classifier, score_upload, holding_up
         photo = await asyncio.get_running_loop().run_in_executor(None, without_metadata, upload.data)
         row = new_row(photo, model=classifier.model_id, predicted=prediction.top[0].en,
                       predicted_status=prediction.status, corrected=corrected, note=note, client=client)
-        stored, already = await in_store(store.add, row, photo)
+        stored, already = await in_store(store.add, row, photo, network_of(client))
         return {"recorded": True, "already_recorded": already, "id": stored.id, "time": stored.time,
                 "model": stored.model, "photo_sha256": stored.photo_sha256,
                 "predicted": {"class": stored.predicted, "status": stored.predicted_status},

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from ..errors import BinwiseError
 from ..modelfile import atomic_write
-from . import DEFAULT_MAX_ROWS
 from .store import FeedbackRow, SqlStore
 
 # seconds a writer waits for another process's transaction (binwise feedback list while serving)
@@ -26,8 +25,8 @@ BUSY_TIMEOUT_S = 30
 class SqliteStore(SqlStore):
     ID_COLUMN = "INTEGER PRIMARY KEY"
 
-    def __init__(self, path: Path, max_rows: int = DEFAULT_MAX_ROWS):
-        super().__init__(max_rows)
+    def __init__(self, path: Path, **limits):
+        super().__init__(**limits)
         self.path = path
         self.photos = path.parent / "photos"
         self.name = str(path)

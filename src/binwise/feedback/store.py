@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import BinwiseError
 from ..images import format_by_signature
-from . import DEFAULT_MAX_ROWS
+from . import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_NETWORK_BYTES
 
 # file suffix of each format images.format_by_signature names
 SUFFIXES = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "BMP": "bmp", "WebP": "webp", "TIFF": "tif"}
@@ -63,8 +63,9 @@ class SqlStore:
 
     ID_COLUMN = ""
 
-    def __init__(self, max_rows: int = DEFAULT_MAX_ROWS):
-        self.max_rows = max_rows
+    def __init__(self, max_rows: int = DEFAULT_MAX_ROWS, max_bytes: int = DEFAULT_MAX_BYTES,
+                 network_bytes: int = DEFAULT_NETWORK_BYTES):
+        self.max_rows, self.max_bytes, self.network_bytes = max_rows, max_bytes, network_bytes
         self._lock = threading.Lock()  # one connection, used by one thread at a time
 
     def schema(self) -> list[str]:
@@ -75,7 +76,10 @@ class SqlStore:
             UNIQUE (photo_sha256, corrected, model))""",
                 # the rate limit's recent posts (``admit``), kept for one window
                 "CREATE TABLE IF NOT EXISTS feedback_requests (client TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
-                "CREATE INDEX IF NOT EXISTS feedback_requests_by_client ON feedback_requests (client, at)"]
+                "CREATE INDEX IF NOT EXISTS feedback_requests_by_client ON feedback_requests (client, at)",
+                # the photo bytes each network has stored (the byte budgets of ``add``)
+                "CREATE TABLE IF NOT EXISTS feedback_bytes (network TEXT NOT NULL, sha256 TEXT NOT NULL, "
+                "bytes BIGINT NOT NULL, PRIMARY KEY (network, sha256))"]
 
     def paramstyle(self, sql: str) -> str:
         return sql
@@ -116,8 +120,10 @@ class SqlStore:
                     {"client": client, "at": now})
         return None
 
-    def add(self, row: FeedbackRow, photo: bytes) -> tuple[FeedbackRow, bool]:
-        """Store ``row`` and its photo; (the stored row, whether it was already recorded)."""
+    def add(self, row: FeedbackRow, photo: bytes, network: str = "") -> tuple[FeedbackRow, bool]:
+        """Store ``row`` and its photo; (the stored row, whether it was already recorded). A new photo
+        is refused when the store's photos would pass ``max_bytes`` (``feedback_store_full``) or those
+        of ``network`` would pass ``network_bytes`` (``feedback_network_full``)."""
         names = COLUMNS[1:]
         insert = self.paramstyle(f"INSERT INTO feedback ({', '.join(names)}) VALUES "
                                  f"({', '.join(':' + n for n in names)}) "
@@ -130,11 +136,31 @@ class SqlStore:
             if self._count(execute) >= self.max_rows:
                 raise BinwiseError(f"the feedback store holds its limit of {self.max_rows:,} rows",
                                    kind="feedback_store_full")
+            self._check_bytes(execute, row.photo_sha256, len(photo), network)
             self.store_photo(execute, row, photo)
             inserted = execute(insert, values).fetchone()
             if inserted is None:  # another replica recorded it between our look and our insert
                 return self._find(execute, row), True
         return FeedbackRow(inserted[0], *astuple(row)[1:]), False
+
+    def _check_bytes(self, execute, sha256: str, size: int, network: str) -> None:
+        """Count the photo against the byte budgets, or refuse it (a photo a network already sent
+        costs it nothing again)."""
+        def stored(where: str = "", **params) -> int:
+            return execute(self.paramstyle(f"SELECT COALESCE(SUM(bytes), 0) FROM feedback_bytes {where}"),
+                           params).fetchone()[0]
+
+        if stored("WHERE network = :network AND sha256 = :sha256", network=network, sha256=sha256):
+            return
+        mib = 1024 * 1024
+        if network and stored("WHERE network = :network", network=network) + size > self.network_bytes:
+            raise BinwiseError(f"this network has sent {self.network_bytes / mib:,.0f} MiB of feedback photos, "
+                               "its share", kind="feedback_network_full")
+        if stored() + size > self.max_bytes:
+            raise BinwiseError(f"the feedback store holds its limit of {self.max_bytes / mib:,.0f} MiB of photos",
+                               kind="feedback_store_full")
+        execute(self.paramstyle("INSERT INTO feedback_bytes (network, sha256, bytes) VALUES (:network, :sha256, "
+                                ":bytes)"), {"network": network, "sha256": sha256, "bytes": size})
 
     def _find(self, execute, row: FeedbackRow) -> FeedbackRow | None:
         found = execute(self.paramstyle(f"SELECT {', '.join(COLUMNS)} FROM feedback WHERE photo_sha256 = :photo_sha256 "
@@ -157,18 +183,19 @@ class SqlStore:
             return self._count(execute)
 
 
-def open_store(spec: str, *, create: bool = True, max_rows: int = DEFAULT_MAX_ROWS) -> SqlStore:
+def open_store(spec: str, *, create: bool = True, **limits) -> SqlStore:
     """The store ``spec`` names: a ``postgresql://`` (or ``postgres://``) URL, else a SQLite file
-    path. ``create=False``: a missing SQLite file is an error (listing and exporting)."""
+    path. ``create=False``: a missing SQLite file is an error (listing and exporting). ``limits``:
+    ``max_rows``, ``max_bytes``, ``network_bytes`` (``SqlStore``)."""
     if re.match(r"postgres(ql)?://", spec):
         from .postgres_store import PostgresStore
 
-        return PostgresStore(spec, max_rows=max_rows)
+        return PostgresStore(spec, **limits)
     from .sqlite_store import SqliteStore
 
     if not create and not Path(spec).is_file():
         raise BinwiseError("no feedback database here (binwise serve --feedback-db creates it)", spec)
-    return SqliteStore(Path(spec), max_rows=max_rows)
+    return SqliteStore(Path(spec), **limits)
 
 
 def without_password(url: str) -> str:

@@ -228,9 +228,13 @@ def fit(phase: Phase, config: TrainConfig, progress: Progress = SILENT, budget: 
         progress.end()
         state.update(epoch=epoch, step_in_epoch=step, global_step=epoch * phase.steps_per_epoch + step,
                      plan=plan.saved())
-        if step > start_step and main:
-            path = save_checkpoint(phase.folder, phase.module, optimizer, state)
-            log.warning("interrupted: saved %s; continue with --resume", path)
+        if main:
+            if step > start_step:
+                path = save_checkpoint(phase.folder, phase.module, optimizer, state)
+                log.warning("interrupted: saved %s; continue with --resume", path)
+            else:  # nothing new since the last checkpoint (the epoch had not taken a step)
+                log.warning("interrupted: saved %s before; continue with --resume",
+                            latest_checkpoint(phase.folder) or "nothing yet")
         raise
     progress.end()
     if budget is not None and len(plan.changes) > state["planned_first"][1]:
