@@ -203,10 +203,9 @@ def test_rebin_changes_bins_not_class_probabilities(pretrained, tmp_path, capsys
 
 @pytest.mark.parametrize("path", ["whole network on photos", "last blocks on cached activations"])
 def test_auto_mode_says_what_it_chose_and_why(pretrained, flat, tmp_path, path):  # noqa: F811
-    config = replace(DEFAULT, epochs=2, batch_size=8, workers=0, engine="torch",
-                     augment=replace(DEFAULT.augment, crop_size=48))
-    if path.startswith("last blocks"):
-        config = replace(config, cached_views=1, trainable_blocks=2, augment=DEFAULT.augment)
+    config = replace(DEFAULT, epochs=2, batch_size=8, workers=0, engine="torch", cached_views=1, trainable_blocks=2)
+    if path.startswith("whole network"):
+        config = replace(config, cached_views=0, trainable_blocks=None, augment=replace(DEFAULT.augment, crop_size=48))
     metrics = train(RunSpec(config.validate(), flat, tmp_path / "run", pretrained, tmp_path / "cache"))
     assert metrics["mode"] == "auto" and metrics["chosen"] in ("head", "finetune") and metrics["reason"]
     assert metrics["probe_val_acc"] is not None and metrics["finetune_val_acc"] is not None

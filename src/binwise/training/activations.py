@@ -20,7 +20,7 @@ from ..data import Sample
 from ..model import MobileNetV2
 from .config import TrainConfig
 from .context import RunContext
-from .loop import Phase, class_weights, epoch_order, fit, freeze_batchnorm, validation_metrics
+from .loop import Budget, Phase, class_weights, epoch_order, fit, freeze_batchnorm, validation_metrics
 
 
 def prefix_activations(model: MobileNetV2, ctx: RunContext, samples: list[Sample], views: int, split: int,
@@ -75,12 +75,12 @@ def activation_phase(name: str, model: MobileNetV2, split: int, train_acts: feat
 
 def finetune_on_activations(model: MobileNetV2, ctx: RunContext, train: list[Sample], val: list[Sample],
                             split: int, config: TrainConfig, name: str, folder,
-                            val_acts: feats.Features | None = None) -> list[dict]:
+                            val_acts: feats.Features | None = None, budget: Budget | None = None) -> list[dict]:
     """Train blocks ``split:`` and the head on cached prefix activations of ``train``, monitored on
-    ``val`` (whose activations the caller may have computed already)."""
+    ``val`` (whose activations the caller may have computed already); ``budget``: end by its deadline."""
     model.to(ctx.device)
     train_acts = prefix_activations(model, ctx, train, config.cached_views, split, config)
     if val and val_acts is None:
         val_acts = prefix_activations(model, ctx, val, 0, split, config)
     phase = activation_phase(name, model, split, train_acts, val_acts, config, ctx, ctx.checkpoints(folder))
-    return fit(phase, config, ctx.progress)
+    return fit(phase, config, ctx.progress, budget)
