@@ -159,8 +159,9 @@ class SqlStore:
         if stored() + size > self.max_bytes:
             raise BinwiseError(f"the feedback store holds its limit of {self.max_bytes / mib:,.0f} MiB of photos",
                                kind="feedback_store_full")
+        # another replica may count the same photo at the same moment: one row either way
         execute(self.paramstyle("INSERT INTO feedback_bytes (network, sha256, bytes) VALUES (:network, :sha256, "
-                                ":bytes)"), {"network": network, "sha256": sha256, "bytes": size})
+                                ":bytes) ON CONFLICT DO NOTHING"), {"network": network, "sha256": sha256, "bytes": size})
 
     def _find(self, execute, row: FeedbackRow) -> FeedbackRow | None:
         found = execute(self.paramstyle(f"SELECT {', '.join(COLUMNS)} FROM feedback WHERE photo_sha256 = :photo_sha256 "
