@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ipaddress
 import logging
 import math
 import time
@@ -46,8 +47,6 @@ def network_of(address: str) -> str:
     what one household, office or cloud tenant gets), so that many addresses of one sender share
     one limit (200 poisoned labels came from 8 addresses of one network in 16 s). Anything that is
     not an IP address counts as itself."""
-    import ipaddress
-
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

@@ -114,10 +114,7 @@ def finetune_last_blocks(model: MobileNetV2, ctx: RunContext, splits: Splits, de
     seconds_per_view = (time.perf_counter() - plan_started) / max(len(splits.val), 1)
     seconds_per_photo_step = step_seconds(trainable_suffix(model, split), val_acts.features[:config.batch_size, 0],
                                           ctx.device)
-    # after fine-tuning, every photo is scored once more by the whole model (test report, calibration)
-    after = eval_seconds(model, ctx.pre.input_size, config.feature_batch_size, ctx.device) \
-        * (len(splits.train) + len(splits.val) + len(splits.test))
-    deadline = ctx.started + config.time_budget - RESERVE_SECONDS
+    deadline, after, _ = scoring_deadline(model, ctx, splits)
     left = deadline - after - time.perf_counter()
     plan = fit_plan(config, len(splits.train), len(splits.val), seconds_per_view, seconds_per_photo_step, left)
     if plan is None:
@@ -147,9 +144,7 @@ def finetune_on_photos(model: MobileNetV2, ctx: RunContext, splits: Splits, deta
     crop = crop_side(ctx.pre, config.augment)
     batch = torch.randn(config.batch_size, 3, crop, crop).contiguous(memory_format=torch.channels_last)
     step = step_seconds(model, batch, ctx.device)
-    eval_photo = eval_seconds(model, ctx.pre.input_size, config.feature_batch_size, ctx.device)
-    after = eval_photo * (len(splits.train) + len(splits.val) + len(splits.test))  # outputs for the model file
-    deadline = ctx.started + config.time_budget - RESERVE_SECONDS
+    deadline, after, eval_photo = scoring_deadline(model, ctx, splits)
     steps_per_epoch = math.ceil(len(splits.train) / config.batch_size)
     left = deadline - after - time.perf_counter()
     details["finetune_plan"] = {"crop_size": crop, "seconds_per_photo_step": round(step, 5),
@@ -167,6 +162,16 @@ def finetune_on_photos(model: MobileNetV2, ctx: RunContext, splits: Splits, deta
     val = model_outputs(model, ctx, splits.val, "finetune")
     right = (val.logits.argmax(1) == val.labels).tolist()
     return history, {s.path: r for s, r in zip(val.samples, right)}
+
+
+def scoring_deadline(model: MobileNetV2, ctx: RunContext, splits: Splits) -> tuple[float, float, float]:
+    """(deadline, seconds after fine-tuning, seconds per scored photo): fine-tuning and the scoring
+    that follows it (every photo once more by the whole model: test report, calibration) end by the
+    deadline, which keeps ``RESERVE_SECONDS`` of the budget for the model file and the figures."""
+    config = ctx.config
+    per_photo = eval_seconds(model, ctx.pre.input_size, config.feature_batch_size, ctx.device)
+    after = per_photo * (len(splits.train) + len(splits.val) + len(splits.test))
+    return ctx.started + config.time_budget - RESERVE_SECONDS, after, per_photo
 
 
 def mcnemar_one_sided(fixed: int, broken: int) -> float:

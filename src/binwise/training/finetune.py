@@ -142,11 +142,11 @@ def prepare_batchnorm(model: MobileNetV2, ctx: RunContext, train: list[Sample], 
 def finetune_blocks(model: MobileNetV2, ctx: RunContext, train: list[Sample], val: list[Sample],
                     config: TrainConfig, name: str, folder: str, budget: Budget | None = None) -> list[dict]:
     """Fine-tune the trainable blocks and the head from the model as it is (head already warm);
-    ``budget``: end by its deadline (photos decoded every step only)."""
+    ``budget``: end by its deadline."""
     split = frozen_prefix(model)
     if config.cached_views:
         if split > 0 and config.batchnorm == "frozen":
-            return finetune_on_activations(model, ctx, train, val, split, config, name, folder)
+            return finetune_on_activations(model, ctx, train, val, split, config, name, folder, budget=budget)
         log.info("%s: decoding photos every step: cached activations need a frozen prefix and batchnorm "
                  "frozen (trainable_blocks %s, batchnorm %s)", name, config.trainable_blocks, config.batchnorm)
     model.to(memory_format=torch.channels_last)  # 1.5-1.9x faster training steps on these CPUs too

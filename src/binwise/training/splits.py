@@ -34,6 +34,8 @@ class Splits:
 
 
 def make_splits(dataset: Dataset, config: TrainConfig) -> Splits:
+    if dataset.test and not config.val_fraction:  # nothing to draw: no photo need be looked at
+        return Splits(dataset.train, [], dataset.test, seeded=False)
     groups = near_duplicate_groups(dataset.train, config.workers)
     if dataset.test:
         rest, val = _held_out(dataset.train, config.val_fraction, config.seed, groups)
