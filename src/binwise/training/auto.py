@@ -9,7 +9,7 @@
    photos decoded and augmented every step at ``augment.crop_size`` (``finetune_on_photos``). Either
    way the steps are re-fitted to the pace as they run (``pace``): a shared machine cuts them.
 3. Keep the fine-tuned model only if it is significantly better on validation than the probe
-   (McNemar's exact test on the photos where the two disagree, one-sided p < ``SIGNIFICANCE``);
+   (McNemar's exact test on the photos where the two disagree, one-sided p < ``finetune_significance``);
    otherwise the probe, retrained on all of train. A validation split of a few hundred photos
    cannot tell a gain of two or three photos from noise, and the probe is the simpler model.
 
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 ENOUGH = 0.995  # probe validation accuracy above which fine-tuning is not tried
 RESERVE_SECONDS = 15.0  # kept for the final evaluation's fixed costs, the model file and the figures
-SIGNIFICANCE = 0.05  # how unlikely fine-tuning's validation gain must be under "no real difference"
 MIN_EPOCHS = 2  # fine-tuning on photos is tried only when this many epochs fit
 EVAL_OVERHEAD = 1.15  # scoring photos costs this much more than the bare forward (decoding, batching)
 
@@ -94,7 +93,7 @@ def train_auto(model: MobileNetV2, ctx: RunContext, splits: Splits) -> TrainingO
     details["finetune_fixed_broken"] = [fixed, broken]
     summary = (f"fine-tuning {tuned_val:.1%} on validation against the probe's {probe_val:.1%} "
                f"({fixed} photos fixed, {broken} broken, p = {p_value:.2g})")
-    if fixed > broken and p_value < SIGNIFICANCE:
+    if fixed > broken and p_value < config.finetune_significance:
         log.info("auto: kept the fine-tuned model: %s", summary)
         return TrainingOutcome(phases, "finetune", summary, tuned_val, details)
     return keep_probe(f"{summary}: not a significant gain", probe_val)

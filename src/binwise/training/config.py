@@ -116,6 +116,9 @@ class TrainConfig:
     unknown_rate: float = 0.02
     calibration_folds: int = 5
     time_budget: float = 600.0  # auto mode: seconds the whole run may take (fine-tuning fits in what is left)
+    # auto mode: keep fine-tuning only when McNemar's one-sided p of its validation gain over the probe
+    # is below this (1: whenever it fixes more validation photos than it breaks)
+    finetune_significance: float = 0.05
     seed: int = 0
     workers: int = 2  # DataLoader processes decoding photos
     feature_batch_size: int = 32
@@ -158,6 +161,8 @@ class TrainConfig:
              f"data_on_device must be auto, yes or no, got {self.data_on_device!r}"),
             (isinstance(self.warm_start_head, bool), f"warm_start_head must be true or false, got {self.warm_start_head!r}"),
             (self.batchnorm in ("train", "frozen"), f"batchnorm must be train or frozen, got {self.batchnorm!r}"),
+            (0 < self.finetune_significance <= 1,
+             f"finetune_significance must be in (0, 1], got {self.finetune_significance}"),
             (0 < self.target_accuracy <= 1, f"target_accuracy must be in (0, 1], got {self.target_accuracy}"),
             (0 <= self.unknown_rate < 1, f"unknown_rate must be in [0, 1), got {self.unknown_rate}"),
             (self.calibration_folds >= 2, f"calibration_folds must be at least 2, got {self.calibration_folds}"),
