@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/eval_formats.py [--model M.safetensors] [--data DIR] [--json out.json]
 
 Without ``--model`` it trains one first (``binwise train --mode head``, the quickstart's model). Each
-file goes through the same ``binwise.evaluate.evaluate`` on the dataset's test split; the table
+file goes through the same ``binwise.evaluation.evaluate.evaluate`` on the dataset's test split; the table
 gives each one's top-1, top-5, bin accuracy and macro F1, and how many photos each ONNX file
 answers differently from the .safetensors model. Goal: the fp32 export's report equals the
 model's, int8 within its quantisation error (agreement >= 99%, drop <= 1 point).
@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from binwise.evaluate import evaluate
+from binwise.evaluation.evaluate import evaluate
 from binwise.export import export_onnx
 from binwise.paths import resolve_data
 

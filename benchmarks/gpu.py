@@ -22,8 +22,8 @@ import time
 import torch
 import torchvision
 
-from binwise.cuda_graph import CudaGraphModel
-from binwise.model import MobileNetV2
+from binwise.inference.cuda_graph import CudaGraphModel
+from binwise.model.network import MobileNetV2
 from binwise.preprocessing import IMAGENET, with_pixel_input
 
 

@@ -23,10 +23,10 @@ import numpy as np
 
 def dump(out: str, models: list[str], data: str | None) -> None:
     """In one environment: crops and top-1 classes of the test photos, saved to ``out`` (.npz)."""
-    from binwise.bench import image_library
+    from binwise.evaluation.bench import image_library
     from binwise.images import is_image_file
     from binwise.paths import resolve_data
-    from binwise.predict import Classifier
+    from binwise.inference.classifier import Classifier
 
     photos = sorted(str(p) for p in (resolve_data(data) / "test").rglob("*") if is_image_file(p))
     top1 = {}

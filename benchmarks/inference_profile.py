@@ -27,10 +27,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from binwise.bench import bench_photos, image_library, sample_jpeg
-from binwise.onnx_backend import _session
+from binwise.evaluation.bench import bench_photos, image_library, sample_jpeg
+from binwise.inference.onnx_runner import _session
 from binwise.paths import resolve_data
-from binwise.predict import Classifier
+from binwise.inference.classifier import Classifier
 
 # cProfile entries -> the part of predict they belong to
 PARTS = {"onnxruntime": "onnxruntime_pybind11_state.run", "resize": "'resize' of 'ImagingCore'",

@@ -24,11 +24,11 @@ import torch
 from binwise.export import export_onnx
 from binwise.export.onnx_file import INT8_FORMATS
 from binwise.images import is_image_file, load_for_model
-from binwise.modelfile import ModelFile, save_model
-from binwise.model import MobileNetV2
+from binwise.model.file import ModelFile, save_model
+from binwise.model.network import MobileNetV2
 from binwise.paths import resolve_data, resolve_pretrained
-from binwise.predict import Classifier
-from binwise.taxonomy import GARBAGE26
+from binwise.inference.classifier import Classifier
+from binwise.taxonomy.classes import GARBAGE26
 
 
 def labelled_photos(split_dir: Path) -> list[tuple[Path, int]]:

@@ -36,7 +36,7 @@ import httpx
 import numpy as np
 
 from binwise.paths import resolve_data
-from binwise.serve_process import serving
+from binwise.serving.process import serving
 
 
 def memory_mib(pid: int) -> dict[str, float]:

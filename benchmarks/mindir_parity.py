@@ -22,7 +22,7 @@ import torch
 
 from binwise.export.mindir_file import export_mindir, mindspore_python
 from binwise.images import is_image_file, load_for_model
-from binwise.modelfile import load_model
+from binwise.model.file import load_model
 from binwise.paths import resolve_data
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,13 +22,13 @@ import shutil
 from pathlib import Path
 
 from binwise.paths import resolve_data
-from binwise.taxonomy import GARBAGE26
+from binwise.taxonomy.classes import GARBAGE26
 
 MATERIALS = ["Newspaper", "Cardboard", "Paper", "Glassware", "Glass Bottle", "Plastic Bottle", "Metalware", "Cans"]
 
 
 def default_out() -> Path:
-    from binwise.features import default_cache_dir
+    from binwise.training.feature_cache import default_cache_dir
 
     return default_cache_dir() / "proxies"
 

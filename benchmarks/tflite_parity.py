@@ -30,9 +30,9 @@ import torch
 
 from binwise.export.tflite_file import export_tflite
 from binwise.images import is_image_file, load_crop
-from binwise.modelfile import load_model
+from binwise.model.file import load_model
 from binwise.paths import resolve_data
-from binwise.predict import Classifier
+from binwise.inference.classifier import Classifier
 from binwise.preprocessing import with_pixel_input
 
 REPO = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from binwise.images import load_for_model
-from binwise.model import MobileNetV2
+from binwise.model.network import MobileNetV2
 from binwise.paths import resolve_data, resolve_imagenet_samples, resolve_pretrained
 from binwise.preprocessing import MINUS_ONE_TO_ONE
 from binwise.weights.batchnorm import unfold_batchnorm

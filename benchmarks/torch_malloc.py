@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/torch_malloc.py MODEL.safetensors [--threads 2]
 
 Runs the model at batch 1 and 32 in two fresh processes, with glibc's default settings and with
-``binwise.predict.keep_freed_memory()`` (what the torch backend of ``Classifier`` calls), and
+``binwise.inference.classifier.keep_freed_memory()`` (what the torch backend of ``Classifier`` calls), and
 prints time, minor page faults and kernel time per call, and peak memory. With the defaults,
 activations above glibc's mmap threshold are mmapped and unmapped on every call, so each call
 faults them back in page by page.
@@ -22,8 +22,8 @@ import time
 def measure(model_path: str, threads: int, keep: bool) -> list[dict]:
     import torch
 
-    from binwise.modelfile import load_model
-    from binwise.predict import keep_freed_memory
+    from binwise.model.file import load_model
+    from binwise.inference.classifier import keep_freed_memory
 
     if keep:
         keep_freed_memory()

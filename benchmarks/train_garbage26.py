@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from binwise.paths import resolve_data
-from binwise.taxonomy import GARBAGE26
+from binwise.taxonomy.classes import GARBAGE26
 
 
 def run_train(args: list[str], run_dir: Path, env: dict) -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 from proxies import default_out
 
 from binwise.paths import resolve_pretrained
-from binwise.schedules import ScheduleConfig
+from binwise.training.schedules import ScheduleConfig
 from binwise.training.config import FINETUNE
 from binwise.training.run import train
 from binwise.training.run_spec import RunSpec

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from binwise import features
+from binwise.training import feature_cache as features
 from binwise.training.config import HEAD
-from binwise.data import load_dataset, stratified_split
+from binwise.data.dataset import load_dataset, stratified_split
 from binwise.paths import resolve_data, resolve_pretrained
 from binwise.training.head import head_phase
 from binwise.training.loop import fit

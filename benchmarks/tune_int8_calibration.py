@@ -26,7 +26,7 @@ import numpy as np
 from binwise.export.onnx_file import CALIBRATIONS, DEFAULT_CALIBRATION_COUNT, calibration_photos, export_onnx
 from binwise.images import is_image_file, load_crop
 from binwise.paths import resolve_data
-from binwise.predict import Classifier
+from binwise.inference.classifier import Classifier
 
 
 def held_out_photos(data_dir: Path, calibration: list[Path], count: int, seed: int = 1) -> list[Path]:

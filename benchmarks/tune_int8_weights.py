@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from binwise.export import export_onnx
-from binwise.status import softmax
+from binwise.model.status import softmax
 from binwise.export.onnx_file import ACTIVATION_RANGES, CALIBRATIONS, CONV_PRECISIONS, WEIGHT_RANGES
 from binwise.images import is_image_file
-from binwise.predict import Classifier
+from binwise.inference.classifier import Classifier
 from binwise.paths import resolve_data
 from held_out import FOLDS, REPO, over_folds, validation_model, validation_trees
 

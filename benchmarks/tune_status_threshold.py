@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from binwise import status
-from binwise.data import load_dataset
-from binwise.loader import predict_logits
-from binwise.modelfile import load_model
+from binwise.model import status
+from binwise.data.dataset import load_dataset
+from binwise.data.loader import predict_logits
+from binwise.model.file import load_model
 from binwise.training.config import TrainConfig, read_config_file
 from binwise.training.splits import make_splits
 

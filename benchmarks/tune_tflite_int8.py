@@ -37,8 +37,8 @@ import numpy as np
 from binwise.export.onnx_file import DEFAULT_CALIBRATION_COUNT, calibration_photos
 from binwise.export.tflite_file import converted, default_int8_recipe, quantize_int8
 from binwise.images import load_crop
-from binwise.modelfile import load_model
-from binwise.tflite_backend import operator_names
+from binwise.model.file import load_model
+from binwise.inference.tflite_runner import operator_names
 from held_out import FOLDS, over_folds, validation_model, validation_trees
 from tune_int8_weights import closeness
 

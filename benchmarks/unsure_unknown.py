@@ -35,13 +35,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from binwise import status
-from binwise.data import load_dataset
+from binwise.model import status
+from binwise.data.dataset import load_dataset
 from binwise.images import is_image_file, load_crop, open_image
-from binwise.modelfile import load_model
-from binwise.novelty import with_similarity
+from binwise.model.file import load_model
+from binwise.model.novelty import with_similarity
 from binwise.paths import resolve_data
-from binwise.predict import Classifier
+from binwise.inference.classifier import Classifier
 from binwise.preprocessing import with_pixel_input
 
 RENDERED_PER_KIND = 20

@@ -46,8 +46,8 @@ def pretrained_weights():
 def garbage26_model(request, garbage26_data, pretrained_weights):
     """A real garbage26 model file: the TFLite ImageNet MobileNetV2 backbone with a linear head
     fitted on the pooled features of the first few train photos of each class."""
-    from binwise.modelfile import sha256_of_file
-    from binwise.taxonomy import GARBAGE26
+    from binwise.fileio import sha256_of_file
+    from binwise.taxonomy.classes import GARBAGE26
 
     pretrained = pretrained_weights
     photos, labels = [], []
@@ -70,9 +70,9 @@ def build_quick_garbage26_model(pretrained, photos, labels, path) -> None:
     import torch
 
     from binwise.images import load_for_model
-    from binwise.model import MobileNetV2
-    from binwise.modelfile import ModelFile, save_model
-    from binwise.taxonomy import GARBAGE26
+    from binwise.model.network import MobileNetV2
+    from binwise.model.file import ModelFile, save_model
+    from binwise.taxonomy.classes import GARBAGE26
     from binwise.weights.tflite import read_tflite
 
     imagenet = read_tflite(pretrained)
@@ -116,8 +116,8 @@ def calibrated_garbage26_model(request, garbage26_model, garbage26_data):
     import torch
 
     from binwise.images import load_for_model
-    from binwise.modelfile import load_model, save_model
-    from binwise.taxonomy import GARBAGE26
+    from binwise.model.file import load_model, save_model
+    from binwise.taxonomy.classes import GARBAGE26
 
     path = request.config.cache.mkdir("binwise-models") / f"calibrated-{garbage26_model.name}"
     if path.exists():

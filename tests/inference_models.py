@@ -23,11 +23,11 @@ def tiny_model() -> Path:
     import torch
 
     from binwise.images import load_for_model
-    from binwise.model import MobileNetV2
-    from binwise.modelfile import ModelFile, save_model
+    from binwise.model.network import MobileNetV2
+    from binwise.model.file import ModelFile, save_model
     from binwise.preprocessing import MINUS_ONE_TO_ONE
     from binwise.paths import resolve_data
-    from binwise.taxonomy import GARBAGE26
+    from binwise.taxonomy.classes import GARBAGE26
 
     torch.manual_seed(0)
     model = MobileNetV2(num_classes=26, width_mult=0.35, padding="tf_same")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from binwise.serve_process import free_port
+from binwise.paths import free_port
 
 BIN_DIRS = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 

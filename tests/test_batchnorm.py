@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from binwise.images import load_for_model
-from binwise.model import MobileNetV2
+from binwise.model.network import MobileNetV2
 from binwise.paths import resolve_data, resolve_pretrained
 from binwise.preprocessing import MINUS_ONE_TO_ONE
 from binwise.weights.batchnorm import batchnorm_is_folded, conv_bn_pairs, unfold_batchnorm

@@ -2,7 +2,7 @@ import json
 
 from inference_models import tiny_model, tiny_onnx, tiny_onnx_int8
 
-from binwise.bench import format_table, run_bench, sample_jpeg
+from binwise.evaluation.bench import format_table, run_bench, sample_jpeg
 from binwise.cli import main
 from binwise.images import open_image
 from binwise.paths import resolve_data

@@ -3,10 +3,10 @@ import pytest
 import torch
 from inference_models import garbage26_test_photos, tiny_model, tiny_onnx
 
-from binwise.cuda_graph import CudaGraphModel
+from binwise.inference.cuda_graph import CudaGraphModel
 from binwise.errors import BinwiseError
-from binwise.model import MobileNetV2
-from binwise.predict import Classifier
+from binwise.model.network import MobileNetV2
+from binwise.inference.classifier import Classifier
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

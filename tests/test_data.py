@@ -6,13 +6,13 @@ import torch
 from PIL import Image
 
 from binwise.cli import main
-from binwise.data import check_dataset, load_dataset, stratified_split
-from binwise.loader import PhotoDataset, collate, single_view
+from binwise.data.dataset import check_dataset, load_dataset, stratified_split
+from binwise.data.loader import PhotoDataset, collate, single_view
 from binwise.training.augment import cpu_transform
 from binwise.training.config import TUTORIAL_AUGMENT
 from binwise.errors import BinwiseError
 from binwise.preprocessing import IMAGENET, MINUS_ONE_TO_ONE
-from binwise.taxonomy import GARBAGE26
+from binwise.taxonomy.classes import GARBAGE26
 
 COLOURS = {"blue": (20, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
 

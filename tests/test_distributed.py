@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from binwise import distributed
+from binwise.training import distributed
 from binwise.cli import main
 from binwise.training.config import TUTORIAL, save_config
 

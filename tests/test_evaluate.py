@@ -7,9 +7,9 @@ import torch
 
 from binwise.cli import main
 from binwise.training.config import HEAD
-from binwise.evaluate import classification_report, evaluate
-from binwise.schedules import ScheduleConfig
-from binwise.taxonomy import GARBAGE26, Taxonomy
+from binwise.evaluation.evaluate import classification_report, evaluate
+from binwise.training.schedules import ScheduleConfig
+from binwise.taxonomy.classes import GARBAGE26, Taxonomy
 from binwise.training.run import train
 from binwise.training.run_spec import RunSpec
 

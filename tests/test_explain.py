@@ -5,9 +5,9 @@ from PIL import Image
 
 from binwise.cli import main
 from binwise.errors import BinwiseError
-from binwise.explain import grad_cam, overlay
-from binwise.predict import Classifier
-from binwise.taxonomy import GARBAGE26
+from binwise.inference.explain import grad_cam, overlay
+from binwise.inference.classifier import Classifier
+from binwise.taxonomy.classes import GARBAGE26
 
 
 @pytest.fixture(scope="module")

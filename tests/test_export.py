@@ -15,9 +15,9 @@ from binwise.export import export_onnx
 from binwise.export.onnx_file import fold_pads_into_convs, pixels_as_quantized_input
 from binwise.export.weight_grid import uint8_grid
 from binwise.images import load_crop, normalize
-from binwise.modelfile import load_model, read_metadata
-from binwise.predict import Classifier
-from binwise.taxonomy import GARBAGE26
+from binwise.model.file import load_model, read_metadata
+from binwise.inference.classifier import Classifier
+from binwise.taxonomy.classes import GARBAGE26
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,7 +166,7 @@ def test_unsigned_int8_weights_on_a_uint8_grid_are_exact(tmp_path):
                 zero_point = round(-float(weight.min()) / step)
                 weight.copy_(step * (torch.round(weight / step + zero_point) - zero_point))
                 snapped[name] = weight.clone()
-    from binwise.modelfile import save_model
+    from binwise.model.file import save_model
 
     save_model(tmp_path / "grid.safetensors", model_file)
     graph = onnx.load(str(export_onnx(tmp_path / "grid.safetensors", tmp_path / "grid.onnx", int8=True,

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from binwise.data import load_dataset
-from binwise.features import backbone_fingerprint, extract_features, make_extractor
-from binwise.model import MobileNetV2
+from binwise.data.dataset import load_dataset
+from binwise.training.feature_cache import backbone_fingerprint, extract_features, make_extractor
+from binwise.model.network import MobileNetV2
 from binwise.preprocessing import IMAGENET, MINUS_ONE_TO_ONE, Preprocessing
 
 from test_data import make_tree

@@ -19,9 +19,9 @@ from test_service import assert_error
 
 from binwise.cli import main
 from binwise.errors import BinwiseError
-from binwise.feedback import NOT_GARBAGE, check_note, resolve_correction
-from binwise.feedback.store import new_row, open_store
-from binwise.taxonomy import GARBAGE26
+from binwise.serving.feedback import NOT_GARBAGE, check_note, resolve_correction
+from binwise.serving.feedback.store import new_row, open_store
+from binwise.taxonomy.classes import GARBAGE26
 
 
 def noise_png(seed: int, size: int = 48) -> bytes:
@@ -117,7 +117,7 @@ def test_opening_the_store_removes_a_crashed_writes_temporary_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def classifier(garbage26_model):
-    from binwise.predict import Classifier
+    from binwise.inference.classifier import Classifier
 
     return Classifier.load(garbage26_model)
 
@@ -130,7 +130,7 @@ def photo(garbage26_data) -> bytes:
 @pytest.fixture
 def served(classifier, tmp_path):
     """A TestClient of an app recording into a new SQLite store, and the store's path."""
-    from binwise.service import create_app
+    from binwise.serving.app import create_app
 
     db = tmp_path / "feedback.sqlite"
     app = create_app(classifier, max_upload_bytes=1024 * 1024, feedback_store=open_store(str(db)), feedback_rate=5)
@@ -192,7 +192,7 @@ def test_each_client_gets_its_rate_and_then_429_with_retry_after(served, photo):
 
 def test_many_addresses_of_one_network_share_one_rate_limit(classifier, photo, tmp_path):
     """The audit's poisoning: wrong labels posted from 8 addresses of one network were all accepted."""
-    from binwise.service import create_app
+    from binwise.serving.app import create_app
 
     db = tmp_path / "feedback.sqlite"
     app = create_app(classifier, feedback_store=open_store(str(db)), feedback_rate=5, trust_forwarded_for=True)
@@ -206,7 +206,7 @@ def test_many_addresses_of_one_network_share_one_rate_limit(classifier, photo, t
 
 
 def test_a_network_past_its_photo_bytes_gets_429(classifier, photo, tmp_path):
-    from binwise.service import create_app
+    from binwise.serving.app import create_app
 
     store = open_store(str(tmp_path / "feedback.sqlite"), network_bytes=len(photo) + 100)
     with TestClient(create_app(classifier, feedback_store=store)) as client:
@@ -262,7 +262,7 @@ def test_the_rate_limit_is_a_sliding_window_per_client_kept_in_the_store(tmp_pat
 
 
 def test_forwarded_for_names_the_client_only_when_trusted(classifier, photo, tmp_path):
-    from binwise.service import create_app
+    from binwise.serving.app import create_app
 
     for trusted, client_name in ((False, "testclient"), (True, "203.0.113.7")):
         db = tmp_path / f"{trusted}.sqlite"
@@ -275,7 +275,7 @@ def test_forwarded_for_names_the_client_only_when_trusted(classifier, photo, tmp
 
 
 def test_feedback_uploads_draw_on_the_services_upload_budget(classifier, photo, tmp_path):
-    from binwise.service import create_app
+    from binwise.serving.app import create_app
 
     app = create_app(classifier, feedback_store=open_store(str(tmp_path / "f.sqlite")), body_timeout_s=0.2)
     with TestClient(app) as client:
@@ -288,7 +288,7 @@ def test_feedback_uploads_draw_on_the_services_upload_budget(classifier, photo, 
 
 
 def test_without_a_store_there_is_no_feedback(classifier, photo):
-    from binwise.service import create_app
+    from binwise.serving.app import create_app
 
     with TestClient(create_app(classifier)) as client:
         assert client.get("/v1/model").json()["feedback"] is False
@@ -417,7 +417,7 @@ def test_every_acknowledged_feedback_survives_a_kill_9_of_the_server(tmp_path):
     import httpx
     from inference_models import tiny_onnx
 
-    from binwise.serve_process import serving
+    from binwise.serving.process import serving
 
     db = tmp_path / "store" / "feedback.sqlite"
     photos = [noise_png(i) for i in range(60)]
@@ -492,7 +492,7 @@ def test_a_postgres_url_without_psycopg_names_the_extra_in_one_line(monkeypatch,
     import sys
 
     monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the 'postgres' extra were not installed
-    monkeypatch.delitem(sys.modules, "binwise.feedback.postgres_store", raising=False)
+    monkeypatch.delitem(sys.modules, "binwise.serving.feedback.postgres_store", raising=False)
     assert main(["feedback", "list", "postgresql://binwise@127.0.0.1:5432/feedback"]) == 2
     error = capsys.readouterr().err
     assert "this needs psycopg" in error and "install the 'postgres' extra" in error

@@ -13,7 +13,7 @@ from postgres_server import postgres_server
 from test_feedback import noise_png, row_for
 
 from binwise.cli import main
-from binwise.feedback.store import open_store
+from binwise.serving.feedback.store import open_store
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (the 'postgres' extra; "
                               "scripts/setup-dev.sh installs it)")
@@ -37,13 +37,13 @@ def pg_url(server_url, request):
 
 @pytest.fixture(scope="module")
 def classifier(garbage26_model):
-    from binwise.predict import Classifier
+    from binwise.inference.classifier import Classifier
 
     return Classifier.load(garbage26_model)
 
 
 def test_two_replicas_share_rows_and_photos(pg_url, classifier, garbage26_data):
-    from binwise.service import create_app
+    from binwise.serving.app import create_app
 
     photo = sorted((garbage26_data / "test" / "Cans").glob("*.jpg"))[0].read_bytes()
     replicas = [TestClient(create_app(classifier, feedback_store=open_store(pg_url))) for _ in range(2)]
@@ -63,7 +63,7 @@ def test_two_replicas_share_rows_and_photos(pg_url, classifier, garbage26_data):
 
 
 def test_replicas_share_one_rate_limit(pg_url, classifier):
-    from binwise.service import create_app
+    from binwise.serving.app import create_app
 
     photos = [noise_png(i) for i in range(4)]
     replicas = [TestClient(create_app(classifier, feedback_store=open_store(pg_url), feedback_rate=3))
@@ -134,7 +134,7 @@ def test_two_binwise_serve_processes_behind_one_address_share_one_store(pg_url, 
     import httpx
     from inference_models import tiny_onnx
 
-    from binwise.serve_process import serving
+    from binwise.serving.process import serving
 
     photos = [noise_png(i) for i in range(6)]
     with serving(tiny_onnx(), tmp_path / "a.log", "--feedback-db", pg_url) as (a, _), \
@@ -154,7 +154,7 @@ def test_a_database_crash_keeps_every_acknowledged_feedback_and_the_service_reco
     """The server stopped as a crash stops it (no checkpoint, connections cut): posts meanwhile
     get 503 with the store's kind, the rows acknowledged before are there after its WAL replay,
     and the same replica writes again without a restart."""
-    from binwise.service import create_app
+    from binwise.serving.app import create_app
 
     photos = [p.read_bytes() for p in sorted((garbage26_data / "test" / "Cans").glob("*.jpg"))[:3]]
     with postgres_server() as server, TestClient(create_app(classifier,

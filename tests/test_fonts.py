@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from font_checks import CHINESE, NO_GLYPH, requires_chinese_font
 
-from binwise import fonts
+from binwise.evaluation import fonts
 
 
 def rendered(text: str) -> np.ndarray:
@@ -51,7 +51,7 @@ def test_without_a_chinese_font_figures_name_classes_in_english_and_say_what_to_
         with caplog.at_level(logging.WARNING, logger="binwise"):
             assert fonts.bilingual("Battery", "电池") == "Battery"
             assert fonts.bilingual("Paper", "纸张") == "Paper"
-        warnings = [r for r in caplog.records if r.name == "binwise.fonts"]
+        warnings = [r for r in caplog.records if r.name == "binwise.evaluation.fonts"]
         assert len(warnings) == 1 and "fonts-wqy-microhei" in warnings[0].getMessage()
     finally:
         fonts.cjk_family.cache_clear()

@@ -21,7 +21,7 @@ def test_gpu_benchmark_script_runs_quick_on_cpu(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_bf16_channels_last_matches_fp32_on_gpu():
-    from binwise.model import MobileNetV2
+    from binwise.model.network import MobileNetV2
 
     model = MobileNetV2().cuda().eval()
     x = torch.randn(8, 3, 224, 224, device="cuda")

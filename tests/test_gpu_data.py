@@ -2,7 +2,7 @@
 
 import torch
 
-from binwise.data import Sample
+from binwise.data.dataset import Sample
 from binwise.training.augment import BatchAugment, cpu_transform
 from binwise.training.config import TUTORIAL_AUGMENT, AugmentConfig
 from binwise.training.device_data import DeviceImages, decode_square, fits_on_device

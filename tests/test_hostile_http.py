@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 from PIL import Image
 
-from binwise.serve_process import serving
+from binwise.serving.process import serving
 
 KEY = "catalogue-key"
 UPLOAD_LIMIT = 1024 * 1024  # --max-upload-mb 1

@@ -253,7 +253,7 @@ def test_onnx_graphs_binwise_does_not_export_are_refused_before_they_run(tmp_pat
 def test_a_tflite_graph_that_does_not_fit_its_metadata_is_refused(tmp_path, capsys, photo):
     pytest.importorskip("ai_edge_litert")
     from binwise.export.tflite_file import with_metadata
-    from binwise.modelfile import read_metadata
+    from binwise.model.file import read_metadata
     from binwise.paths import resolve_pretrained
 
     # ImageNet's 1001 outputs under the tiny model's 26 class names

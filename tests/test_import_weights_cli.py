@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from binwise.cli import main
-from binwise.modelfile import ModelFile, load_model, save_model
+from binwise.model.file import ModelFile, load_model, save_model
 from binwise.paths import resolve_pretrained
 from binwise.preprocessing import IMAGENET
-from binwise.taxonomy import GARBAGE26
+from binwise.taxonomy.classes import GARBAGE26
 from binwise.weights.mindspore_ckpt import write_ckpt
 
 from test_weights_mindspore import BROKEN as BROKEN_CKPT, broken_ckpt_bytes, random_model

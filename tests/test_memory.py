@@ -20,8 +20,8 @@ from PIL import Image
 from binwise.errors import BinwiseError
 from binwise.images import decode_bytes
 from binwise.memory import MIB, DecodeBudget, IdleTrimmer, UploadBudget
-from binwise.predict import Classifier
-from binwise.service import create_app
+from binwise.inference.classifier import Classifier
+from binwise.serving.app import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -224,7 +224,7 @@ def test_freed_memory_goes_back_to_the_system_when_trimmed():
     result = run_python('''
         import json
         from binwise.memory import release_freed_memory
-        from binwise.predict import keep_freed_memory
+        from binwise.inference.classifier import keep_freed_memory
         import threading
         from concurrent.futures import ThreadPoolExecutor
         keep_freed_memory()

@@ -2,8 +2,7 @@ import pytest
 import torch
 import torchvision
 
-from binwise.model import (DEFAULT_INVERTED_RESIDUAL_SETTING, InvertedResidual, MobileNetV2,
-                           MobileNetV2Config, TFSameConv2d, make_divisible)
+from binwise.model.network import (DEFAULT_INVERTED_RESIDUAL_SETTING, InvertedResidual, MobileNetV2, MobileNetV2Config, TFSameConv2d, make_divisible)
 
 
 def n_params(m):

@@ -7,9 +7,9 @@ import torch
 
 from binwise import ModelFile, load_model, save_model
 from binwise.errors import BinwiseError
-from binwise.model import MobileNetV2
+from binwise.model.network import MobileNetV2
 from binwise.preprocessing import MINUS_ONE_TO_ONE
-from binwise.taxonomy import GARBAGE26, Taxonomy
+from binwise.taxonomy.classes import GARBAGE26, Taxonomy
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_info_cli_on_bad_file_is_one_line(tmp_path):
 def test_files_are_written_with_the_users_umask(tmp_path):
     import os
 
-    from binwise.modelfile import atomic_write
+    from binwise.fileio import atomic_write
 
     old = os.umask(0o022)
     try:

@@ -4,8 +4,8 @@ import numpy as np
 from PIL import Image
 
 from binwise.cli import main
-from binwise.data import load_dataset, stratified_split
-from binwise.near_duplicates import MOST, group_ids, signatures
+from binwise.data.dataset import load_dataset, stratified_split
+from binwise.data.near_duplicates import MOST, group_ids, signatures
 from binwise.training.config import TrainConfig
 from binwise.training.splits import make_splits
 

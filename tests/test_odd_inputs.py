@@ -25,8 +25,8 @@ from PIL import Image
 
 from binwise.errors import BinwiseError
 from binwise.images import open_image
-from binwise.predict import Classifier
-from binwise.service import create_app
+from binwise.inference.classifier import Classifier
+from binwise.serving.app import create_app
 
 REFERENCE = ("Orange Peel", 0)  # class folder and index of the photo every input is made from
 UPLOAD_LIMIT = 10 * 1024 * 1024  # the service's default

@@ -8,12 +8,12 @@ import pytest
 
 from binwise.cli import main
 from binwise.errors import BinwiseError
-from binwise.evaluate import evaluate, wilson_interval
-from binwise.modelfile import load_model
-from binwise.predict import Classifier
-from binwise.schedules import ScheduleConfig
-from binwise.taxonomy import GARBAGE26
-from binwise.taxonomy_file import read_taxonomy, rebinned, rule_names
+from binwise.evaluation.evaluate import evaluate, wilson_interval
+from binwise.model.file import load_model
+from binwise.inference.classifier import Classifier
+from binwise.training.schedules import ScheduleConfig
+from binwise.taxonomy.classes import GARBAGE26
+from binwise.taxonomy.files import read_taxonomy, rebinned, rule_names
 from binwise.training.config import DEFAULT, HEAD
 from binwise.training.run import train
 from binwise.training.run_spec import RunSpec
@@ -221,7 +221,7 @@ def test_auto_mode_says_what_it_chose_and_why(pretrained, flat, tmp_path, path):
 def test_layer_decay_gives_each_block_below_the_top_a_smaller_rate():
     from torch import nn
 
-    from binwise.model import MobileNetV2
+    from binwise.model.network import MobileNetV2
     from binwise.training.loop import parameter_groups
 
     model = MobileNetV2(num_classes=3, width_mult=0.35)

@@ -5,8 +5,8 @@ from dataclasses import replace
 
 import torch
 
-from binwise.model import MobileNetV2
-from binwise.schedules import ScheduleConfig
+from binwise.model.network import MobileNetV2
+from binwise.training.schedules import ScheduleConfig
 from binwise.training.config import HEAD
 from binwise.training.head import head_phase
 from binwise.training.loop import Budget, fit

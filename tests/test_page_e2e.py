@@ -14,8 +14,8 @@ import pytest
 from font_checks import CHINESE, NO_GLYPH, requires_chinese_font
 from inference_models import garbage26_test_photos, tiny_onnx
 
-from binwise.serve_process import serving
-from binwise.taxonomy import GARBAGE26
+from binwise.serving.process import serving
+from binwise.taxonomy.classes import GARBAGE26
 
 CHROMIUM = os.environ.get("BINWISE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -210,7 +210,7 @@ def test_wrong_tell_us_records_the_right_class_and_is_hidden_without_a_store(bro
     square is unknown: "not garbage" leads. Both corrections reach the store, in both languages."""
     from PIL import Image
 
-    from binwise.feedback.store import open_store
+    from binwise.serving.feedback.store import open_store
 
     with open_page(browser, server) as page:  # the module's server has no feedback store
         page.set_input_files("#file", str(sorted((garbage26_data / "test" / "Battery").glob("*.jpg"))[0]))

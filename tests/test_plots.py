@@ -3,8 +3,8 @@
 from inference_models import garbage26_test_photos
 from PIL import Image
 
-from binwise import fonts, plots
-from binwise.taxonomy import GARBAGE26
+from binwise.evaluation import fonts, plots
+from binwise.taxonomy.classes import GARBAGE26
 
 
 def test_mistakes_grid_titles_each_photo_with_its_file_name_and_both_class_names(tmp_path):

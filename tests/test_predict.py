@@ -12,9 +12,9 @@ from PIL import Image
 from binwise.cli import main
 from binwise.errors import BinwiseError
 from binwise.images import load_for_model
-from binwise.modelfile import load_model
-from binwise.predict import Classifier
-from binwise.taxonomy import GARBAGE26
+from binwise.model.file import load_model
+from binwise.inference.classifier import Classifier
+from binwise.taxonomy.classes import GARBAGE26
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,10 @@ from torchvision.models import MobileNet_V2_Weights
 from binwise import paths
 from binwise.cli import main
 from binwise.errors import BinwiseError
-from binwise.modelfile import load_model
+from binwise.model.file import load_model
 from binwise.preprocessing import IMAGENET
 from binwise.weights import import_weights
-from binwise.weights.remote import cache_path
+from binwise.downloads import cache_path
 
 from test_train import garbage26_subset
 
@@ -232,7 +232,7 @@ def test_missing_data_and_weights_say_where_to_get_them(tmp_path, monkeypatch):
 
 
 def test_which_file_names_promise_a_hash():
-    from binwise.weights.remote import expected_sha256
+    from binwise.downloads import expected_sha256
 
     assert expected_sha256("https://download.pytorch.org/models/mobilenet_v2-b0353104.pth") == "b0353104"
     # a date or version is not a hash prefix

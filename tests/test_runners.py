@@ -9,7 +9,7 @@ from inference_models import garbage26_test_photos, tiny_model, tiny_onnx
 
 from binwise.cli import build_parser, main
 from binwise.errors import BinwiseError
-from binwise.predict import BACKENDS, RUNNERS, Classifier
+from binwise.inference.classifier import BACKENDS, RUNNERS, Classifier
 
 
 @pytest.mark.parametrize("command", ["predict", "serve"])
@@ -39,7 +39,7 @@ def test_loading_a_classifier_leaves_the_allocator_and_torch_threads_as_they_wer
     freed 256 MiB block still goes back to the kernel (keep_freed_memory would keep it)."""
     script = f"""
 import numpy as np, torch
-from binwise.predict import Classifier
+from binwise.inference.classifier import Classifier
 
 def rss_mib():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20

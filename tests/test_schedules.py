@@ -3,8 +3,7 @@ import math
 import pytest
 
 from binwise.cli import main
-from binwise.schedules import (SCHEDULES, ScheduleConfig, cosine, exponential, inverse_time, natural_exponential,
-                               piecewise_constant, polynomial, sample)
+from binwise.training.schedules import (SCHEDULES, ScheduleConfig, cosine, exponential, inverse_time, natural_exponential, piecewise_constant, polynomial, sample)
 
 
 def test_cosine_with_warmup_matches_formula():
@@ -72,7 +71,7 @@ def test_lr_plot_writes_png(tmp_path, capsys):
 def test_lr_plot_defaults_are_the_training_presets(tmp_path, capsys):
     import math
 
-    from binwise.schedules import sample
+    from binwise.training.schedules import sample
     from binwise.training.config import DEFAULT, HEAD
 
     for preset, config in (("default", DEFAULT), ("head", HEAD)):

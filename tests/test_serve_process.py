@@ -1,7 +1,7 @@
 import pytest
 
 from binwise.errors import BinwiseError
-from binwise.serve_process import serving
+from binwise.serving.process import serving
 
 
 def test_a_server_that_cannot_start_is_reported_with_its_log(tmp_path):

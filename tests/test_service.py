@@ -1,4 +1,4 @@
-"""The web service (binwise.service) and its dynamic batcher, in process, on a real garbage26 model."""
+"""The web service (binwise.serving.app) and its dynamic batcher, in process, on a real garbage26 model."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from binwise.batching import DynamicBatcher, QueueFull
-from binwise.predict import Classifier
+from binwise.serving.batching import DynamicBatcher, QueueFull
+from binwise.inference.classifier import Classifier
 from binwise.preprocessing import Preprocessing
-from binwise.service import create_app
-from binwise.taxonomy import GARBAGE26
+from binwise.serving.app import create_app
+from binwise.taxonomy.classes import GARBAGE26
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_model_metadata(client, classifier):
 
 
 def test_model_metadata_shows_provenance_only_when_asked_and_never_server_paths(classifier, tmp_path):
-    from binwise.service import public_metrics
+    from binwise.serving.app import public_metrics
 
     with TestClient(create_app(classifier, show_provenance=True)) as client:
         assert "garbage26 train photos" in client.get("/v1/model").json()["provenance"]["source"]
@@ -301,7 +301,7 @@ def test_onnx_model_is_served_without_torch_and_refuses_explain(photos):
         assert_error(client.post("/v1/classify?explain=true", files={"file": ("a.jpg", data)}),
                      400, "explain_unavailable", "PyTorch model file")
     # the ONNX path of the service must not import torch (a torch-free install serves .onnx files)
-    script = ("import sys; from binwise.predict import Classifier; from binwise.service import create_app; "
+    script = ("import sys; from binwise.inference.classifier import Classifier; from binwise.serving.app import create_app; "
               f"create_app(Classifier.load({str(tiny_onnx())!r})); print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "False", result.stderr
@@ -332,7 +332,7 @@ def test_ambiguous_framing_and_stalled_uploads_are_refused():
 
     from starlette.requests import Request
 
-    from binwise.service import ServiceError, read_upload
+    from binwise.serving.app import ServiceError, read_upload
 
     def request(headers: dict, receive):
         scope = {"type": "http", "method": "POST", "path": "/v1/classify",

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 from PIL import Image
 
-from binwise.serve_process import serving
+from binwise.serving.process import serving
 
 DECLARED = 10_000_000  # bytes each slow upload says it will send (it reserves twice that)
 

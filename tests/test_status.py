@@ -13,11 +13,11 @@ from fastapi.testclient import TestClient
 from inference_models import tiny_onnx
 from PIL import Image
 
-from binwise import status
+from binwise.model import status
 from binwise.cli import main
-from binwise.predict import Classifier
-from binwise.service import create_app
-from binwise.taxonomy import GARBAGE26
+from binwise.inference.classifier import Classifier
+from binwise.serving.app import create_app
+from binwise.taxonomy.classes import GARBAGE26
 
 
 def overconfident_validation(count: int = 3000, classes: int = 10, seed: int = 0):

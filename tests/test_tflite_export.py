@@ -22,15 +22,15 @@ from PIL import Image
 from inference_models import garbage26_test_photos, tiny_model
 from test_torch_free import WITHOUT_TORCH
 
-from binwise.bench import run_bench
+from binwise.evaluation.bench import run_bench
 from binwise.cli import main
 from binwise.errors import BinwiseError
 from binwise.export.tflite_file import BINS_FILE, LABEL_FILES, TFLITE_METADATA
 from binwise.images import load_crop
-from binwise.modelfile import load_model, read_metadata
-from binwise.predict import Classifier
+from binwise.model.file import load_model, read_metadata
+from binwise.inference.classifier import Classifier
 from binwise.preprocessing import with_pixel_input
-from binwise.taxonomy import GARBAGE26
+from binwise.taxonomy.classes import GARBAGE26
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -245,7 +245,7 @@ def test_int8_export_keeps_the_statuses_and_the_backbone_weights(calibrated_garb
 
 
 def test_outputs_other_than_logits_and_similarity_are_refused():
-    from binwise.tflite_backend import named_outputs
+    from binwise.inference.tflite_runner import named_outputs
 
     class Interpreter:  # two outputs, named as no binwise export names them
         def get_output_details(self):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from binwise.paths import resolve_data
-from binwise.serve_process import serving
+from binwise.serving.process import serving
 from inference_models import garbage26_test_photos, tiny_model, tiny_onnx
 
 # Block torch, torchvision and PyYAML as if they were not installed, run the CLI, then make sure none

@@ -12,11 +12,11 @@ from safetensors.torch import load_file
 from binwise.cli import main
 from binwise.training.config import DEFAULT, FINETUNE, HEAD, TUTORIAL, TrainConfig, resolve_config
 from binwise.errors import BinwiseError
-from binwise.modelfile import ModelFile, load_model, save_model
-from binwise.model import MobileNetV2
+from binwise.model.file import ModelFile, load_model, save_model
+from binwise.model.network import MobileNetV2
 from binwise.preprocessing import Preprocessing
-from binwise.schedules import ScheduleConfig
-from binwise.taxonomy import Taxonomy
+from binwise.training.schedules import ScheduleConfig
+from binwise.taxonomy.classes import Taxonomy
 from binwise.training.config import TUTORIAL_AUGMENT
 from binwise.training.head import head_phase
 from binwise.training.loop import fit
@@ -288,7 +288,7 @@ def garbage26_subset(data: Path, root: Path, train_per_class: int, test_per_clas
 def test_real_backbone_head_on_garbage26_subset(garbage26_data, tmp_path):
     """The real TFLite backbone and the default recipe on 5 photos per class: far above chance (1/26)."""
     from binwise.paths import resolve_pretrained
-    from binwise.taxonomy import GARBAGE26
+    from binwise.taxonomy.classes import GARBAGE26
 
     try:
         weights = resolve_pretrained()
@@ -309,7 +309,7 @@ def test_a_full_disk_ends_training_in_one_line_naming_the_last_checkpoint(pretra
     import safetensors.torch
 
     from binwise.errors import BinwiseError
-    from binwise.modelfile import atomic_write
+    from binwise.fileio import atomic_write
 
     def disk_full(*args, **kwargs):  # what safetensors raises when the disk is full
         raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
@@ -384,7 +384,7 @@ def test_extra_photos_join_the_training_split_only_and_are_recorded(pretrained, 
     """--extra DIR (binwise feedback export's ImageFolder): its photos train, validation and test
     are the dataset's alone, a photo already in the dataset is left out, the run records it all,
     and the feature cache, keyed by content, serves a later run without them unchanged."""
-    from binwise.data import load_dataset
+    from binwise.data.dataset import load_dataset
     from binwise.training.splits import make_splits
 
     extra = make_tree(tmp_path / "feedback", per_class=4, test_per_class=0, seed=7) / "train"

@@ -13,10 +13,10 @@ import torch
 
 from binwise.errors import BinwiseError
 from binwise.images import load_for_model
-from binwise.model import MobileNetV2
-from binwise.modelfile import ModelFile, load_model
+from binwise.model.network import MobileNetV2
+from binwise.model.file import ModelFile, load_model
 from binwise.preprocessing import IMAGENET
-from binwise.taxonomy import GARBAGE26, Taxonomy
+from binwise.taxonomy.classes import GARBAGE26, Taxonomy
 from binwise.weights import import_weights
 from binwise.weights.mindspore_ckpt import (decode_checkpoint, encode_checkpoint, mindspore_names,
                                             read_ckpt, write_ckpt)
@@ -91,7 +91,7 @@ def test_write_refuses_tf_same_padding_unless_asked(tmp_path):
 
 
 def test_write_accepts_a_model_file_path(tmp_path, small_model_file, small_ckpt):
-    from binwise.modelfile import save_model
+    from binwise.model.file import save_model
 
     save_model(tmp_path / "m.safetensors", small_model_file)
     write_ckpt(tmp_path / "m.ckpt", tmp_path / "m.safetensors")
@@ -285,7 +285,7 @@ def test_binwise_export_mindir_runs_in_mindspore_with_binwise_logits_and_labels(
     if not MINDSPORE_PYTHON.exists():
         pytest.skip("the MINDIR export needs .venv-mindspore: run `bash scripts/setup-mindspore.sh`")
     from binwise.cli import main
-    from binwise.modelfile import save_model
+    from binwise.model.file import save_model
 
     photos = sorted((garbage26_data / "test").glob("*/*.jpg"))[::65][:2]
     symmetric = tmp_path / "symmetric.safetensors"

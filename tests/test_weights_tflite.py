@@ -12,8 +12,9 @@ import torch
 
 from binwise.errors import BinwiseError
 from binwise.images import load_for_model
-from binwise.model import MobileNetV2
-from binwise.modelfile import load_model, save_model, sha256_of_file
+from binwise.model.network import MobileNetV2
+from binwise.model.file import load_model, save_model
+from binwise.fileio import sha256_of_file
 from binwise.paths import resolve_imagenet_samples, resolve_pretrained
 from binwise.weights.batchnorm import batchnorm_is_folded
 from binwise.weights.imagenet import imagenet_taxonomy

@@ -12,7 +12,7 @@ import torchvision
 from binwise.errors import BinwiseError
 from binwise.images import load_for_model
 from binwise.preprocessing import IMAGENET
-from binwise.taxonomy import Taxonomy
+from binwise.taxonomy.classes import Taxonomy
 from binwise.weights import import_weights
 from binwise.weights.torchvision_pth import read_torchvision
 from model_checks import randomize_batchnorm, relative_l2

@@ -5,9 +5,9 @@ __version__ = "0.1.0"
 __all__ = ["Classifier", "ModelFile", "load_model", "save_model", "__version__"]
 
 # Imported on first use, so ``import binwise`` stays torch-free: the ONNX inference path
-# (binwise.predict with an .onnx model) must run where torch is not installed.
-_LAZY = {"ModelFile": "modelfile", "load_model": "modelfile", "save_model": "modelfile",
-         "Classifier": "predict"}
+# (binwise.inference.classifier with an .onnx model) must run where torch is not installed.
+_LAZY = {"ModelFile": "model.file", "load_model": "model.file", "save_model": "model.file",
+         "Classifier": "inference.classifier"}
 
 
 def __getattr__(name):

@@ -1,6 +1,6 @@
 """Bounded memory for the service: a budget for decoding photos, and freed memory given back.
 
-``binwise.predict.keep_freed_memory`` makes glibc keep every freed block (torch eager and Pillow
+``binwise.inference.classifier.keep_freed_memory`` makes glibc keep every freed block (torch eager and Pillow
 would otherwise fault their buffers back in on every call), so the process keeps its peak heap: a
 burst of large uploads would leave it at its peak for good. Three things bound that:
 

@@ -2,12 +2,13 @@
 
 Data and weights never live in the repository. When nothing is found the error says exactly what
 is missing, where binwise looked and where to get it. Pretrained weights may also be
-``torchvision`` or a URL, downloaded once (``binwise.weights.remote``).
+``torchvision`` or a URL, downloaded once (``binwise.downloads``).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from .errors import BinwiseError
@@ -66,9 +67,9 @@ def resolve_pretrained(flag: str | os.PathLike | None = None) -> Path:
     """The weights file from ``flag``, $BINWISE_PRETRAINED or ../shared, in that order.
 
     ``torchvision`` and http(s) URLs are downloaded once into torch.hub's cache
-    (``binwise.weights.remote``) and the cached file is returned.
+    (``binwise.downloads``) and the cached file is returned.
     """
-    from .weights.remote import fetch, is_remote
+    from .downloads import fetch, is_remote
 
     spec = flag or os.environ.get(PRETRAINED_ENV)
     if spec and is_remote(spec):
@@ -82,3 +83,10 @@ def resolve_pretrained(flag: str | os.PathLike | None = None) -> Path:
 
 def resolve_imagenet_samples() -> Path:
     return _resolve(None, "BINWISE_IMAGENET_SAMPLES", IMAGENET_SAMPLES, "ImageNet sample photos", "")
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now (for a child server or a process group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

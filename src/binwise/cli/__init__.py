@@ -1,4 +1,5 @@
-"""The ``binwise`` command. Each subcommand lives in its own module with ``register(subparsers)``.
+"""The ``binwise`` command. Each subcommand lives in the module named after it (``check-data``: ``check_data``)
+with ``register(subparsers)``.
 
 Commands import their heavy dependencies (torch, onnxruntime) inside their handlers, so
 ``binwise --help`` is instant and the torch-free inference path stays torch-free.
@@ -24,8 +25,8 @@ TRAIN_EXTRA_MODULES = {"torch", "torchvision", "kornia", "tflite", "safetensors.
 EXTRA_OF_MODULE = {**dict.fromkeys(TRAIN_EXTRA_MODULES, "train"), "ai_edge_litert": "tflite", "psycopg": "postgres"}
 
 # Subcommand modules, in the order ``binwise --help`` lists them.
-COMMAND_MODULES = ["info", "serve", "predict", "export", "bench", "explain", "weights", "train", "rebin", "evaluate",
-                   "data", "schedules", "feedback"]
+COMMAND_MODULES = ["info", "serve", "predict", "export", "bench", "explain", "import_weights", "train", "rebin", "eval",
+                   "check_data", "lr_plot", "feedback"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,9 +30,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..bench import format_table, run_bench
+    from ..evaluation.bench import format_table, run_bench
     from ..errors import BinwiseError
-    from ..predict import EXPORTED_SUFFIXES
+    from ..inference.classifier import EXPORTED_SUFFIXES
     from .process import own_the_process
 
     if args.model.lower().endswith(EXPORTED_SUFFIXES) and (args.onnx or args.int8 or args.backends):

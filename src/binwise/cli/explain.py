@@ -19,11 +19,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from .. import plots
+    from ..evaluation import plots
     from ..errors import BinwiseError
-    from ..explain import grad_cam, overlay
-    from ..fonts import bilingual
-    from ..predict import Classifier
+    from ..inference.explain import grad_cam, overlay
+    from ..evaluation.fonts import bilingual
+    from ..inference.classifier import Classifier
     from .process import own_the_process
 
     own_the_process()

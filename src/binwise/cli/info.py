@@ -18,7 +18,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from ..preprocessing import Preprocessing
-    from ..taxonomy import Taxonomy
+    from ..taxonomy.classes import Taxonomy
 
     meta, file_lines = read_model_file(Path(args.model))
     if args.json:
@@ -51,9 +51,9 @@ def run(args) -> int:
 def read_model_file(path: Path) -> tuple[dict, list[str]]:
     """The binwise metadata of a model file, and lines describing the file itself (format,
     parameters or graph inputs and outputs). Reads no tensors and needs no torch; the readers check
-    the metadata (``metadata_checks``)."""
+    the metadata (``model.metadata``)."""
     if path.suffix.lower() == ".onnx":
-        from ..onnx_backend import OnnxRunner
+        from ..inference.onnx_runner import OnnxRunner
 
         runner = OnnxRunner(path)
         export = runner.metadata.get("export", {})
@@ -66,7 +66,7 @@ def read_model_file(path: Path) -> tuple[dict, list[str]]:
     elif path.suffix.lower() == ".tflite":
         import numpy as np
 
-        from ..tflite_backend import TfliteRunner
+        from ..inference.tflite_runner import TfliteRunner
 
         runner = TfliteRunner(path)
         export = runner.metadata.get("export", {})
@@ -76,7 +76,7 @@ def read_model_file(path: Path) -> tuple[dict, list[str]]:
                                                                         for output in runner.outputs.values()))]
         meta = runner.metadata
     else:
-        from ..modelfile import read_header, read_metadata
+        from ..model.file import read_header, read_metadata
 
         meta = read_metadata(path)
         tensors = {k: v for k, v in read_header(path).items() if k != "__metadata__" and isinstance(v, dict)}

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..predict import BACKENDS
+from ..inference.classifier import BACKENDS
 
 # show a progress bar only when there are enough photos to wait for
 PROGRESS_MIN_FILES = 64
@@ -50,7 +50,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..errors import BinwiseError
-    from ..predict import Classifier
+    from ..inference.classifier import Classifier
     from .process import own_the_process
 
     if args.top_k < 1 or args.batch_size < 1:
@@ -166,7 +166,7 @@ def draw_grid(predictions, out: str, max_photos: int = 64) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..fonts import bilingual, use_cjk_fallback
+    from ..evaluation.fonts import bilingual, use_cjk_fallback
     from ..images import open_image
 
     shown = predictions[:max_photos]

@@ -10,7 +10,7 @@ def own_the_process(threads: int | None = None) -> None:
     """glibc keeps freed memory for reuse (``predict.keep_freed_memory``), and torch, when it is
     installed, runs on ``threads`` intra-op threads (None: its default). Exported models get
     ``threads`` per session through ``Classifier.load``."""
-    from ..predict import keep_freed_memory
+    from ..inference.classifier import keep_freed_memory
 
     keep_freed_memory()  # before the runtimes start threads that allocate
     if threads and importlib.util.find_spec("torch") is not None:

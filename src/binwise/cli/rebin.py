@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
-    from ..taxonomy_file import rule_names
+    from ..taxonomy.files import rule_names
 
     p = subparsers.add_parser("rebin", help="give a model another region's bins without retraining",
                               description="Copy a model with the class-to-bin map and bins of RULES; the "
@@ -17,7 +17,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..rebin import rebin
+    from ..model.rebin import rebin
 
     result = rebin(args.model, args.taxonomy, args.out)
     tax = result.taxonomy

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from ..predict import BACKENDS
-from ..serve_config import ServeConfig
+from ..inference.classifier import BACKENDS
+from ..serving.config import ServeConfig
 from .predict import add_threshold_arguments
 
 
@@ -26,7 +26,7 @@ def register(subparsers) -> None:
                    "'Wrong? Tell us', recording into this SQLite file (created, with the photos in photos/ beside "
                    "it) or PostgreSQL database (postgresql://..., shared by replicas; the 'postgres' extra). "
                    "Default: no feedback")
-    settings = p.add_argument_group("limits and switches (binwise.serve_config.ServeConfig)")
+    settings = p.add_argument_group("limits and switches (binwise.serving.config.ServeConfig)")
     for f in fields(ServeConfig):  # one flag per field, in the flag's unit
         meta, default = f.metadata, f.default
         if isinstance(default, bool):
@@ -50,8 +50,8 @@ def run(args) -> int:
     import uvicorn
 
     from ..errors import BinwiseError
-    from ..predict import Classifier
-    from ..service import create_app
+    from ..inference.classifier import Classifier
+    from ..serving.app import create_app
     from .process import own_the_process
 
     if args.port < 1:
@@ -71,7 +71,7 @@ def run(args) -> int:
         print(f"binwise serve: note: {classifier.status_note}", flush=True)
     feedback_store = None
     if args.feedback_db:
-        from ..feedback.store import open_store
+        from ..serving.feedback.store import open_store
 
         feedback_store = open_store(args.feedback_db, max_rows=config.feedback_max_rows,
                                     max_bytes=config.feedback_max_bytes, network_bytes=config.feedback_network_bytes)
@@ -83,7 +83,7 @@ def run(args) -> int:
     # own expiry): a client reusing a connection just as the server drops it gets no answer at
     # all, likely the one ReadError in 3,385 requests of benchmarks/load.py. 65 s outlasts the
     # 60 s idle timeout of common proxies too, so clients and proxies close first.
-    from ..http_limits import with_header_timeout
+    from ..serving.http_limits import with_header_timeout
 
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=65,
                 http=with_header_timeout(config.header_timeout_s))

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from ..schedules import SCHEDULES
+from ..training.schedules import SCHEDULES
 from ..training.config import CLASS_BALANCE, MODES, OPTIMIZERS, POLICIES, PRESETS, flat_fields
 
 # fields with a fixed set of values: --help lists them and argparse refuses others
@@ -87,7 +87,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from .. import distributed
+    from ..training import distributed
     from ..paths import resolve_data, resolve_pretrained
     from ..training.config import resolve_config
     from ..training.run_spec import RunSpec
@@ -159,7 +159,7 @@ def rank_main(spec, show_progress: bool) -> None:
 
 
 def train_and_report(spec, show_progress: bool) -> int:
-    from .. import distributed
+    from ..training import distributed
     from ..errors import BinwiseError
     from ..progress import SILENT
     from ..training.run import train

@@ -52,7 +52,8 @@ def mindspore_python(given: str | os.PathLike | None = None) -> str:
 def export_mindir(model_path: str | os.PathLike, out: str | os.PathLike,
                   mindspore_interpreter: str | os.PathLike | None = None) -> Path:
     """Write ``model_path`` (a binwise .safetensors file) as the tutorial's MINDIR to ``out``."""
-    from ..modelfile import current_umask, load_model, sha256_of_file
+    from ..fileio import current_umask, sha256_of_file
+    from ..model.file import load_model
     from ..weights.mindspore_ckpt import write_ckpt
 
     python = mindspore_python(mindspore_interpreter)

@@ -22,14 +22,14 @@ import numpy as np
 
 from ..errors import BinwiseError
 from ..images import is_image_file, load_crop
-from ..metadata_checks import METADATA_KEY
+from ..model.metadata import METADATA_KEY
 from ..preprocessing import Preprocessing, with_pixel_input
 from .activation_ranges import lp_ranges
 from .weight_grid import uint8_grid
 
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
-SIMILARITY_NAME = "similarity"  # the name binwise.onnx_backend looks for
+SIMILARITY_NAME = "similarity"  # the name binwise.inference.onnx_runner looks for
 INPUT_DESCRIPTION = "uint8 RGB pixels (batch, height, width, 3), resized and centre-cropped; normalised in the graph"
 DEFAULT_CALIBRATION_COUNT = 300
 
@@ -51,7 +51,8 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
     """
     import torch
 
-    from ..modelfile import atomic_write, load_model, sha256_of_file
+    from ..fileio import atomic_write, sha256_of_file
+    from ..model.file import load_model
 
     model_file = load_model(model_path)
     meta = model_file.metadata()
@@ -101,7 +102,7 @@ def exported_module(model_file):
     pixel_model = with_pixel_input(model_file.model, model_file.preprocessing)
     if model_file.reference_features is None:
         return pixel_model
-    from ..novelty import with_similarity
+    from ..model.novelty import with_similarity
 
     return with_similarity(pixel_model, model_file.model, model_file.reference_features)
 

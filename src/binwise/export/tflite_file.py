@@ -5,7 +5,7 @@ litert-torch installs. Like the ONNX export, the .tflite file takes what ``binwi
 gives: resized, centre-cropped RGB pixels as uint8, (batch, H, W, 3), and normalises them as the
 graph's first step, so an app feeds the camera's pixels as they are. Its outputs are those of the
 ONNX export, named so in the signature: ``logits`` and, when the model file has reference features,
-``similarity`` (the unknown score, ``binwise.novelty``). The file carries:
+``similarity`` (the unknown score, ``binwise.model.novelty``). The file carries:
 
 - binwise's JSON metadata (the ONNX export's ``binwise`` dict) as the model's ``binwise``
   metadata entry, so ``Classifier.load("x.tflite")`` knows classes, bins and preprocessing;
@@ -29,9 +29,9 @@ import numpy as np
 from ..errors import BinwiseError
 from ..images import load_crop
 from ..preprocessing import Preprocessing
-from ..taxonomy import Taxonomy
-from ..metadata_checks import METADATA_KEY
-from ..tflite_backend import SIGNATURE
+from ..taxonomy.classes import Taxonomy
+from ..model.metadata import METADATA_KEY
+from ..inference.tflite_runner import SIGNATURE
 from .activation_ranges import lp_ranges
 from .onnx_file import (DEFAULT_CALIBRATION_COUNT, OUTPUT_NAME, SIMILARITY_NAME, calibration_photos,
                         check_calibration, exported_module)
@@ -53,7 +53,8 @@ def export_tflite(model_path: str | os.PathLike, out: str | os.PathLike, int8: b
     int8 export, ``onnx_file.calibration_photos``) by ``calibration`` (see ``quantize_int8``).
     """
     litert_torch = _converter()
-    from ..modelfile import atomic_write, load_model, sha256_of_file
+    from ..fileio import atomic_write, sha256_of_file
+    from ..model.file import load_model
 
     if int8:
         check_calibration(calibration)  # before the conversion, not after it

@@ -15,9 +15,9 @@ import math
 import torch
 from torch import nn
 
-from .. import features as feats
-from ..data import Sample
-from ..model import MobileNetV2
+from . import feature_cache as feats
+from ..data.dataset import Sample
+from ..model.network import MobileNetV2
 from .config import TrainConfig
 from .context import RunContext
 from .loop import Budget, Phase, class_weights, epoch_order, fit, freeze_batchnorm, validation_metrics

@@ -30,7 +30,7 @@ from dataclasses import replace
 
 import torch
 
-from ..model import MobileNetV2
+from ..model.network import MobileNetV2
 from .activations import finetune_on_activations, prefix_activations, suffix_logits, trainable_suffix
 from .config import TrainConfig
 from .context import PhaseRecord, RunContext, TrainingOutcome

@@ -1,6 +1,6 @@
 """Fitting a model's temperature and status thresholds on photos it did not train on.
 
-What the thresholds are for is in ``binwise.status``. Which held-out photos score the final model,
+What the thresholds are for is in ``binwise.model.status``. Which held-out photos score the final model,
 honestly, depends on how it was trained:
 
 - the final model never saw the validation split (fine-tuning kept by auto mode, or
@@ -30,11 +30,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import status
-from ..data import Sample, stratified_split
-from ..loader import predict_logits
-from ..model import MobileNetV2
-from ..novelty import nearest_similarity, reference_rows
+from ..model import status
+from ..data.dataset import Sample, stratified_split
+from ..data.loader import predict_logits
+from ..model.network import MobileNetV2
+from ..model.novelty import nearest_similarity, reference_rows
 from .context import RunContext, TrainingOutcome
 from .head import cached_features, probe, probe_config
 from .splits import Splits

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import BinwiseError, first_line
-from ..modelfile import atomic_write
+from ..fileio import atomic_write
 
 CHECKPOINT_KEY = "binwise_checkpoint"
 

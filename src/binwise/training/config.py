@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ..errors import BinwiseError
-from ..schedules import ScheduleConfig
+from .schedules import ScheduleConfig
 
 MODES = ("auto", "head", "finetune")
 OPTIMIZERS = ("sgd", "adamw")

@@ -20,10 +20,10 @@ import math
 import torch
 from torch import nn
 
-from .. import distributed
-from ..data import Sample
-from ..loader import PhotoDataset, photo_loader, predict_logits, seeded_rng, seeded_view, single_view
-from ..model import MobileNetV2
+from . import distributed
+from ..data.dataset import Sample
+from ..data.loader import PhotoDataset, photo_loader, predict_logits, seeded_rng, seeded_view, single_view
+from ..model.network import MobileNetV2
 from .activations import finetune_on_activations
 from .augment import BatchAugment, cpu_transform
 from .config import TrainConfig

@@ -1,5 +1,5 @@
 """Head mode, the linear probe: pooled features of the frozen backbone are computed once (and
-cached across runs, see ``binwise.features``), and the classifier trains on them for many epochs
+cached across runs, see ``binwise.training.feature_cache``), and the classifier trains on them for many epochs
 in seconds. Finetune and auto mode start with it too (the head warm start)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from dataclasses import replace
 
 import torch
 
-from .. import features as feats
-from ..data import Sample
-from ..model import MobileNetV2
+from . import feature_cache as feats
+from ..data.dataset import Sample
+from ..model.network import MobileNetV2
 from .config import TrainConfig, warm_start_config
 from .context import PhaseRecord, RunContext, TrainingOutcome
 from .loop import Phase, class_weights, epoch_order, fit, validation_metrics

@@ -20,15 +20,17 @@ from pathlib import Path
 
 import torch
 
-from .. import distributed, evaluate
-from ..data import extra_samples, load_dataset, warn_skipped
+from . import distributed
+from ..evaluation import evaluate
+from ..data.dataset import extra_samples, load_dataset, warn_skipped
 from ..errors import BinwiseError
-from ..model import MobileNetV2, MobileNetV2Config
-from ..modelfile import ModelFile, atomic_write, save_model, sha256_of_file
-from ..novelty import nearest_similarity
+from ..model.network import MobileNetV2, MobileNetV2Config
+from ..model.file import ModelFile, save_model
+from ..fileio import atomic_write, sha256_of_file
+from ..model.novelty import nearest_similarity
 from ..progress import SILENT, Progress
-from ..status import Calibration, softmax
-from ..taxonomy import Taxonomy
+from ..model.status import Calibration, softmax
+from ..taxonomy.classes import Taxonomy
 from .auto import train_auto
 from .calibration import calibrate, model_outputs
 from .run_spec import RunSpec
@@ -146,7 +148,7 @@ def train(spec: RunSpec, progress: Progress = SILENT, started: float | None = No
     write_log(run_dir / "log.csv", outcome)
     atomic_write(run_dir / "metrics.json", lambda tmp: Path(tmp).write_text(
         json.dumps({**metrics, "report": report}, indent=2, ensure_ascii=False)))
-    from .. import plots
+    from ..evaluation import plots
     plots.training_curves([p.name for p in outcome.phases], [p.history for p in outcome.phases],
                           run_dir / "curves.png")
     plots.confusion(report, dataset.taxonomy, run_dir / "confusion.png")

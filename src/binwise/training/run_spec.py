@@ -12,9 +12,9 @@ import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from .. import distributed
+from . import distributed
 from ..errors import BinwiseError
-from ..modelfile import atomic_write
+from ..fileio import atomic_write
 from .config import TrainConfig, read_config_file, save_config
 
 
@@ -25,7 +25,7 @@ class RunSpec:
     run_dir: Path  # where the run is written
     pretrained: Path  # the backbone weights
     cache_dir: Path | None = None  # feature / activation cache (None: the default)
-    taxonomy: Path | None = None  # a taxonomy file (classes and bins, see ``taxonomy_file``)
+    taxonomy: Path | None = None  # a taxonomy file (classes and bins, see ``taxonomy.files``)
     extra: tuple[Path, ...] = ()  # more training photos (``binwise feedback export``), train split only
 
     def sources(self) -> dict:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..data import Dataset, Sample, stratified_split
-from ..modelfile import sha256_of_file
-from ..near_duplicates import group_ids
+from ..data.dataset import Dataset, Sample, stratified_split
+from ..fileio import sha256_of_file
+from ..data.near_duplicates import group_ids
 from .config import TrainConfig
 
 

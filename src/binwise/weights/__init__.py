@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from ..errors import BinwiseError
-from ..taxonomy import GARBAGE26, Taxonomy
+from ..taxonomy.classes import GARBAGE26, Taxonomy
 
 # The standard MobileNetV2 widths, tried in this order when reading foreign weights.
 KNOWN_WIDTHS = (1.0, 0.75, 0.5, 0.35, 1.3, 1.4)
@@ -63,7 +63,7 @@ def import_weights(path: str | os.PathLike, taxonomy: Taxonomy | None = None):
         from .tflite import read_tflite
         model_file = read_tflite(path)
     else:
-        from ..modelfile import load_model
+        from ..model.file import load_model
         model_file = load_model(path)
     if taxonomy is not None:
         model_file.taxonomy = choose_taxonomy(model_file.model.config.num_classes, taxonomy, path)
@@ -95,8 +95,9 @@ def build_model_file(tensors: dict, path: str | os.PathLike, taxonomy: Taxonomy 
     """
     import torch
 
-    from ..model import MobileNetV2, MobileNetV2Config
-    from ..modelfile import ModelFile, load_state_dict_checked, sha256_of_file
+    from ..model.network import MobileNetV2, MobileNetV2Config
+    from ..model.file import ModelFile, load_state_dict_checked
+    from ..fileio import sha256_of_file
     from ..preprocessing import IMAGENET
 
     classifier = tensors.get(CLASSIFIER_WEIGHT)

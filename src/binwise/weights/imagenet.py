@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from ..taxonomy import Taxonomy
+from ..taxonomy.classes import Taxonomy
 
 
 @cache

@@ -149,7 +149,7 @@ def mindspore_names(model) -> dict[str, str]:
     """Each binwise state-dict name -> the name of that parameter in the tutorial's network."""
     from torch import nn
 
-    from ..model import ConvBNReLU
+    from ..model.network import ConvBNReLU
 
     names = {}
     for key, value in model.state_dict().items():
@@ -175,7 +175,7 @@ def mindspore_names(model) -> dict[str, str]:
 @cache
 def _backbone_names_to_binwise() -> dict[str, str]:
     """MindSpore backbone name -> binwise name; the names are the same at every width."""
-    from ..model import MobileNetV2
+    from ..model.network import MobileNetV2
 
     return {ms: bw for bw, ms in mindspore_names(MobileNetV2()).items() if not bw.startswith("head.")}
 
@@ -265,7 +265,8 @@ def write_ckpt(path: str | os.PathLike, model_file, allow_padding_change: bool =
     ``allow_padding_change`` says that is understood (the same file in a MindSpore network whose
     convolutions use ``pad_mode="same"`` computes binwise's outputs: tests/test_weights_mindspore.py).
     """
-    from ..modelfile import ModelFile, atomic_write, load_model
+    from ..model.file import ModelFile, load_model
+    from ..fileio import atomic_write
 
     if not isinstance(model_file, ModelFile):
         model_file = load_model(model_file)

@@ -41,10 +41,11 @@ import tflite
 import torch
 
 from ..errors import BinwiseError
-from ..model import ConvBNReLU, InvertedResidual, MobileNetV2
-from ..modelfile import ModelFile, load_state_dict_checked, sha256_of_file
+from ..model.network import ConvBNReLU, InvertedResidual, MobileNetV2
+from ..model.file import ModelFile, load_state_dict_checked
+from ..fileio import sha256_of_file
 from ..preprocessing import MINUS_ONE_TO_ONE, Preprocessing
-from ..taxonomy import Taxonomy
+from ..taxonomy.classes import Taxonomy
 from .batchnorm import conv_bn_pairs
 from .imagenet import imagenet_taxonomy
 

@@ -1,0 +1,1 @@
+"""Judging a model: test reports (``evaluate``), speed (``bench``) and the figures (``plots``)."""

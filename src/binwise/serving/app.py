@@ -1,0 +1,425 @@
+"""The binwise web service: upload a photo, get its bin.
+
+``create_app(classifier)`` builds a FastAPI app around a loaded ``Classifier``:
+
+- ``POST /v1/classify``: a photo as multipart field ``file`` or as the raw request body with an
+  image content type. Answers the status (ok, unsure or unknown, see ``binwise.model.status``), the top-k
+  classes, the bin and the model id; ``?explain=true`` adds a Grad-CAM overlay (torch models only).
+- ``POST /v1/feedback``: a photo the model got wrong and its right class (``binwise.serving.feedback``),
+  when the app has a feedback store.
+- ``GET /v1/model``: classes, bins, preprocessing, calibration and test metrics of the model (its
+  provenance, which names files on the server, only with ``show_provenance``).
+- ``GET /healthz``: liveness, queue length and the batch sizes run so far.
+- ``GET /``: the page (``binwise/static``); ``/docs``: the OpenAPI docs.
+
+Photos are decoded and preprocessed in a thread pool, then a DynamicBatcher runs the model on
+batches of concurrent requests in one model thread. Every error is JSON
+``{"error": code, "detail": message}``, and no input can take the service down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import hmac
+import io
+import os
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from importlib.resources import files
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from .batching import DynamicBatcher, QueueFull
+from ..errors import BinwiseError
+from ..images import open_image
+from ..memory import DecodeBudget, IdleTrimmer, UploadBudget
+from .config import ServeConfig
+
+STATIC_DIR = files("binwise.serving") / "static"
+# Room for the multipart boundary and part headers on top of the photo itself.
+MULTIPART_OVERHEAD = 64 * 1024
+
+CLASSIFY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"],
+                           "properties": {"file": {"type": "string", "format": "binary"}}}},
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+class ServiceError(Exception):
+    """An answer other than 200, with a short code, a readable message and any headers of its own."""
+
+    def __init__(self, status: int, error: str, detail: str, headers: dict | None = None):
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.headers = status, error, detail, headers
+
+
+@dataclass
+class Upload:
+    data: bytes  # the photo
+    name: str  # its file name, for messages
+    fields: dict[str, str]  # the form's text fields that were asked for and sent
+
+
+# Headers that go with some answers: after a refused or stalled upload the connection is closed
+# rather than the rest of the body read (a 200 MB body after a 413 would otherwise still be
+# drained); a busy service says when to come back.
+STATUS_HEADERS = {400: {"Connection": "close"}, 408: {"Connection": "close"}, 413: {"Connection": "close"},
+                  431: {"Connection": "close"}, 503: {"Retry-After": "1"}}
+
+
+# Request headers beyond these get 431. uvicorn only bounds headers that arrive in pieces (16 KB
+# buffered); these are nginx's default buffers (4 x 8 KB), and more fields than any browser sends.
+MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADER_FIELDS = 100
+
+# HTTP status of each kind of image images.open_image refuses, and of a full memory budget (binwise.memory)
+IMAGE_ERROR_STATUS = {"image_too_large": 413, "not_an_image": 415, "unsupported_format": 415, "empty_file": 422,
+                      "damaged_image": 422, "decode_busy": 503, "upload_busy": 503,
+                      "client_upload_busy": 429}
+
+
+def error_for_image(e: BinwiseError) -> ServiceError:
+    return ServiceError(IMAGE_ERROR_STATUS.get(e.kind, 422), e.kind, str(e))
+
+
+def error_response(status: int, error: str, detail: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status,
+                        headers={**STATUS_HEADERS.get(status, {}), **(headers or {})})
+
+
+def public_metrics(metrics: dict) -> dict:
+    """The model's measured numbers (accuracies, intervals, counts), without anything that names a
+    file on the server (the unreadable photos' paths, for one)."""
+    def is_numeric(value) -> bool:
+        if isinstance(value, (list, tuple)):
+            return all(is_numeric(v) for v in value)
+        return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+    return {k: v for k, v in metrics.items() if is_numeric(v)}
+
+
+def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=None, **settings) -> FastAPI:
+    """A FastAPI app serving ``classifier`` (a ``binwise.inference.classifier.Classifier``) with ``config``'s limits
+    and switches (``config.ServeConfig``; ``settings``: fields of it to change, by name).
+
+    ``api_key``: every ``/v1/`` request must carry it (``X-API-Key`` header, or ``Authorization:
+    Bearer``); the page and /healthz stay open. ``upload_budget_bytes`` and ``decode_budget_bytes``
+    are ``binwise.memory.UploadBudget`` and ``DecodeBudget``; ``trim_idle_s`` drives
+    ``binwise.memory.IdleTrimmer``. ``feedback_store``: a ``binwise.serving.feedback.store`` store, which
+    turns on ``POST /v1/feedback``."""
+    config = replace(config or ServeConfig(), **settings).check()
+    # One model thread for batches and Grad-CAM: one model call already uses every core through
+    # torch's or onnxruntime's own threads, so running two at once would only make both slower.
+    model_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="binwise-model")
+    decoders = concurrent.futures.ThreadPoolExecutor(config.decode_threads or min(4, os.cpu_count() or 1),
+                                                     thread_name_prefix="binwise-decode")
+    def score_rows(pixels):
+        """One (probabilities, similarity) per photo: the batcher hands each request its own row."""
+        probabilities, similarity = classifier.score_arrays(pixels)
+        return [(row, None if similarity is None else float(similarity[i])) for i, row in enumerate(probabilities)]
+
+    batcher = DynamicBatcher(score_rows, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
+                             max_queue=config.max_queue, executor=model_thread)
+    upload_budget = UploadBudget(config.upload_budget_bytes, wait_s=config.body_timeout_s,
+                                 per_client_bytes=config.client_upload_budget_bytes)
+    decode_budget = DecodeBudget(config.decode_budget_bytes)
+    trimmer = IdleTrimmer(config.trim_idle_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        trimming = asyncio.create_task(trimmer.run(), name="binwise-trimmer")
+        try:
+            yield
+        finally:
+            trimming.cancel()
+            await batcher.stop()
+            if feedback_store is not None:
+                close_feedback()
+            decoders.shutdown(wait=False, cancel_futures=True)
+            model_thread.shutdown(wait=False, cancel_futures=True)
+
+    # FastAPIOffline: the /docs page with Swagger UI served from the package, not from a CDN
+    app = FastAPIOffline(title="binwise", lifespan=lifespan,
+                         description="Which bin does it go in? Upload a photo, get its bin.")
+    app.state.classifier = classifier
+    app.state.batcher = batcher
+    app.state.trimmer = trimmer
+    app.state.decode_budget = decode_budget
+    app.state.upload_budget = upload_budget
+    # Requests past reading their upload: decoding, queued or in the running batch. Bounded so a
+    # flood of uploads cannot pile up decoded photos in memory faster than the model drains them.
+    app.state.in_flight = 0
+    app.state.explaining = 0
+    max_in_flight = config.max_queue + config.max_batch
+
+    @app.exception_handler(ServiceError)
+    async def on_service_error(request: Request, e: ServiceError):
+        return error_response(e.status, e.error, e.detail, e.headers)
+
+    if config.api_key:
+        expected = config.api_key.encode()
+
+        @app.middleware("http")
+        async def require_api_key(request: Request, call_next):
+            if request.url.path.startswith("/v1/"):
+                given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+                if not hmac.compare_digest(given.encode(), expected):
+                    return error_response(401, "unauthorized", "this service needs its API key (X-API-Key header)")
+            return await call_next(request)
+
+    if config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["X-API-Key", "Authorization", "Content-Type"])
+
+    # added last, so it runs first: before the API key is even looked at
+    @app.middleware("http")
+    async def limit_headers(request: Request, call_next):
+        headers = request.scope["headers"]
+        size = sum(len(name) + len(value) + 4 for name, value in headers)
+        if len(headers) > MAX_HEADER_FIELDS or size > MAX_HEADER_BYTES:
+            return error_response(431, "headers_too_large", f"request headers too large ({len(headers)} fields, "
+                                  f"{size:,} bytes; at most {MAX_HEADER_FIELDS} fields and {MAX_HEADER_BYTES:,} bytes)")
+        return await call_next(request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, e: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "bad_request")
+        return error_response(e.status_code, code, str(e.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, e: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+        return error_response(422, "invalid_parameter", problems)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected_error(request: Request, e: Exception):
+        # a bug, not bad input: still JSON, and the service goes on serving
+        return error_response(500, "internal_error", f"{type(e).__name__}: {e}")
+
+    @app.post("/v1/classify", openapi_extra=CLASSIFY_BODY,
+              summary="Classify one photo: its bin, top-k classes and, optionally, a Grad-CAM overlay")
+    async def classify(request: Request,
+                       top_k: int = Query(5, ge=1, le=classifier.taxonomy.num_classes),
+                       explain: bool = Query(False, description="add a Grad-CAM overlay (base64 PNG)")):
+        async with holding_upload(request):
+            return await classify_upload(request, top_k, explain)
+
+    @asynccontextmanager
+    async def holding_upload(request: Request):
+        """A request that uploads a photo: activity (no trimming meanwhile), within the upload budget."""
+        with trimmer.request():
+            try:
+                async with upload_budget.reserve(upload_bytes(request, config.max_upload_bytes), "upload",
+                                                 client_address(request, config.trust_forwarded_for)):
+                    yield
+            except BinwiseError as e:
+                if e.kind not in ("upload_busy", "client_upload_busy"):
+                    raise
+                raise error_for_image(e) from None
+
+    async def classify_upload(request: Request, top_k: int, explain: bool) -> dict:
+        if explain and not can_explain(classifier):
+            raise ServiceError(400, "explain_unavailable", "Grad-CAM needs the PyTorch model file "
+                               "(.safetensors); this service runs an ONNX model")
+        upload = await read_upload(request, config.max_upload_bytes, config.body_timeout_s, config.min_upload_rate)
+        data, name = upload.data, upload.name
+        probabilities, similarity = await score_upload(data, name)
+        answer = {"model": classifier.model_id,
+                  **classifier.prediction(name, probabilities, top_k, similarity).to_dict(),
+                  "confidence": float(probabilities.max())}
+        if explain:
+            if app.state.explaining >= config.max_explain:
+                raise ServiceError(503, "busy", f"{app.state.explaining} Grad-CAM requests are running; retry shortly")
+            app.state.explaining += 1
+            try:
+                answer["explain"] = await asyncio.get_running_loop().run_in_executor(
+                    model_thread, explain_overlay, classifier, data, answer["top"][0]["index"])
+            finally:
+                app.state.explaining -= 1
+        return answer
+
+    async def score_upload(data: bytes, name: str):
+        """(calibrated probabilities, similarity) of an uploaded photo; 503 when too many are in progress."""
+        if app.state.in_flight >= max_in_flight:
+            raise ServiceError(503, "busy", f"the service is busy ({app.state.in_flight} photos in "
+                               f"progress); retry shortly")
+        app.state.in_flight += 1
+        try:
+            return await classify_photo(data, name)
+        finally:
+            app.state.in_flight -= 1
+
+    async def classify_photo(data: bytes, name: str):
+        loop = asyncio.get_running_loop()
+        try:
+            array = await loop.run_in_executor(decoders, classifier.load_image, data, name, config.max_upload_pixels,
+                                               decode_budget)
+        except BinwiseError as e:
+            raise error_for_image(e) from None
+        try:
+            return await batcher.submit(array)
+        except QueueFull as e:
+            raise ServiceError(503, "busy", f"the service is busy ({e}); retry shortly") from None
+
+    @app.get("/v1/model", summary="The served model: classes, bins, preprocessing, calibration, test metrics")
+    async def model_info():
+        architecture = classifier.metadata.get("architecture", {})
+        info = {"model": classifier.model_id,
+                "binwise_version": classifier.metadata.get("binwise_version"),
+                "backend": classifier.backend,
+                "explain": can_explain(classifier),
+                "feedback": feedback_store is not None,
+                **classifier.taxonomy.to_dict(),
+                "preprocessing": classifier.preprocessing.to_dict(),
+                "architecture": {k: architecture.get(k) for k in ("name", "width_mult", "padding", "num_classes")},
+                "metrics": public_metrics(classifier.metadata.get("metrics", {})),
+                "calibration": {"temperature": classifier.calibration.temperature,
+                                "fitted": classifier.calibration.fitted,
+                                **classifier.calibration.thresholds.to_dict(),
+                                "note": classifier.status_note},
+                "limits": config.limits()}
+        if config.show_provenance:
+            info["provenance"] = classifier.metadata.get("provenance", {})
+        return info
+
+    @app.get("/healthz", summary="Liveness and batching statistics")
+    async def healthz():
+        sizes = batcher.batch_sizes
+        batches, images = sum(sizes.values()), sum(size * n for size, n in sizes.items())
+        return {"status": "ok", "model": classifier.model_id, "in_flight": app.state.in_flight,
+                "queued": batcher.queued,
+                "batches": batches, "images": images,
+                "mean_batch_size": round(images / batches, 2) if batches else None}
+
+    if feedback_store is not None:
+        from .feedback.routes import add_feedback_route
+
+        close_feedback = add_feedback_route(app, feedback_store, classifier, score_upload, holding_upload,
+                                            max_upload_bytes=config.max_upload_bytes,
+                                            body_timeout_s=config.body_timeout_s,
+                                            min_upload_rate=config.min_upload_rate, per_minute=config.feedback_rate,
+                                            trust_forwarded_for=config.trust_forwarded_for)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    return app
+
+
+def client_address(request: Request, trust_forwarded_for: bool) -> str:
+    """The sender: the connection's address, or, behind a trusted proxy, the address that proxy
+    appended to X-Forwarded-For (the last one: the ones before it are the client's own word)."""
+    if trust_forwarded_for:
+        forwarded = [a.strip() for a in request.headers.get("x-forwarded-for", "").split(",") if a.strip()]
+        if forwarded:
+            return forwarded[-1][:100]
+    return request.client.host if request.client else "unknown"
+
+
+def upload_bytes(request: Request, limit: int) -> int:
+    """The memory an upload holds: its body as read and the photo taken out of it, twice the size
+    its Content-Length declares (at most the limit; the limit when it declares none)."""
+    declared = request.headers.get("content-length", "")
+    return 2 * min(int(declared), limit + MULTIPART_OVERHEAD) if declared.isdigit() else 2 * limit
+
+
+async def read_upload(request: Request, limit: int, pause_limit_s: float = 30.0, min_rate: float = 0.0,
+                      fields: tuple[str, ...] = ()) -> Upload:
+    """The uploaded photo (its bytes, a name for messages) and the text form fields named in
+    ``fields``; refuses bodies over ``limit`` (413), ambiguous framing (400), bodies that pause
+    longer than ``pause_limit_s`` and, with ``min_rate`` (bytes a second), bodies slower on average
+    than that after ``pause_limit_s`` of grace (408). The pause alone let a client that sends a byte
+    every few seconds hold its share of the upload budget for as long as it liked."""
+    if "content-length" in request.headers and "transfer-encoding" in request.headers:
+        # a proxy and this server could read different bodies from it (request smuggling)
+        raise ServiceError(400, "ambiguous_framing", "a request with both Content-Length and Transfer-Encoding")
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    multipart = content_type == "multipart/form-data"
+    if not multipart and not content_type.startswith("image/") and content_type != "application/octet-stream":
+        raise ServiceError(415, "unsupported_media_type",
+                           f"expected a photo: multipart form field 'file', or the raw image as the body "
+                           f"with an image/* content type (got {content_type or 'no content type'})")
+    body_limit = limit + (MULTIPART_OVERHEAD if multipart else 0)
+    too_large = ServiceError(413, "upload_too_large", f"upload larger than the limit of {limit:,} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > body_limit:
+        raise too_large
+    chunks, size = [], 0
+    stream = request.stream().__aiter__()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while True:
+        # the whole body's deadline grows with what arrived (Apache's mod_reqtimeout MinRate)
+        left = started + pause_limit_s + (size / min_rate if min_rate else float("inf")) - loop.time()
+        try:
+            async with asyncio.timeout(max(min(pause_limit_s, left), 0)):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            if left <= pause_limit_s:
+                raise ServiceError(408, "upload_too_slow", f"the upload ran slower than {min_rate / 1024:g} KiB/s "
+                                   f"({size:,} bytes in {loop.time() - started:.0f} s)") from None
+            raise ServiceError(408, "upload_too_slow", f"the upload paused for more than {pause_limit_s:g} s") from None
+        except ClientDisconnect:  # nobody reads this answer; it keeps the client's hang-up out of the error log
+            raise ServiceError(400, "client_disconnected", "the client closed the connection during its upload") from None
+        size += len(chunk)
+        if size > body_limit:
+            raise too_large
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not multipart:
+        if not body:
+            raise ServiceError(422, "empty_upload", "the request body is empty: send the photo's bytes")
+        return Upload(body, "upload", {})
+
+    async def replay():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async with Request(request.scope, replay).form(max_files=1, max_fields=10,
+                                                   max_part_size=MULTIPART_OVERHEAD) as form:
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise ServiceError(422, "missing_file", "no photo uploaded: send it as multipart form field 'file'")
+        data = await upload.read()
+        name = upload.filename or "upload"
+        values = {field: form[field] for field in fields if isinstance(form.get(field), str)}
+    if len(data) > limit:
+        raise too_large
+    if not data:
+        raise ServiceError(422, "empty_upload", f"{name}: empty file (0 bytes)")
+    return Upload(data, name, values)
+
+
+def can_explain(classifier) -> bool:
+    return classifier.backend == "torch"
+
+
+def explain_overlay(classifier, data: bytes, class_index: int) -> dict:
+    """Grad-CAM for ``class_index`` over the photo as the model saw it, as a base64 PNG."""
+    from ..inference.explain import grad_cam, overlay
+
+    image = open_image(data)
+    heatmap, index = grad_cam(classifier, image, class_index)
+    buffer = io.BytesIO()
+    overlay(image, heatmap, preprocessing=classifier.preprocessing).save(buffer, format="PNG")
+    return {"class_index": index, "overlay_png": base64.b64encode(buffer.getvalue()).decode("ascii")}
