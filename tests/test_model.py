@@ -90,13 +90,13 @@ def test_init_follows_the_tutorial():
     assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
 
 
-def test_head_activation_and_pooled_input():
-    model = MobileNetV2(num_classes=5, activation="softmax").eval()
+def test_head_takes_a_feature_map_or_pooled_features():
+    model = MobileNetV2(num_classes=5).eval()
     with torch.no_grad():
         features = model.backbone(torch.randn(3, 3, 96, 96))
-        probs = model.head(features)
-        assert torch.allclose(probs.sum(1), torch.ones(3))
-        assert torch.allclose(model.head(features.mean((2, 3))), probs)
+        logits = model.head(features)
+        assert logits.shape == (3, 5)
+        assert torch.allclose(model.head(features.mean((2, 3))), logits)
 
 
 def test_config_round_trip_and_rejects_unknown():
@@ -106,3 +106,10 @@ def test_config_round_trip_and_rejects_unknown():
         MobileNetV2Config.from_dict({"num_clases": 3})
     with pytest.raises(ValueError, match="padding"):
         MobileNetV2(padding="same")
+
+
+def test_config_reads_files_that_name_a_null_head_activation():
+    config = MobileNetV2Config.from_dict({**MobileNetV2Config(num_classes=3).to_dict(), "activation": None})
+    assert config == MobileNetV2Config(num_classes=3)
+    with pytest.raises(ValueError, match="activation"):
+        MobileNetV2Config.from_dict({**config.to_dict(), "activation": "softmax"})

@@ -260,7 +260,6 @@ def model_metadata(meta: dict, taxonomy: Taxonomy, outputs: list[str]) -> bytes:
         return table(fields)
 
     scale, offset = pre.pixel_affine()
-    activation = meta["architecture"].get("activation")
     files = [associated_file(LABEL_FILES["en"], "class names in English, one per output", _TENSOR_AXIS_LABELS, "en")]
     if taxonomy.classes_zh:
         files.append(associated_file(LABEL_FILES["zh"], "class names in Chinese, one per output",
@@ -284,9 +283,8 @@ def model_metadata(meta: dict, taxonomy: Taxonomy, outputs: list[str]) -> bytes:
         (5, "offset", table([(0, "offset", floats([255.0])), (1, "offset", floats([0.0]))])),
     ])
     scores = table([
-        (0, "offset", b.CreateString("probabilities" if activation in ("softmax", "sigmoid") else "logits")),
-        (1, "offset", b.CreateString(f"{taxonomy.num_classes} class scores" + (
-            "" if activation in ("softmax", "sigmoid") else " (logits: softmax gives the probabilities)"))),
+        (0, "offset", b.CreateString("logits")),
+        (1, "offset", b.CreateString(f"{taxonomy.num_classes} class scores (logits: softmax gives the probabilities)")),
         (3, "offset", table([(0, "byte", _FEATURE_PROPERTIES), (1, "offset", table([]))])),
         (6, "offset", vector(files)),
     ])

@@ -222,8 +222,6 @@ class Classifier:
         try:
             self.taxonomy = Taxonomy.from_dict(meta["taxonomy"])
             self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
-            # a softmax or sigmoid head already outputs probabilities
-            self.output_activation = meta["architecture"].get("activation")
             self.calibration = Calibration.from_metadata(meta)
         except (KeyError, TypeError, ValueError) as e:
             raise BinwiseError(f"model metadata is invalid: {e}", path) from None
@@ -303,8 +301,6 @@ class Classifier:
 
     def _scores(self, outputs) -> tuple[np.ndarray, np.ndarray | None]:
         logits, similarity = outputs if isinstance(outputs, tuple) else (outputs, None)
-        if self.output_activation in ("softmax", "sigmoid"):
-            return logits, similarity
         logits = logits / self.calibration.temperature
         logits = logits - logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
@@ -312,8 +308,6 @@ class Classifier:
 
     def uncalibrated(self, probabilities: np.ndarray) -> np.ndarray:
         """``score_arrays``' probabilities as they were before the temperature (for "ECE before")."""
-        if self.output_activation in ("softmax", "sigmoid"):
-            return probabilities  # such heads output probabilities, which _scores leaves as they are
         # softmax(logits / T) = probabilities, so softmax(T * log probabilities) = softmax(logits)
         return softmax(self.calibration.temperature * np.log(np.maximum(probabilities, 1e-300)))
 

@@ -26,7 +26,6 @@ MAX_CHANNELS = 10_000
 INPUT_SIZE_RANGE = (32, 1024)
 MAX_RESIZE = 4096
 PADDINGS = ("symmetric", "tf_same")
-ACTIVATIONS = (None, "softmax", "sigmoid")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
@@ -83,7 +82,8 @@ def check_architecture(arch: dict, classes: int, problems: Problems) -> None:
     dropout = arch.get("dropout", 0.0)
     problems.need(is_number(dropout) and 0 <= dropout < 1, f"dropout {dropout!r:.20} is not in [0, 1)")
     problems.need(arch.get("padding", "symmetric") in PADDINGS, f"padding must be one of {', '.join(PADDINGS)}")
-    problems.need(arch.get("activation") in ACTIVATIONS, "activation must be none, softmax or sigmoid")
+    # files before 2026-12-08 record the head's activation, always null; heads output logits
+    problems.need(arch.get("activation") is None, "architecture.activation must be null: heads output logits")
     setting = arch.get("inverted_residual_setting", [[1, 1, 1, 1]])
     problems.need(isinstance(setting, list) and 0 < len(setting) <= 32
                   and all(isinstance(row, list) and len(row) == 4 and all(is_int(v) and 1 <= v <= MAX_CHANNELS for v in row)

@@ -128,27 +128,18 @@ class MobileNetV2Backbone(nn.Module):
 
 
 class MobileNetV2Head(nn.Module):
-    """Global average pooling, optional dropout, linear, optional softmax or sigmoid."""
+    """Global average pooling, optional dropout, linear: logits (calibration turns them into probabilities)."""
 
-    def __init__(self, in_channels: int = 1280, num_classes: int = 1000, dropout: float = 0.0,
-                 activation: str | None = None):
+    def __init__(self, in_channels: int = 1280, num_classes: int = 1000, dropout: float = 0.0):
         super().__init__()
-        if activation not in (None, "softmax", "sigmoid"):
-            raise ValueError(f"activation must be None, 'softmax' or 'sigmoid', got {activation!r}")
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(in_channels, num_classes)
-        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Accepts a feature map (N, C, H, W) or already pooled features (N, C)."""
         if x.dim() == 4:
             x = x.mean((2, 3))
-        x = self.classifier(self.dropout(x))
-        if self.activation == "softmax":
-            return x.softmax(dim=1)
-        if self.activation == "sigmoid":
-            return x.sigmoid()
-        return x
+        return self.classifier(self.dropout(x))
 
 
 @dataclass
@@ -162,7 +153,6 @@ class MobileNetV2Config:
     last_channel: int = 1280
     dropout: float = 0.0
     padding: str = "symmetric"
-    activation: str | None = None
     inverted_residual_setting: list[list[int]] = field(
         default_factory=lambda: [row[:] for row in DEFAULT_INVERTED_RESIDUAL_SETTING])
 
@@ -171,6 +161,8 @@ class MobileNetV2Config:
 
     @classmethod
     def from_dict(cls, data: dict) -> "MobileNetV2Config":
+        if "activation" in data and data["activation"] is None:  # files before 2026-12-08 name a head activation, null
+            data = {k: v for k, v in data.items() if k != "activation"}
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown architecture fields: {sorted(unknown)}")
@@ -187,8 +179,7 @@ class MobileNetV2(nn.Module):
         self.backbone = MobileNetV2Backbone(config.width_mult, config.inverted_residual_setting,
                                             config.round_nearest, config.input_channel,
                                             config.last_channel, config.padding)
-        self.head = MobileNetV2Head(self.backbone.out_channels, config.num_classes, config.dropout,
-                                    config.activation)
+        self.head = MobileNetV2Head(self.backbone.out_channels, config.num_classes, config.dropout)
         initialize_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -74,7 +74,7 @@ def backbone_fingerprint(model, pre: Preprocessing, stop_at: int | None = None) 
     """Hash of everything that decides a backbone feature: weights, architecture, preprocessing
     (with ``stop_at``: the weights of the blocks before it)."""
     digest = hashlib.sha256()
-    arch = {k: v for k, v in model.config.to_dict().items() if k not in ("num_classes", "dropout", "activation")}
+    arch = {k: v for k, v in model.config.to_dict().items() if k not in ("num_classes", "dropout")}
     digest.update(json.dumps({"format": FEATURE_FORMAT, "arch": arch, "pre": pre.to_dict(), "stop_at": stop_at},
                              sort_keys=True).encode())
     part = model.backbone if stop_at is None else model.backbone.features[:stop_at]

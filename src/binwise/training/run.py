@@ -59,7 +59,7 @@ def build_model(pretrained: ModelFile, taxonomy: Taxonomy, dropout: float) -> Mo
     """The pretrained backbone under a fresh head with one output per class."""
     base = pretrained.model.config.to_dict()
     model = MobileNetV2(MobileNetV2Config.from_dict({**base, "num_classes": taxonomy.num_classes,
-                                                     "dropout": dropout, "activation": None}))
+                                                     "dropout": dropout}))
     model.backbone.load_state_dict(pretrained.model.backbone.state_dict())
     return model
 
