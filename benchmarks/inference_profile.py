@@ -28,7 +28,7 @@ from collections import defaultdict
 import numpy as np
 
 from binwise.evaluation.bench import bench_photos, image_library, sample_jpeg
-from binwise.inference.onnx_runner import _session
+from binwise.inference.onnx_runner import onnx_session
 from binwise.paths import resolve_data
 from binwise.inference.classifier import Classifier
 
@@ -61,7 +61,7 @@ def predict_breakdown(model: str, jpeg: bytes, calls: int) -> dict:
 
 def model_alone(model: str) -> dict:
     pixels = np.random.default_rng(0).integers(0, 256, (32, 224, 224, 3), dtype=np.uint8)
-    session = _session(model, 2)
+    session = onnx_session(model, model, threads=2)
     name = session.get_inputs()[0].name
     for _ in range(30):
         session.run(None, {name: pixels[:1]})
@@ -71,7 +71,7 @@ def model_alone(model: str) -> dict:
         session.run(None, {name: pixels[:1]})
         times.append(time.perf_counter() - start)
     del session
-    single = _session(model, 1)
+    single = onnx_session(model, model, threads=1)
     per_batch = defaultdict(list)
     for _ in range(4):
         for batch in (1, 2, 4, 8, 16, 32):
@@ -85,14 +85,8 @@ def model_alone(model: str) -> dict:
 
 
 def costliest_nodes(model: str, top: int = 8) -> list[dict]:
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory() as tmp:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.enable_profiling = True
-        options.profile_file_prefix = os.path.join(tmp, "profile")
-        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        session = onnx_session(model, model, threads=1, profile_prefix=os.path.join(tmp, "profile"))
         name = session.get_inputs()[0].name
         pixels = np.random.default_rng(0).integers(0, 256, (1, 224, 224, 3), dtype=np.uint8)
         for _ in range(200):

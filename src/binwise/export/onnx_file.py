@@ -111,12 +111,10 @@ def simplify(source: Path, out: Path) -> None:
     """Fold constants with onnxruntime's basic graph optimisations (standard ONNX operators only,
     so the file stays portable), then merge zero Pad nodes into the convolutions they feed."""
     import onnx
-    import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.optimized_model_filepath = str(out)
-    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    from ..inference.onnx_runner import onnx_session
+
+    onnx_session(source, source, optimization="basic", optimized_copy=out)
     model = onnx.load(str(out))
     if fold_pads_into_convs(model.graph):
         used = {name for node in model.graph.node for name in node.input}
@@ -325,7 +323,8 @@ def activations_of(model_path: Path):
     """A function from an input feed to every float tensor that a node of the ONNX model at
     ``model_path`` writes, by name (for ``activation_ranges.lp_ranges``)."""
     import onnx
-    import onnxruntime as ort
+
+    from ..inference.onnx_runner import onnx_session
 
     model = onnx.load(str(model_path))
     floats = [v for v in model.graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
@@ -338,9 +337,7 @@ def activations_of(model_path: Path):
     # into the quantization of its output (half of MobileNetV2's activations, so half the time)
     model.graph.output.extend(v for v in floats if v.name in written and not readers[v.name] <= {"Clip", "Relu"})
     names = [v.name for v in model.graph.output]
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep every tensor
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(model.SerializeToString(), "the ONNX graph", optimization="none")  # keep every tensor
     return lambda feed: dict(zip(names, session.run(names, feed)))
 
 

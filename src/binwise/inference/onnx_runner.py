@@ -25,14 +25,14 @@ class OnnxRunner:
         self.path = path
         # read once: the bytes checked are the bytes run, whatever happens to the file meanwhile
         self.model_bytes = checked_model(path)
-        self.session = _session(self.model_bytes, threads, path)
+        self.session = onnx_session(self.model_bytes, path, threads)
         self.metadata = _parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
         # TensorRT's int8 form (symmetric int8 activations) saturates in onnxruntime's fused x86
         # kernels (a third of the answers change); run its QDQ nodes as written instead, an exact
         # simulation of the engine, slower than fp32 (docs/inference.md)
         self.simulated = self.metadata.get("export", {}).get("activations") == "symmetric"
         if self.simulated:
-            self.session = _session(self.model_bytes, threads, path, fuse=False)
+            self.session = onnx_session(self.model_bytes, path, threads, optimization="none")
         classes = len(self.metadata["taxonomy"]["classes"])
         outputs = self.session.get_outputs()[0].shape
         if len(outputs) != 2 or outputs[1] != classes:
@@ -66,7 +66,7 @@ class OnnxRunner:
         and classifies its own batches never shares its core with onnxruntime's threads."""
         with self._lock:
             if self._single_threaded is None:
-                session = _session(self.model_bytes, 1, self.path, fuse=not self.simulated)
+                session = onnx_session(self.model_bytes, self.path, 1, optimization="none" if self.simulated else "all")
                 self._single_threaded = lambda pixels: self._outputs(session.run(None, {self.input_name: pixels}))
         return self._single_threaded
 
@@ -118,20 +118,38 @@ def checked_model(path: str | os.PathLike) -> bytes:
     return data
 
 
-def _session(model: bytes, threads: int | None, path: str | os.PathLike, fuse: bool = True):
+OPTIMIZATION_LEVELS = ("all", "basic", "none")
+
+
+def onnx_session(model: bytes | str | os.PathLike, path: str | os.PathLike | None = None, threads: int | None = None,
+                 optimization: str = "all", optimized_copy: str | os.PathLike | None = None,
+                 profile_prefix: str | None = None):
+    """binwise's one way to open an ONNX Runtime session: on the CPU, one inter-op thread, ``threads``
+    intra-op threads (None: onnxruntime's choice), graph optimisations ``all`` | ``basic`` (standard
+    operators only, so a saved ``optimized_copy`` stays portable) | ``none`` (every tensor kept, as
+    int8 calibration and the simulated-int8 check need). ``model``: the file's bytes or its path;
+    ``path`` names it in the error when onnxruntime cannot load it."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    if not fuse:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                                        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}[optimization]
     if threads:
         options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if optimized_copy is not None:
+        options.optimized_model_filepath = os.fspath(optimized_copy)
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    if not isinstance(model, bytes):
+        model = os.fspath(model)
     try:
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for unreadable models
         raise BinwiseError(f"not a loadable ONNX model ({first_line(e)})",
-                           path) from None
+                           path if path is not None else (model if isinstance(model, str) else "ONNX model")) from None
 
 
 def _parse_metadata(props: dict, path) -> dict:

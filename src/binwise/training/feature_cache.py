@@ -131,14 +131,11 @@ class OnnxBackbone:
     """The pooled backbone exported to ONNX once per fingerprint and run with ONNX Runtime."""
 
     def __init__(self, pooled: PooledBackbone, pre: Preprocessing, path: Path, threads: int):
-        import onnxruntime as ort
+        from ..inference.onnx_runner import onnx_session
 
         if not path.exists():
             export_onnx(pooled, pre, path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, path, threads)
         self.check_against(pooled, pre)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
