@@ -52,7 +52,7 @@ def test_batch_augment_is_random_per_sample_and_normalised():
 
 
 def test_resident_mode_is_only_chosen_on_cuda():
-    assert not fits_on_device(10, torch.device("cpu"))
+    assert not fits_on_device(10, torch.device("cpu"), 256)
 
 
 def test_cpu_and_device_augmentation_crop_from_the_same_square():

@@ -118,3 +118,7 @@ GARBAGE26 = Taxonomy(
 )
 
 PRESETS = {"garbage26": GARBAGE26}
+
+# garbage26's class-to-bin map is Shanghai's: shipped as the ``shanghai`` rules (``files.rule_names``)
+SHANGHAI_SOURCE = ("Shanghai Municipal Household Waste Management Regulations (上海市生活垃圾管理条例, in force "
+                   "2019-07-01); class-to-bin map as in the MindSpore MobileNetV2 garbage-classification tutorial")

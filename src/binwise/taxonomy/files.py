@@ -21,8 +21,9 @@ another region's rules; binwise ships rule files for the garbage26 classes (``RU
 from __future__ import annotations
 
 import csv
-from collections import Counter
+import dataclasses
 import io
+from collections import Counter
 import json
 import tomllib
 from importlib import resources
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from ..errors import BinwiseError
 from .checks import MAX_CLASSES, Problems, check_taxonomy
-from .classes import Bin, Taxonomy
+from .classes import GARBAGE26, SHANGHAI_SOURCE, Bin, Taxonomy
 
 SUFFIXES = (".yaml", ".yml", ".toml", ".json", ".csv")
 DATASET_FILE = "taxonomy.yaml"  # picked up at a dataset's root
@@ -38,16 +39,21 @@ MAX_FILE_BYTES = 4_000_000  # 100,000 classes with English and Chinese names fit
 PALETTE = ("#1565c0", "#4a4a4a", "#6d4c41", "#c62828", "#2e7d32", "#f9a825", "#6a1b9a", "#00838f")
 
 
+# rules built in rather than shipped as a file: Shanghai's are garbage26's own bins (one copy of them)
+BUILT_IN_RULES = {"shanghai": (dataclasses.replace(GARBAGE26, name="shanghai"), SHANGHAI_SOURCE)}
+
+
 def rule_names() -> list[str]:
-    """The rule files binwise ships (package data), by name."""
-    return sorted(p.name.rsplit(".", 1)[0] for p in resources.files("binwise.taxonomy.rules").iterdir()
-                  if p.name.endswith(".yaml"))
+    """The rules binwise ships (package data and ``BUILT_IN_RULES``), by name."""
+    return sorted([p.name.rsplit(".", 1)[0] for p in resources.files("binwise.taxonomy.rules").iterdir()
+                   if p.name.endswith(".yaml")] + list(BUILT_IN_RULES))
 
 
 def resolve(spec: str | Path) -> Path | resources.abc.Traversable:
     """A taxonomy file path, or the name of a shipped rule file."""
-    if str(spec) in rule_names():
-        return resources.files("binwise.taxonomy.rules") / f"{spec}.yaml"
+    shipped = resources.files("binwise.taxonomy.rules") / f"{spec}.yaml"
+    if str(spec) in rule_names() and shipped.is_file():
+        return shipped
     path = Path(spec)
     if not path.is_file():
         raise BinwiseError(f"no such taxonomy file (shipped rules: {', '.join(rule_names())})", path)
@@ -56,6 +62,8 @@ def resolve(spec: str | Path) -> Path | resources.abc.Traversable:
 
 def read_taxonomy(spec: str | Path) -> tuple[Taxonomy, str]:
     """The taxonomy in a file (or shipped rules) and its stated source ("" when it names none)."""
+    if str(spec) in BUILT_IN_RULES:
+        return BUILT_IN_RULES[str(spec)]
     path = resolve(spec)
     name = str(spec)
     suffix = "." + path.name.rsplit(".", 1)[-1].lower()

@@ -17,17 +17,14 @@ from ..errors import BinwiseError
 from ..images import open_image
 from .augment import store_square
 
-# Photos are stored square at this size (``AugmentConfig.store_size``); crops are then taken from it.
-STORE_SIZE = 256
-
-
 def decode_square(path, size: int) -> np.ndarray:
     """Shorter side to ``size``, centre crop ``size`` x ``size``, as uint8 CHW (``augment.store_square``)."""
     return np.array(store_square(open_image(path, at_least=size), size), dtype=np.uint8).transpose(2, 0, 1)
 
 
-def fits_on_device(num_images: int, device: torch.device, size: int = STORE_SIZE, fraction: float = 0.25) -> bool:
-    """Whether the decoded dataset would take at most ``fraction`` of the device's free memory."""
+def fits_on_device(num_images: int, device: torch.device, size: int, fraction: float = 0.25) -> bool:
+    """Whether the photos stored as ``size`` x ``size`` squares (``AugmentConfig.store_size``) would
+    take at most ``fraction`` of the device's free memory."""
     if device.type != "cuda":
         return False
     free, _ = torch.cuda.mem_get_info(device)
@@ -38,7 +35,7 @@ class DeviceImages:
     """The readable photos of ``samples`` as one uint8 tensor (N, 3, S, S) on ``device``, with
     their labels; unreadable ones are left out and named in ``skipped``."""
 
-    def __init__(self, samples: list, device: torch.device, size: int = STORE_SIZE, threads: int = 8):
+    def __init__(self, samples: list, device: torch.device, size: int, threads: int = 8):
         def decode(sample):
             try:
                 return decode_square(sample.path, size)

@@ -79,7 +79,7 @@ def photo_phase(name: str, model: MobileNetV2, ctx: RunContext, train: list[Samp
                 x = features[:frozen](images)
             return trainable(x)
 
-    if config.data_on_device == "yes" or (config.data_on_device == "auto" and fits_on_device(len(train), device)):
+    if config.data_on_device == "yes" or (config.data_on_device == "auto" and fits_on_device(len(train), device, config.augment.store_size)):
         # decoded once, kept on the device, augmented a whole batch at a time there
         stored = DeviceImages(train, device, size=config.augment.store_size, threads=max(2, config.workers))
         ctx.skipped.update(stored.skipped)
