@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
@@ -50,39 +49,8 @@ def run(args) -> int:
 
 def read_model_file(path: Path) -> tuple[dict, list[str]]:
     """The binwise metadata of a model file, and lines describing the file itself (format,
-    parameters or graph inputs and outputs). Reads no tensors and needs no torch; the readers check
-    the metadata (``model.metadata``)."""
-    if path.suffix.lower() == ".onnx":
-        from ..inference.onnx_runner import OnnxRunner
+    parameters or graph inputs and outputs), by the runner table's entry for its suffix. Reads no
+    tensors and needs no torch; the readers check the metadata (``model.metadata``)."""
+    from ..inference.classifier import runner_for
 
-        runner = OnnxRunner(path)
-        export = runner.metadata.get("export", {})
-        lines = [f"format       ONNX, {export.get('precision', '?')}, opset {export.get('opset', '?')}, "
-                 f"run by onnxruntime"]
-        lines += [f"{kind:12s} {node.name} {node.type} {node.shape}"
-                  for kind, nodes in (("graph input", runner.session.get_inputs()),
-                                      ("graph output", runner.session.get_outputs())) for node in nodes]
-        meta = runner.metadata
-    elif path.suffix.lower() == ".tflite":
-        import numpy as np
-
-        from ..inference.tflite_runner import TfliteRunner
-
-        runner = TfliteRunner(path)
-        export = runner.metadata.get("export", {})
-        lines = [f"format       TFLite, {export.get('precision', '?')}, {export.get('converter', '?')}, run by LiteRT"]
-        lines += [f"{kind:12s} {tensor['name']} {np.dtype(tensor['dtype']).name} {[int(d) for d in tensor['shape_signature']]}"
-                  for kind, tensor in (("graph input", runner.input), *(("graph output", output)
-                                                                        for output in runner.outputs.values()))]
-        meta = runner.metadata
-    else:
-        from ..model.file import read_header, read_metadata
-
-        meta = read_metadata(path)
-        tensors = {k: v for k, v in read_header(path).items() if k != "__metadata__" and isinstance(v, dict)}
-        parameters = sum(math.prod(v["shape"]) for k, v in tensors.items()
-                         if isinstance(v.get("shape"), list) and all(isinstance(d, int) for d in v["shape"])
-                         and not k.endswith(("running_mean", "running_var")))
-        lines = [f"format       binwise safetensors, {len(tensors)} tensors, run by PyTorch",
-                 f"parameters   {parameters:,}"]
-    return meta, lines
+    return runner_for(path).describe(path)

@@ -37,6 +37,20 @@ def _open_torch(path: Path, threads: int | None, device: str):
     return _TorchRunner(path, device)
 
 
+def _describe_torch(path: Path) -> tuple[dict, list[str]]:
+    from ..model.file import describe_file
+
+    return describe_file(path)
+
+
+def _describe_exported(open_runner: Callable) -> Callable[[Path], tuple[dict, list[str]]]:
+    """An exported file is described by its runner: the runtime checks what it would run."""
+    def describe(path: Path) -> tuple[dict, list[str]]:
+        runner = open_runner(path, None, "cpu")
+        return runner.metadata, runner.describe()
+    return describe
+
+
 def _open_onnx(path: Path, threads: int | None, device: str):
     from .onnx_runner import OnnxRunner
 
@@ -59,15 +73,26 @@ class RunnerSpec:
     extra: str | None  # the pip extra that brings its runtime (None: the plain install)
     no_similarity: str  # how ``status_note`` names a file of this kind without the unknown score
     open: Callable[[Path, int | None, str], object]  # (path, threads, device) -> runner
+    # path -> (checked metadata, the lines ``binwise info`` prints about the file itself)
+    describe: Callable[[Path], tuple[dict, list[str]]]
     gpu: bool = False  # runs on --device cuda
 
 
 RUNNERS = {spec.name: spec for spec in (
-    RunnerSpec("torch", "", "train", "a model file without the training photos' features", _open_torch, gpu=True),
-    RunnerSpec("onnxruntime", ".onnx", None, "an .onnx file without a 'similarity' output", _open_onnx),
-    RunnerSpec("litert", ".tflite", "tflite", "a .tflite file without a 'similarity' output", _open_tflite),
+    RunnerSpec("torch", "", "train", "a model file without the training photos' features", _open_torch,
+               _describe_torch, gpu=True),
+    RunnerSpec("onnxruntime", ".onnx", None, "an .onnx file without a 'similarity' output", _open_onnx,
+               _describe_exported(_open_onnx)),
+    RunnerSpec("litert", ".tflite", "tflite", "a .tflite file without a 'similarity' output", _open_tflite,
+               _describe_exported(_open_tflite)),
 )}
 BACKENDS = ("auto", *RUNNERS)
+
+
+def runner_for(path: Path) -> RunnerSpec:
+    """The runner for a file by its suffix (torch for anything not exported)."""
+    return next((spec for spec in RUNNERS.values() if spec.suffix and spec.suffix == Path(path).suffix.lower()),
+                RUNNERS["torch"])
 EXPORTED_SUFFIXES = tuple(spec.suffix for spec in RUNNERS.values() if spec.suffix)
 DEFAULT_BATCH_SIZE = 32
 
@@ -247,9 +272,8 @@ class Classifier:
         if not path.is_file():
             raise BinwiseError("no such model file", path)
         suffix = path.suffix.lower()
-        if backend == "auto":
-            backend = next((spec.name for spec in RUNNERS.values() if spec.suffix and spec.suffix == suffix), "torch")
-        spec = RUNNERS[backend]
+        spec = runner_for(path) if backend == "auto" else RUNNERS[backend]
+        backend = spec.name
         if not spec.suffix and suffix in EXPORTED_SUFFIXES:
             raise BinwiseError(f"the {backend} backend needs a binwise .safetensors model, not a {path.suffix} file",
                                path)

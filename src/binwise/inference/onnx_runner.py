@@ -53,6 +53,14 @@ class OnnxRunner:
         self._single_threaded = None
         self._lock = threading.Lock()
 
+    def describe(self) -> list[str]:
+        """The lines ``binwise info`` prints about the file itself: format and graph inputs and outputs."""
+        export = self.metadata.get("export", {})
+        lines = [f"format       ONNX, {export.get('precision', '?')}, opset {export.get('opset', '?')}, run by onnxruntime"]
+        return lines + [f"{kind:12s} {node.name} {node.type} {node.shape}"
+                        for kind, nodes in (("graph input", self.session.get_inputs()),
+                                            ("graph output", self.session.get_outputs())) for node in nodes]
+
     def __call__(self, pixels: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         return self._outputs(self.session.run(None, {self.input_name: pixels}))
 

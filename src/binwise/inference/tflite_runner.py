@@ -58,6 +58,15 @@ class TfliteRunner:
     def __call__(self, pixels: np.ndarray) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         return self._interpreters.get()(pixels)
 
+    def describe(self) -> list[str]:
+        """The lines ``binwise info`` prints about the file itself: format and graph inputs and outputs."""
+        export = self.metadata.get("export", {})
+        lines = [f"format       TFLite, {export.get('precision', '?')}, {export.get('converter', '?')}, run by LiteRT"]
+        return lines + [f"{kind:12s} {tensor['name']} {np.dtype(tensor['dtype']).name} "
+                        f"{[int(d) for d in tensor['shape_signature']]}"
+                        for kind, tensor in (("graph input", self.input),
+                                             *(("graph output", output) for output in self.outputs.values()))]
+
     def concurrent(self):
         """This model for batches run from several threads at once, each call on its calling
         thread alone (interpreters with one thread), so that a worker that decodes and classifies

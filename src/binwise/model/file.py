@@ -11,6 +11,7 @@ torch-free install; building the model (``load_model``) and saving do.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,17 @@ def read_header(path: str | os.PathLike) -> dict:
     if not isinstance(header, dict):
         raise BinwiseError("not a binwise model file (the safetensors header is not a JSON object)", path)
     return header
+
+
+def describe_file(path: str | os.PathLike) -> tuple[dict, list[str]]:
+    """A model file's checked metadata and the lines ``binwise info`` prints about the file itself
+    (format, parameter count), read from the header alone: no tensors, no torch."""
+    tensors = {k: v for k, v in read_header(path).items() if k != "__metadata__" and isinstance(v, dict)}
+    parameters = sum(math.prod(v["shape"]) for k, v in tensors.items()
+                     if isinstance(v.get("shape"), list) and all(isinstance(d, int) for d in v["shape"])
+                     and not k.endswith(("running_mean", "running_var")))
+    return read_metadata(path), [f"format       binwise safetensors, {len(tensors)} tensors, run by PyTorch",
+                                 f"parameters   {parameters:,}"]
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
