@@ -193,7 +193,7 @@ def main() -> None:
         "command": " ".join(["python", *sys.argv]),
         "machine": f"2-core development VM, no GPU ({platform.processor() or platform.machine()})",
         "model": str(args.model),
-        "calibration": {k: v for k, v in clf.metadata.get("calibration", {}).items()},
+        "calibration": {k: v for k, v in clf.meta.calibration.items()},
         "garbage26_test": {"photos": len(test), "ece_15_bins_before": status.expected_calibration_error(raw, labels),
                            "ece_15_bins_after": status.expected_calibration_error(probabilities, labels),
                            **test_summary},

@@ -80,7 +80,7 @@ def test_onnx_file_carries_the_model_metadata():
     assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     meta = json.loads({p.key: p.value for p in graph.metadata_props}["binwise"])
-    source = read_metadata(tiny_model())
+    source = json.loads(json.dumps(read_metadata(tiny_model()).to_dict()))
     for key in ("architecture", "taxonomy", "preprocessing", "provenance"):
         assert meta[key] == source[key]
     assert meta["export"]["precision"] == "fp32" and meta["export"]["source"].startswith("tiny.safetensors@")
@@ -321,7 +321,7 @@ def test_onnx_with_float_input_is_refused_with_a_clear_message(tmp_path):
     old = tmp_path / "float.onnx"
     torch.onnx.export(load_model(tiny_model()).model, torch.zeros(1, 3, 224, 224), str(tmp_path / "raw.onnx"),
                       dynamo=False, input_names=["input"])
-    _write_with_metadata(tmp_path / "raw.onnx", str(old), read_metadata(tiny_model()))
+    _write_with_metadata(tmp_path / "raw.onnx", str(old), read_metadata(tiny_model()).to_dict())
     with pytest.raises(BinwiseError, match="float.onnx: ONNX model takes tensor.float. input.*export it again"):
         Classifier.load(old)
 

@@ -259,7 +259,7 @@ def test_a_tflite_graph_that_does_not_fit_its_metadata_is_refused(tmp_path, caps
 
     # ImageNet's 1001 outputs under the tiny model's 26 class names
     path = tmp_path / "imagenet-as-garbage.tflite"
-    meta = {**read_metadata(tiny_model()), "export": {"format": "tflite", "precision": "int8", "source": "test"}}
+    meta = {**read_metadata(tiny_model()).to_dict(), "export": {"format": "tflite", "precision": "int8", "source": "test"}}
     path.write_bytes(with_metadata(resolve_pretrained().read_bytes(), meta))
     refused_in_one_line(capsys, ["predict", str(path), photo], path, "to (batch, 26) as its metadata says")
 

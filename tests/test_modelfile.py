@@ -138,3 +138,18 @@ def test_files_are_written_with_the_users_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # readable by others, as other tools write
     assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_metadata_is_read_once_into_a_typed_object_that_writes_the_same_json(tmp_path, garbage_model_file):
+    from binwise.model.file import read_metadata
+    from binwise.model.metadata import ModelMeta
+
+    garbage_model_file.calibration = {"temperature": 0.8, "min_confidence": 0.9, "min_similarity": 0.5}
+    save_model(tmp_path / "m.safetensors", garbage_model_file)
+    meta = read_metadata(tmp_path / "m.safetensors")
+    assert isinstance(meta, ModelMeta) and meta.taxonomy == GARBAGE26
+    assert meta.to_dict() == garbage_model_file.metadata()
+    assert ModelMeta.parse(json.dumps(meta.to_dict()), "copy").to_dict() == meta.to_dict()
+    assert meta.statuses().temperature == 0.8 and meta.statuses().thresholds.min_similarity == 0.5
+    with pytest.raises(BinwiseError, match="copy: .*taxonomy"):
+        ModelMeta.parse(json.dumps({**meta.to_dict(), "taxonomy": {"classes": []}}), "copy")

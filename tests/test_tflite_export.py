@@ -109,10 +109,10 @@ def test_the_file_carries_labels_bins_and_binwise_metadata(tiny_tflite):
     assert lines[BINS_FILE][22] == f"{battery.id}\t{battery.en}\t有害垃圾"
     assert len(lines[BINS_FILE]) == 26
 
-    meta = Classifier.load(tiny_tflite).metadata
+    meta = Classifier.load(tiny_tflite).meta
     source = read_metadata(tiny_model())
-    assert meta["taxonomy"] == source["taxonomy"] and meta["preprocessing"] == source["preprocessing"]
-    assert meta["export"]["format"] == "tflite" and meta["export"]["precision"] == "fp32"
+    assert meta.taxonomy == source.taxonomy and meta.preprocessing == source.preprocessing
+    assert meta.export["format"] == "tflite" and meta.export["precision"] == "fp32"
 
     # TFLite model metadata: the output's associated files name the zipped label files
     model = schema.Model.GetRootAs(data, 0)
@@ -212,7 +212,7 @@ def test_bench_measures_a_tflite_model_alone(tiny_tflite, garbage26_data):
 def test_int8_export_is_quantized_and_follows_fp32(tiny_tflite, tmp_path_factory):
     int8 = export(tmp_path_factory, "--int8", "--calibration-count", "26")
     classifier = Classifier.load(int8)
-    assert classifier.metadata["export"]["precision"] == "int8"
+    assert classifier.meta.export["precision"] == "int8"
     assert classifier.runner.output["dtype"] == np.int8  # dequantized by the runner
     assert int8.stat().st_size < 0.6 * tiny_tflite.stat().st_size
     pixels = crops(5)

@@ -16,20 +16,16 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from ..preprocessing import Preprocessing
-    from ..taxonomy.classes import Taxonomy
-
     meta, file_lines = read_model_file(Path(args.model))
     if args.json:
-        print(json.dumps(meta, indent=2, ensure_ascii=False))
+        print(json.dumps(meta.to_dict(), indent=2, ensure_ascii=False))
         return 0
-    arch, pre, tax = meta["architecture"], meta["preprocessing"], Taxonomy.from_dict(meta["taxonomy"])
+    arch, pre, tax = meta.architecture, meta.preprocessing.to_dict(), meta.taxonomy
     print(f"model        {args.model} ({os.path.getsize(args.model) / 1e6:.1f} MB)")
     for line in file_lines:
         print(line)
     # fields a model file may leave out take MobileNetV2Config's and Preprocessing's defaults
     arch = {"width_mult": 1.0, "padding": "symmetric", "dropout": 0.0, **arch}
-    pre = {**Preprocessing().to_dict(), **pre}
     print(f"architecture {arch['name']} width {arch['width_mult']} padding {arch['padding']} "
           f"dropout {arch['dropout']}")
     print(f"input        {pre['input_size']}x{pre['input_size']} (resize {pre['resize_size']}, "
@@ -42,13 +38,13 @@ def run(args) -> int:
     if tax.bins:
         print("bins         " + ", ".join(f"{b.id} ({b.en} {b.zh})" for b in tax.bins))
     for section in ("export", "provenance", "metrics"):
-        if meta.get(section):
-            print(f"{section:12s} " + json.dumps(meta[section], ensure_ascii=False))
+        if getattr(meta, section):
+            print(f"{section:12s} " + json.dumps(getattr(meta, section), ensure_ascii=False))
     return 0
 
 
-def read_model_file(path: Path) -> tuple[dict, list[str]]:
-    """The binwise metadata of a model file, and lines describing the file itself (format,
+def read_model_file(path: Path):
+    """The binwise metadata of a model file (``ModelMeta``), and lines describing the file itself (format,
     parameters or graph inputs and outputs), by the runner table's entry for its suffix. Reads no
     tensors and needs no torch; the readers check the metadata (``model.metadata``)."""
     from ..inference.classifier import runner_for

@@ -104,7 +104,7 @@ def run_bench(model: str | os.PathLike, onnx_fp32: str | os.PathLike | None = No
         suffix = Path(model).suffix.lower()
         if suffix in EXPORTED_SUFFIXES:  # an exported model alone, named by its format and precision
             classifier = Classifier.load(model, threads=threads)
-            name = f"{suffix[1:]}-{classifier.metadata.get('export', {}).get('precision', 'fp32')}"
+            name = f"{suffix[1:]}-{classifier.meta.export.get('precision', 'fp32')}"
             files, classifiers = {name: model}, {name: classifier}
         else:
             files = {"torch": model, "onnx-fp32": onnx_fp32, "onnx-int8": onnx_int8}

@@ -175,7 +175,7 @@ def evaluate(model_path: str | Path, data: str | Path, out_dir: str | Path | Non
 
     classifier = Classifier.load(model_path, device=device)
     dataset = load_dataset(data)
-    samples, excluded = select_split(dataset, split, classifier.metadata.get("provenance", {}).get("splits"), data)
+    samples, excluded = select_split(dataset, split, classifier.meta.provenance.get("splits"), data)
     model_classes = list(classifier.taxonomy.classes_en)
     unknown = sorted(set(dataset.taxonomy.classes_en) - set(model_classes))
     if unknown:

@@ -29,25 +29,26 @@ import numpy as np
 
 from ..errors import BinwiseError
 from ..images import MAX_PIXELS, ImageSource, describe, load_crop
-from ..preprocessing import Preprocessing, with_pixel_input
-from ..model.status import Calibration, decide, softmax
-from ..taxonomy.classes import Bin, Taxonomy
+from ..preprocessing import with_pixel_input
+from ..model.metadata import ModelMeta
+from ..model.status import decide, softmax
+from ..taxonomy.classes import Bin
 
 def _open_torch(path: Path, threads: int | None, device: str):
     return _TorchRunner(path, device)
 
 
-def _describe_torch(path: Path) -> tuple[dict, list[str]]:
+def _describe_torch(path: Path) -> tuple[ModelMeta, list[str]]:
     from ..model.file import describe_file
 
     return describe_file(path)
 
 
-def _describe_exported(open_runner: Callable) -> Callable[[Path], tuple[dict, list[str]]]:
+def _describe_exported(open_runner: Callable) -> Callable[[Path], tuple[ModelMeta, list[str]]]:
     """An exported file is described by its runner: the runtime checks what it would run."""
-    def describe(path: Path) -> tuple[dict, list[str]]:
+    def describe(path: Path) -> tuple[ModelMeta, list[str]]:
         runner = open_runner(path, None, "cpu")
-        return runner.metadata, runner.describe()
+        return runner.meta, runner.describe()
     return describe
 
 
@@ -74,7 +75,7 @@ class RunnerSpec:
     no_similarity: str  # how ``status_note`` names a file of this kind without the unknown score
     open: Callable[[Path, int | None, str], object]  # (path, threads, device) -> runner
     # path -> (checked metadata, the lines ``binwise info`` prints about the file itself)
-    describe: Callable[[Path], tuple[dict, list[str]]]
+    describe: Callable[[Path], tuple[ModelMeta, list[str]]]
     gpu: bool = False  # runs on --device cuda
 
 
@@ -149,7 +150,7 @@ class _TorchRunner:
         cuda = self.device.type == "cuda"
         if cuda and not torch.cuda.is_available():
             raise BinwiseError(f"--device {device} needs a CUDA GPU, and torch finds none")
-        self.metadata = read_metadata(path)
+        self.meta = read_metadata(path)
         model_file = load_model(path)
         self.model = model_file.model.to(self.device, memory_format=torch.channels_last if cuda
                                          else torch.contiguous_format)
@@ -239,15 +240,14 @@ class Classifier:
     """Photos in, ranked classes with their bins out."""
 
     def __init__(self, runner, path: str | os.PathLike, backend: str):
-        meta = runner.metadata
         self.runner = runner
         self.backend = backend
         self.path = Path(path)
-        self.metadata = meta
+        self.meta = runner.meta  # checked and typed by the runner's reader (model.metadata.ModelMeta)
+        self.taxonomy = self.meta.taxonomy
+        self.preprocessing = self.meta.preprocessing
         try:
-            self.taxonomy = Taxonomy.from_dict(meta["taxonomy"])
-            self.preprocessing = Preprocessing.from_dict(meta["preprocessing"])
-            self.calibration = Calibration.from_metadata(meta)
+            self.calibration = self.meta.statuses()
         except (KeyError, TypeError, ValueError) as e:
             raise BinwiseError(f"model metadata is invalid: {e}", path) from None
         with open(path, "rb") as f:

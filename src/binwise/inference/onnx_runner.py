@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BinwiseError, first_line
-from ..model.metadata import METADATA_KEY, parse_metadata
+from ..model.metadata import METADATA_KEY, ModelMeta
 
 
 class OnnxRunner:
@@ -26,20 +26,20 @@ class OnnxRunner:
         # read once: the bytes checked are the bytes run, whatever happens to the file meanwhile
         self.model_bytes = checked_model(path)
         self.session = onnx_session(self.model_bytes, path, threads)
-        self.metadata = _parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+        self.meta = _parse_metadata(self.session.get_modelmeta().custom_metadata_map, path)
         # TensorRT's int8 form (symmetric int8 activations) saturates in onnxruntime's fused x86
         # kernels (a third of the answers change); run its QDQ nodes as written instead, an exact
         # simulation of the engine, slower than fp32 (docs/inference.md)
-        self.simulated = self.metadata.get("export", {}).get("activations") == "symmetric"
+        self.simulated = self.meta.export.get("activations") == "symmetric"
         if self.simulated:
             self.session = onnx_session(self.model_bytes, path, threads, optimization="none")
-        classes = len(self.metadata["taxonomy"]["classes"])
+        classes = self.meta.taxonomy.num_classes
         outputs = self.session.get_outputs()[0].shape
         if len(outputs) != 2 or outputs[1] != classes:
             raise BinwiseError(f"the ONNX model's output has shape {outputs}, not (batch, {classes}) for the "
                                f"{classes} classes its metadata names", path)
         model_input = self.session.get_inputs()[0]
-        size = self.metadata["preprocessing"].get("input_size", 224)
+        size = self.meta.preprocessing.input_size
         if len(model_input.shape) != 4 or list(model_input.shape[1:]) != [size, size, 3]:
             raise BinwiseError(f"the ONNX model's input has shape {model_input.shape}, not (batch, {size}, {size}, 3) "
                                "for the input size its metadata names", path)
@@ -55,7 +55,7 @@ class OnnxRunner:
 
     def describe(self) -> list[str]:
         """The lines ``binwise info`` prints about the file itself: format and graph inputs and outputs."""
-        export = self.metadata.get("export", {})
+        export = self.meta.export
         lines = [f"format       ONNX, {export.get('precision', '?')}, opset {export.get('opset', '?')}, run by onnxruntime"]
         return lines + [f"{kind:12s} {node.name} {node.type} {node.shape}"
                         for kind, nodes in (("graph input", self.session.get_inputs()),
@@ -160,8 +160,8 @@ def onnx_session(model: bytes | str | os.PathLike, path: str | os.PathLike | Non
                            path if path is not None else (model if isinstance(model, str) else "ONNX model")) from None
 
 
-def _parse_metadata(props: dict, path) -> dict:
+def _parse_metadata(props: dict, path) -> ModelMeta:
     raw = props.get(METADATA_KEY)
     if raw is None:
         raise BinwiseError("ONNX file without binwise metadata; export it with 'binwise export'", path)
-    return parse_metadata(raw, path)
+    return ModelMeta.parse(raw, path)

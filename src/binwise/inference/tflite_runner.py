@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BinwiseError, first_line
-from ..model.metadata import METADATA_KEY, parse_metadata
+from ..model.metadata import METADATA_KEY, ModelMeta
 
 EXTRA = "tflite"
 SIGNATURE = "serving_default"  # litert-torch's one signature
@@ -40,13 +40,13 @@ class TfliteRunner:
         if self.path.stat().st_size > MAX_TFLITE_BYTES:
             raise BinwiseError(f"TFLite file larger than {MAX_TFLITE_BYTES >> 20} MB: not a binwise export", path)
         self.model = self.path.read_bytes()
-        self.metadata = read_metadata(self.model, path)
+        self.meta = read_metadata(self.model, path)
         self._interpreters = _PerThread(self.model, threads, path)
         interpreter = self._interpreters.get()
         self.input, self.outputs = interpreter.input, interpreter.outputs
         self.output = self.outputs[LOGITS]
         self.scored = SIMILARITY in self.outputs
-        size, classes = self.metadata["preprocessing"].get("input_size", 224), len(self.metadata["taxonomy"]["classes"])
+        size, classes = self.meta.preprocessing.input_size, self.meta.taxonomy.num_classes
         if list(self.input["shape"][1:]) != [size, size, 3] or list(self.output["shape"][1:]) != [classes]:
             raise BinwiseError(f"the TFLite model maps {list(self.input['shape'])} to {list(self.output['shape'])}, not "
                                f"(batch, {size}, {size}, 3) to (batch, {classes}) as its metadata says", path)
@@ -60,7 +60,7 @@ class TfliteRunner:
 
     def describe(self) -> list[str]:
         """The lines ``binwise info`` prints about the file itself: format and graph inputs and outputs."""
-        export = self.metadata.get("export", {})
+        export = self.meta.export
         lines = [f"format       TFLite, {export.get('precision', '?')}, {export.get('converter', '?')}, run by LiteRT"]
         return lines + [f"{kind:12s} {tensor['name']} {np.dtype(tensor['dtype']).name} "
                         f"{[int(d) for d in tensor['shape_signature']]}"
@@ -148,8 +148,8 @@ def named_outputs(interpreter, path) -> dict[str, dict]:
     return {name: by_index[indices[name]] for name in (LOGITS, SIMILARITY)}
 
 
-def read_metadata(model: bytes, path) -> dict:
-    """binwise's JSON from a .tflite file's ``metadata`` table."""
+def read_metadata(model: bytes, path) -> ModelMeta:
+    """binwise's metadata from a .tflite file's ``metadata`` table, checked."""
     from ai_edge_litert import schema_py_generated as schema
 
     if model[4:8] != _TFLITE_IDENTIFIER:
@@ -168,7 +168,7 @@ def read_metadata(model: bytes, path) -> dict:
     if refused:
         raise BinwiseError(f"TFLite graph has operators binwise does not export ({', '.join(refused)}); only "
                            "binwise's own exports are run", path)
-    return parse_metadata(raw, path)
+    return ModelMeta.parse(raw, path)
 
 
 def operator_names(flatbuffer, schema) -> list[str]:

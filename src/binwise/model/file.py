@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from .. import __version__
 from ..errors import BinwiseError
 from ..fileio import atomic_write
-from .metadata import FORMAT, FORMAT_VERSION, METADATA_KEY, parse_metadata
+from .metadata import METADATA_KEY, ModelMeta
 from .novelty import REFERENCE_KEY
 from ..preprocessing import Preprocessing
 from ..taxonomy.classes import Taxonomy
@@ -48,19 +48,13 @@ class ModelFile:
     # (binwise.model.novelty); saved as the tensor novelty.REFERENCE_KEY, not part of the model's weights
     reference_features: torch.Tensor | None = None
 
+    def meta(self) -> ModelMeta:
+        return ModelMeta({"name": "mobilenet_v2", **self.model.config.to_dict()}, self.taxonomy, self.preprocessing,
+                         self.provenance, self.metrics, self.calibration, binwise_version=__version__)
+
     def metadata(self) -> dict:
-        calibration = {"calibration": self.calibration} if self.calibration else {}
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "binwise_version": __version__,
-            "architecture": {"name": "mobilenet_v2", **self.model.config.to_dict()},
-            "taxonomy": self.taxonomy.to_dict(),
-            "preprocessing": self.preprocessing.to_dict(),
-            "provenance": self.provenance,
-            "metrics": self.metrics,
-            **calibration,
-        }
+        """The JSON every format carries (``ModelMeta.to_dict``)."""
+        return self.meta().to_dict()
 
 
 def save_model(path: str | os.PathLike, model_file: ModelFile) -> None:
@@ -98,7 +92,7 @@ def read_header(path: str | os.PathLike) -> dict:
     return header
 
 
-def describe_file(path: str | os.PathLike) -> tuple[dict, list[str]]:
+def describe_file(path: str | os.PathLike) -> tuple[ModelMeta, list[str]]:
     """A model file's checked metadata and the lines ``binwise info`` prints about the file itself
     (format, parameter count), read from the header alone: no tensors, no torch."""
     tensors = {k: v for k, v in read_header(path).items() if k != "__metadata__" and isinstance(v, dict)}
@@ -109,14 +103,14 @@ def describe_file(path: str | os.PathLike) -> tuple[dict, list[str]]:
                                  f"parameters   {parameters:,}"]
 
 
-def read_metadata(path: str | os.PathLike) -> dict:
-    """The JSON metadata of a model file, checked (``model.metadata``), without loading its tensors."""
+def read_metadata(path: str | os.PathLike) -> ModelMeta:
+    """The metadata of a model file, checked (``model.metadata``), without loading its tensors."""
     raw = read_header(path).get("__metadata__", {})
     raw = raw.get(METADATA_KEY) if isinstance(raw, dict) else None
     if not isinstance(raw, str):
         raise BinwiseError("safetensors file without binwise metadata; convert weights with "
                            "'binwise import-weights'", path)
-    return parse_metadata(raw, path)
+    return ModelMeta.parse(raw, path)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> ModelFile:
@@ -128,12 +122,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> M
 
     meta = read_metadata(path)
     try:
-        arch = dict(meta["architecture"])
+        arch = dict(meta.architecture)
         arch.pop("name")  # mobilenet_v2: read_metadata's checks refuse any other
-        config = MobileNetV2Config.from_dict(arch)
-        taxonomy = Taxonomy.from_dict(meta["taxonomy"])
-        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
-        model = MobileNetV2(config)
+        model = MobileNetV2(MobileNetV2Config.from_dict(arch))
     except (KeyError, TypeError, ValueError) as e:
         raise BinwiseError(f"model file metadata is invalid: {e}", path) from None
     try:
@@ -145,8 +136,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> M
     if reference is not None:
         check_reference(reference, model.head.classifier.in_features, path)
     model.to(device).eval()
-    return ModelFile(model, taxonomy, preprocessing, meta.get("provenance", {}), meta.get("metrics", {}),
-                     meta.get("calibration", {}), reference)
+    return ModelFile(model, meta.taxonomy, meta.preprocessing, meta.provenance, meta.metrics, meta.calibration,
+                     reference)
 
 
 def check_reference(reference: torch.Tensor, features: int, path) -> None:

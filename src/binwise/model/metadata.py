@@ -4,15 +4,18 @@ Every reader (the .safetensors model file, an .onnx or .tflite export) hands its
 A model file comes from anywhere: a value of the wrong type, a size that would allocate terabytes,
 a zero standard deviation or a class list that does not match the outputs must each end in one
 error naming the file and the field, never in a traceback, a hang or a service answering 500.
-Torch-free, so the ONNX inference path can use it.
+Torch-free, so the ONNX inference path can use it. Readers get a ``ModelMeta``: checked once, typed.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 
 from ..errors import BinwiseError
+from ..preprocessing import Preprocessing
+from ..taxonomy.classes import Taxonomy
 from ..taxonomy.checks import Problems, check_taxonomy, is_int, is_number
 
 FORMAT = "binwise-model"
@@ -27,6 +30,50 @@ INPUT_SIZE_RANGE = (32, 1024)
 MAX_RESIZE = 4096
 PADDINGS = ("symmetric", "tf_same")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """Everything a model needs at inference besides its weights, as every format carries it (the
+    .safetensors model file, .onnx, .tflite and MINDIR exports): ``to_dict`` is the JSON written."""
+
+    architecture: dict  # "name" and MobileNetV2Config's fields (model.network builds the network)
+    taxonomy: Taxonomy
+    preprocessing: Preprocessing
+    provenance: dict = field(default_factory=dict)  # where the weights came from, the run's settings and splits
+    metrics: dict = field(default_factory=dict)  # the training run's test report
+    calibration: dict = field(default_factory=dict)  # as training.calibration fitted it; empty: defaults
+    export: dict = field(default_factory=dict)  # how an exported file was made; empty in a model file
+    binwise_version: str | None = None  # of the binwise that wrote it
+
+    @classmethod
+    def parse(cls, raw: str | bytes, path: str | os.PathLike) -> "ModelMeta":
+        """From a file's JSON text: parsed, checked (``parse_metadata``) and typed, or one BinwiseError."""
+        return cls.from_checked(parse_metadata(raw, path), path)
+
+    @classmethod
+    def from_checked(cls, meta: dict, path: str | os.PathLike) -> "ModelMeta":
+        try:
+            return cls(dict(meta["architecture"]), Taxonomy.from_dict(meta["taxonomy"]),
+                       Preprocessing.from_dict(meta["preprocessing"]), dict(meta.get("provenance") or {}),
+                       dict(meta.get("metrics") or {}), dict(meta.get("calibration") or {}),
+                       dict(meta.get("export") or {}), meta.get("binwise_version"))
+        except (KeyError, TypeError, ValueError) as e:
+            raise BinwiseError(f"invalid model metadata: {e}", path) from None
+
+    def to_dict(self) -> dict:
+        optional = {name: value for name, value in (("calibration", self.calibration), ("export", self.export))
+                    if value}
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "binwise_version": self.binwise_version,
+                "architecture": self.architecture, "taxonomy": self.taxonomy.to_dict(),
+                "preprocessing": self.preprocessing.to_dict(), "provenance": self.provenance,
+                "metrics": self.metrics, **optional}
+
+    def statuses(self):
+        """The calibration the status rule uses (``status.Calibration``; defaults when none was fitted)."""
+        from .status import Calibration
+
+        return Calibration.from_metadata({"calibration": self.calibration})
 
 
 def parse_metadata(raw: str | bytes, path: str | os.PathLike) -> dict:

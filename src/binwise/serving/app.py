@@ -280,23 +280,23 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
 
     @app.get("/v1/model", summary="The served model: classes, bins, preprocessing, calibration, test metrics")
     async def model_info():
-        architecture = classifier.metadata.get("architecture", {})
+        architecture = classifier.meta.architecture
         info = {"model": classifier.model_id,
-                "binwise_version": classifier.metadata.get("binwise_version"),
+                "binwise_version": classifier.meta.binwise_version,
                 "backend": classifier.backend,
                 "explain": can_explain(classifier),
                 "feedback": feedback_store is not None,
                 **classifier.taxonomy.to_dict(),
                 "preprocessing": classifier.preprocessing.to_dict(),
                 "architecture": {k: architecture.get(k) for k in ("name", "width_mult", "padding", "num_classes")},
-                "metrics": public_metrics(classifier.metadata.get("metrics", {})),
+                "metrics": public_metrics(classifier.meta.metrics),
                 "calibration": {"temperature": classifier.calibration.temperature,
                                 "fitted": classifier.calibration.fitted,
                                 **classifier.calibration.thresholds.to_dict(),
                                 "note": classifier.status_note},
                 "limits": config.limits()}
         if config.show_provenance:
-            info["provenance"] = classifier.metadata.get("provenance", {})
+            info["provenance"] = classifier.meta.provenance
         return info
 
     @app.get("/healthz", summary="Liveness and batching statistics")
