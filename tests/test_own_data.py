@@ -241,3 +241,15 @@ def test_finetune_with_mixup_cutmix_and_layer_decay_on_cached_activations(pretra
     rows = [r for r in __import__("csv").DictReader(open(tmp_path / "run" / "log.csv")) if r["phase"].startswith("finetune")]
     assert len(rows) == 2 and all(0 <= float(r["train_acc"]) <= 1 for r in rows)
     assert metrics["chosen"] == "finetune" and 0 <= metrics["test_top1"] <= 1
+
+
+def test_auto_keeps_fine_tuning_when_it_fixes_more_than_it_breaks_unless_a_test_is_asked_for():
+    from binwise.training.auto import keeps_finetune, mcnemar_one_sided
+    from binwise.training.config import DEFAULT
+
+    assert DEFAULT.finetune_significance == 1.0
+    assert keeps_finetune(13, 8, DEFAULT.finetune_significance)  # trashnet fold 0: 4.7 points better held out
+    assert not keeps_finetune(13, 8, 0.05)  # p = 0.19
+    assert keeps_finetune(13, 2, 0.05)
+    assert not keeps_finetune(5, 5, 1.0) and not keeps_finetune(1, 2, 1.0) and not keeps_finetune(0, 0, 1.0)
+    assert mcnemar_one_sided(13, 8) == pytest.approx(0.1917, abs=1e-4)
