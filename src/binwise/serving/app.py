@@ -9,8 +9,10 @@
   when the app has a feedback store.
 - ``GET /v1/model``: classes, bins, preprocessing, calibration and test metrics of the model (its
   provenance, which names files on the server, only with ``show_provenance``).
-- ``GET /healthz``: liveness, queue length and the batch sizes run so far.
-- ``GET /``: the page (``binwise/static``); ``/docs``: the OpenAPI docs.
+- ``GET /healthz``: liveness, queue length and the batch sizes run so far; ``GET /readyz``:
+  readiness (the model has scored a test photo).
+- ``GET /metrics``: Prometheus metrics (``metrics``; behind the API key when there is one).
+- ``GET /``: the page (``serving/static``); ``/docs``: the OpenAPI docs.
 
 Photos are decoded and preprocessed in a thread pool, then a DynamicBatcher runs the model on
 batches of concurrent requests in one model thread. Every error is JSON
@@ -25,13 +27,15 @@ import concurrent.futures
 import hmac
 import io
 import os
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from importlib.resources import files
 
+import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -42,6 +46,7 @@ from ..errors import BinwiseError
 from ..images import open_image
 from ..memory import DecodeBudget, IdleTrimmer, UploadBudget
 from .config import ServeConfig
+from .metrics import ServiceMetrics
 
 STATIC_DIR = files("binwise.serving") / "static"
 # Room for the multipart boundary and part headers on top of the photo itself.
@@ -143,10 +148,12 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
     async def lifespan(app: FastAPI):
         await batcher.start()
         trimming = asyncio.create_task(trimmer.run(), name="binwise-trimmer")
+        readiness = asyncio.create_task(score_test_photo(), name="binwise-readiness")
         try:
             yield
         finally:
             trimming.cancel()
+            readiness.cancel()
             await batcher.stop()
             if feedback_store is not None:
                 close_feedback()
@@ -165,7 +172,15 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
     # flood of uploads cannot pile up decoded photos in memory faster than the model drains them.
     app.state.in_flight = 0
     app.state.explaining = 0
+    app.state.ready = False  # a test photo went through the model (GET /readyz)
     max_in_flight = config.max_queue + config.max_batch
+
+    async def score_test_photo():
+        """Ready once the model has scored a mid-grey photo (in its own thread, outside the batch counts)."""
+        size = classifier.preprocessing.input_size
+        pixels = np.full((1, size, size, 3), 128, dtype=np.uint8)
+        await asyncio.get_running_loop().run_in_executor(model_thread, classifier.score_arrays, pixels)
+        app.state.ready = True
 
     @app.exception_handler(ServiceError)
     async def on_service_error(request: Request, e: ServiceError):
@@ -176,7 +191,7 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
 
         @app.middleware("http")
         async def require_api_key(request: Request, call_next):
-            if request.url.path.startswith("/v1/"):
+            if request.url.path.startswith("/v1/") or request.url.path == "/metrics":
                 given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
                 if not hmac.compare_digest(given.encode(), expected):
                     return error_response(401, "unauthorized", "this service needs its API key (X-API-Key header)")
@@ -187,6 +202,13 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
 
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["X-API-Key", "Authorization", "Content-Type"])
+
+    @app.middleware("http")
+    async def count_request(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        metrics.observe(metrics.route_of(request), response.status_code, time.perf_counter() - started)
+        return response
 
     # added last, so it runs first: before the API key is even looked at
     @app.middleware("http")
@@ -244,6 +266,7 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
         answer = {"model": classifier.model_id,
                   **classifier.prediction(name, probabilities, top_k, similarity).to_dict(),
                   "confidence": float(probabilities.max())}
+        metrics.answered(answer)
         if explain:
             if app.state.explaining >= config.max_explain:
                 raise ServiceError(503, "busy", f"{app.state.explaining} Grad-CAM requests are running; retry shortly")
@@ -317,11 +340,26 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
                                             min_upload_rate=config.min_upload_rate, per_minute=config.feedback_rate,
                                             trust_forwarded_for=config.trust_forwarded_for)
 
+    @app.get("/readyz", summary="Readiness: the model is loaded and has scored a test photo")
+    async def readyz():
+        if not app.state.ready:
+            raise ServiceError(503, "not_ready", "the model has not scored its test photo yet")
+        return {"status": "ready", "model": classifier.model_id}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics():
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(STATIC_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    # Prometheus counters per route template; every route is known by now
+    metrics = ServiceMetrics(classifier, batcher, lambda: app.state.in_flight,
+                             {route.path for route in app.routes if hasattr(route, "path")})
+    app.state.metrics = metrics
     return app
 
 

@@ -1,0 +1,65 @@
+"""What operators watch: the service's Prometheus metrics, served at ``GET /metrics``.
+
+Each app has its own registry (prometheus-client's default one is process-wide), so two services in
+one process, as in the tests, never mix their counts. Routes are counted by their template
+(``/v1/classify``), never by the raw path, so a scanner's random URLs cannot grow the label set;
+classes and bins come from the model's taxonomy, so they are bounded too.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+UNMATCHED = "unmatched"  # the route label of a request no route answered
+
+
+class ServiceMetrics:
+    """Counters the app updates as requests go, plus gauges read when Prometheus scrapes."""
+
+    def __init__(self, classifier, batcher, in_flight, routes: set[str]):
+        self.routes = routes
+        self.registry = CollectorRegistry()
+        self.requests = Counter("binwise_requests", "HTTP requests by route and status code", ["route", "code"],
+                                registry=self.registry)
+        self.latency = Histogram("binwise_request_seconds", "time from the request's arrival to its response",
+                                 ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.answers = Counter("binwise_answers", "photos answered, by status (ok, unsure, unknown), bin and top class",
+                               ["status", "bin", "class"], registry=self.registry)
+        Gauge("binwise_in_flight_photos", "photos past their upload: decoding, queued or in the running batch",
+              registry=self.registry).set_function(in_flight)
+        Gauge("binwise_queued_photos", "photos waiting for the model", registry=self.registry
+              ).set_function(lambda: batcher.queued)
+        info = Gauge("binwise_model_info", "the served model (always 1)", ["model", "backend"], registry=self.registry)
+        info.labels(classifier.model_id, classifier.backend).set(1)
+        self.registry.register(_BatchSizes(batcher))
+
+    def route_of(self, request) -> str:
+        route = request.scope.get("route")
+        path = getattr(route, "path", None)
+        return path if path in self.routes else UNMATCHED
+
+    def observe(self, route: str, code: int, seconds: float) -> None:
+        self.requests.labels(route, str(code)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def answered(self, answer: dict) -> None:
+        top = answer["top"][0]["en"] if answer.get("top") else ""
+        self.answers.labels(answer["status"], (answer.get("bin") or {}).get("id", ""), top).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _BatchSizes:
+    """``binwise_batches_total{size}``: model calls by batch size, read from the batcher when scraped."""
+
+    def __init__(self, batcher):
+        self.batcher = batcher
+
+    def collect(self):
+        family = CounterMetricFamily("binwise_batches", "model calls by batch size (photos per call)", labels=["size"])
+        for size, count in sorted(self.batcher.batch_sizes.items()):
+            family.add_metric([str(size)], count)
+        yield family
