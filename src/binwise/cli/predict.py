@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N to run a .safetensors model on a "
                    "GPU (batch-1 calls replay a CUDA graph)")
     p.add_argument("--batch-size", type=int, default=32, help="photos per model call (default 32)")
+    p.add_argument("--region", metavar="NAME|FILE", help="answer with this region's bins: a shipped rule set "
+                   "(shanghai, beijing, germany) or a rule file covering the model's classes (default: the model "
+                   "file's own)")
     add_threshold_arguments(p)
     p.set_defaults(func=run)
 
@@ -64,6 +67,10 @@ def run(args) -> int:
     own_the_process(args.threads)
     classifier = Classifier.load(args.model, backend=args.backend, threads=args.threads, device=args.device)
     classifier.set_thresholds(args.min_confidence, args.min_similarity)
+    if args.region:
+        from ..taxonomy.files import read_region
+
+        classifier = classifier.with_bins(read_region(args.region, classifier.taxonomy).taxonomy)
     if classifier.status_note:
         print(f"binwise predict: note: {classifier.status_note}", file=sys.stderr)
     stream = classifier.predict_stream(sources, top_k=args.top_k, batch_size=args.batch_size)

@@ -35,8 +35,9 @@ def register(subparsers) -> None:
             settings.add_argument(meta["flag"], dest=f"serve:{f.name}", action="append", default=[],
                                   metavar=meta["unit"], help=meta["help"])
         else:
-            kind = str if f.name == "api_key" else float if meta["scale"] != 1 or isinstance(default, float) else int
-            shown = "" if default is None else f" (default: {default / meta['scale']:g})"
+            text = f.name == "api_key" or isinstance(default, str)
+            kind = str if text else float if meta["scale"] != 1 or isinstance(default, float) else int
+            shown = "" if default is None or text else f" (default: {default / meta['scale']:g})"
             settings.add_argument(meta["flag"], dest=f"serve:{f.name}", type=kind, metavar=meta["unit"],
                                   default=default / meta["scale"] if meta["scale"] != 1 else default,
                                   help=meta["help"] + shown)

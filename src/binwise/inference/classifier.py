@@ -15,6 +15,7 @@ its training photos (a .safetensors file with reference features; an .onnx or .t
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import threading
@@ -32,7 +33,7 @@ from ..images import MAX_PIXELS, ImageSource, describe, load_crop
 from ..preprocessing import with_pixel_input
 from ..model.metadata import ModelMeta
 from ..model.status import decide, softmax
-from ..taxonomy.classes import Bin
+from ..taxonomy.classes import Bin, Taxonomy
 
 def _open_torch(path: Path, threads: int | None, device: str):
     return _TorchRunner(path, device)
@@ -236,6 +237,12 @@ def keep_freed_memory() -> None:
     libc.mallopt(M_ARENA_MAX, 1)
 
 
+def bin_members(taxonomy: Taxonomy) -> dict[str, np.ndarray]:
+    """Class -> bin membership per bin, so a bin's probability is one masked sum."""
+    bin_ids = list(taxonomy.class_bins)
+    return {b: np.array([c == b for c in bin_ids]) for b in dict.fromkeys(bin_ids)}
+
+
 class Classifier:
     """Photos in, ranked classes with their bins out."""
 
@@ -253,9 +260,16 @@ class Classifier:
         with open(path, "rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
         self.model_id = f"{self.path.name}@{digest[:12]}"
-        bin_ids = list(self.taxonomy.class_bins)
-        # class -> bin membership matrix, so bin probabilities are one matrix product
-        self._bin_members = {b: np.array([c == b for c in bin_ids]) for b in dict.fromkeys(bin_ids)}
+        self._bin_members = bin_members(self.taxonomy)
+
+    def with_bins(self, taxonomy: Taxonomy) -> "Classifier":
+        """This classifier (the same runner and calibration) answering with another class -> bin map
+        of the same classes, such as a region's rules (``taxonomy.files.read_region``)."""
+        if taxonomy.classes_en != self.taxonomy.classes_en:
+            raise BinwiseError(f"the bins of {taxonomy.name!r} are for other classes than the model's", self.path)
+        view = copy.copy(self)
+        view.taxonomy, view._bin_members = taxonomy, bin_members(taxonomy)
+        return view
 
     @classmethod
     def load(cls, path: str | os.PathLike, backend: str = "auto", threads: int | None = None,

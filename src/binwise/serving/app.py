@@ -47,8 +47,10 @@ from ..images import open_image
 from ..memory import DecodeBudget, IdleTrimmer, UploadBudget
 from .config import ServeConfig
 from .metrics import ServiceMetrics
+from ..taxonomy.files import Region, read_region
 
 STATIC_DIR = files("binwise.serving") / "static"
+MODEL_REGION = "model"  # the region name of the model file's own bins when its taxonomy has no name
 # Room for the multipart boundary and part headers on top of the photo itself.
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -127,6 +129,8 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
     ``binwise.memory.IdleTrimmer``. ``feedback_store``: a ``binwise.serving.feedback.store`` store, which
     turns on ``POST /v1/feedback``."""
     config = replace(config or ServeConfig(), **settings).check()
+    regions = region_views(classifier, config)  # {name: (Region, classifier answering with its bins)}
+    default_region = config.default_region or classifier.taxonomy.name or MODEL_REGION
     # One model thread for batches and Grad-CAM: one model call already uses every core through
     # torch's or onnxruntime's own threads, so running two at once would only make both slower.
     model_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="binwise-model")
@@ -239,9 +243,14 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
               summary="Classify one photo: its bin, top-k classes and, optionally, a Grad-CAM overlay")
     async def classify(request: Request,
                        top_k: int = Query(5, ge=1, le=classifier.taxonomy.num_classes),
-                       explain: bool = Query(False, description="add a Grad-CAM overlay (base64 PNG)")):
+                       explain: bool = Query(False, description="add a Grad-CAM overlay (base64 PNG)"),
+                       region: str | None = Query(None, description="whose bins to answer with (GET /v1/regions)")):
+        region = region or default_region
+        if region not in regions:
+            raise ServiceError(400, "unknown_region", f"no region {region[:60]!r} here; this service has: "
+                               f"{', '.join(regions)}")
         async with holding_upload(request):
-            return await classify_upload(request, top_k, explain)
+            return await classify_upload(request, top_k, explain, region)
 
     @asynccontextmanager
     async def holding_upload(request: Request):
@@ -256,16 +265,18 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
                     raise
                 raise error_for_image(e) from None
 
-    async def classify_upload(request: Request, top_k: int, explain: bool) -> dict:
+    async def classify_upload(request: Request, top_k: int, explain: bool, region: str) -> dict:
         if explain and not can_explain(classifier):
             raise ServiceError(400, "explain_unavailable", "Grad-CAM needs the PyTorch model file "
                                "(.safetensors); this service runs an ONNX model")
         upload = await read_upload(request, config.max_upload_bytes, config.body_timeout_s, config.min_upload_rate)
         data, name = upload.data, upload.name
         probabilities, similarity = await score_upload(data, name)
+        rules, view = regions[region]
         answer = {"model": classifier.model_id,
-                  **classifier.prediction(name, probabilities, top_k, similarity).to_dict(),
-                  "confidence": float(probabilities.max())}
+                  **view.prediction(name, probabilities, top_k, similarity).to_dict(),
+                  "confidence": float(probabilities.max()),
+                  "region": {"name": rules.name, "version": rules.version}}
         metrics.answered(answer)
         if explain:
             if app.state.explaining >= config.max_explain:
@@ -322,6 +333,10 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
             info["provenance"] = classifier.meta.provenance
         return info
 
+    @app.get("/v1/regions", summary="The regions whose bins this service answers with (?region=NAME)")
+    async def list_regions():
+        return {"default": default_region, "regions": [rules.to_dict() for rules, _ in regions.values()]}
+
     @app.get("/healthz", summary="Liveness and batching statistics")
     async def healthz():
         sizes = batcher.batch_sizes
@@ -361,6 +376,21 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
                              {route.path for route in app.routes if hasattr(route, "path")})
     app.state.metrics = metrics
     return app
+
+
+def region_views(classifier, config: ServeConfig) -> dict:
+    """{name: (Region, the classifier answering with its bins)}: the model file's own bins, then each
+    ``--region``; refused at start-up, in one line, when rules do not cover the model's classes or the
+    default names none of them."""
+    own = Region(classifier.taxonomy.name or MODEL_REGION, classifier.taxonomy, "the model file's own bins")
+    views = {own.name: (own, classifier)}
+    for spec in config.regions:
+        rules = read_region(spec, classifier.taxonomy)
+        views[rules.name] = (rules, classifier.with_bins(rules.taxonomy))
+    if config.default_region and config.default_region not in views:
+        raise BinwiseError(f"--default-region {config.default_region!r} is none of this service's regions "
+                           f"({', '.join(views)}); add it with --region")
+    return views
 
 
 def client_address(request: Request, trust_forwarded_for: bool) -> str:

@@ -73,6 +73,13 @@ class ServeConfig:
     show_provenance: bool = field(default=False, metadata=_flag(
         "--show-provenance", "let /v1/model show where the model came from (paths of its training data and "
         "weights, its training config); hidden by default", limit=False))
+    regions: tuple[str, ...] = field(default=(), metadata=_flag(
+        "--region", "also answer with this region's bins when a request asks (?region=NAME): a shipped rule set "
+        "(shanghai, beijing, germany) or a rule file covering the model's classes; repeatable", unit="NAME|FILE",
+        limit=False))
+    default_region: str = field(default="", metadata=_flag(
+        "--default-region", "the region a request without ?region= gets (default: the model file's own bins)",
+        unit="NAME", limit=False))
     cors_origins: tuple[str, ...] = field(default=(), metadata=_flag(
         "--cors-origin", "a site (https://example.org) whose pages may call the API from a browser; repeatable "
         "(default: none)", unit="ORIGIN", limit=False))

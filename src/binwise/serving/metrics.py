@@ -25,8 +25,8 @@ class ServiceMetrics:
                                 registry=self.registry)
         self.latency = Histogram("binwise_request_seconds", "time from the request's arrival to its response",
                                  ["route"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.answers = Counter("binwise_answers", "photos answered, by status (ok, unsure, unknown), bin and top class",
-                               ["status", "bin", "class"], registry=self.registry)
+        self.answers = Counter("binwise_answers", "photos answered, by status (ok, unsure, unknown), bin, top class "
+                               "and region", ["status", "bin", "class", "region"], registry=self.registry)
         Gauge("binwise_in_flight_photos", "photos past their upload: decoding, queued or in the running batch",
               registry=self.registry).set_function(in_flight)
         Gauge("binwise_queued_photos", "photos waiting for the model", registry=self.registry
@@ -46,7 +46,8 @@ class ServiceMetrics:
 
     def answered(self, answer: dict) -> None:
         top = answer["top"][0]["en"] if answer.get("top") else ""
-        self.answers.labels(answer["status"], (answer.get("bin") or {}).get("id", ""), top).inc()
+        self.answers.labels(answer["status"], (answer.get("bin") or {}).get("id", ""), top,
+                            answer["region"]["name"]).inc()
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -5,6 +5,7 @@ Chinese name and its bin, and each bin with an id, names and a colour::
 
     name: my-bins
     source: where these rules come from
+    version: "2026-01-01"          # optional: the rules' version or effective date
     bins:
       - {id: recyclable, en: recyclable, zh: 可回收物, color: "#1565c0"}
       - {id: residual, en: residual waste}
@@ -15,7 +16,8 @@ Chinese name and its bin, and each bin with an id, names and a colour::
 A CSV has one row per class with the columns ``en``, ``zh`` (optional) and ``bin``; its bins get
 their id as name and a colour of their own. ``binwise train DIR --taxonomy FILE`` uses one (a
 ``taxonomy.yaml`` at the dataset's root is picked up), and ``binwise rebin`` gives a trained model
-another region's rules; binwise ships rule files for the garbage26 classes (``RULES``).
+another region's rules; binwise ships rule files for the garbage26 classes (``rule_names``), and
+``binwise serve --region`` / ``predict --region`` answer with a region's rules (``read_region``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections import Counter
 import json
 import tomllib
 from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BinwiseError
@@ -40,7 +43,22 @@ PALETTE = ("#1565c0", "#4a4a4a", "#6d4c41", "#c62828", "#2e7d32", "#f9a825", "#6
 
 
 # rules built in rather than shipped as a file: Shanghai's are garbage26's own bins (one copy of them)
-BUILT_IN_RULES = {"shanghai": (dataclasses.replace(GARBAGE26, name="shanghai"), SHANGHAI_SOURCE)}
+BUILT_IN_RULES = {"shanghai": (dataclasses.replace(GARBAGE26, name="shanghai"),
+                                {"source": SHANGHAI_SOURCE, "version": "2019-07-01"})}
+
+
+@dataclass(frozen=True)
+class Region:
+    """A region's rules applied to a model's classes: the model's taxonomy with the region's bins."""
+
+    name: str
+    taxonomy: Taxonomy
+    source: str = ""  # where the rules come from, as the file says
+    version: str = ""  # the rules' version or effective date, as the file says
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "source": self.source, "version": self.version,
+                "bins": [dataclasses.asdict(b) for b in self.taxonomy.bins]}
 
 
 def rule_names() -> list[str]:
@@ -62,6 +80,20 @@ def resolve(spec: str | Path) -> Path | resources.abc.Traversable:
 
 def read_taxonomy(spec: str | Path) -> tuple[Taxonomy, str]:
     """The taxonomy in a file (or shipped rules) and its stated source ("" when it names none)."""
+    taxonomy, data = read_with_fields(spec)
+    return taxonomy, str(data.get("source", ""))
+
+
+def read_region(spec: str | Path, model_taxonomy: Taxonomy) -> Region:
+    """A region's rules (a shipped name or a file) applied to a model's classes; one error naming
+    the file when they do not cover the model's classes."""
+    rules, data = read_with_fields(spec)
+    return Region(rules.name, rebinned(model_taxonomy, rules, str(spec)), str(data.get("source") or ""),
+                  str(data.get("version") or ""))
+
+
+def read_with_fields(spec: str | Path) -> tuple[Taxonomy, dict]:
+    """The taxonomy in a file (or shipped rules), and the file's top-level fields."""
     if str(spec) in BUILT_IN_RULES:
         return BUILT_IN_RULES[str(spec)]
     path = resolve(spec)
@@ -78,7 +110,7 @@ def read_taxonomy(spec: str | Path) -> tuple[Taxonomy, str]:
     taxonomy = from_mapping(data, name, default_name=Path(path.name).stem)
     # what info, predict and serve will check in the model file, checked before any model is written
     check_taxonomy(taxonomy.to_dict(), Problems(name, "taxonomy file"))
-    return taxonomy, str(data.get("source", ""))
+    return taxonomy, data
 
 
 def read_bounded(path: Path) -> bytes:
