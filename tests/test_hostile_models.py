@@ -127,6 +127,11 @@ METADATA_CASES = {
     "class-names-repeat": (lambda m: m["taxonomy"]["classes"][5].update(en=m["taxonomy"]["classes"][4]["en"]),
                            "class names repeat"),
     "calibration-a-list": (set_path("calibration", [1]), "'calibration' is not a JSON object"),
+    "mix-without-unknown": (set_path("calibration", {"temperature": 1, "min_confidence": 0.5, "held_out_mix": {
+        "statuses": {"ok": 5, "unsure": 1}, "top_classes": [0] * 26}}), "held_out_mix.statuses must count"),
+    "mix-for-3-classes": (set_path("calibration", {"temperature": 1, "min_confidence": 0.5, "held_out_mix": {
+        "statuses": {"ok": 5, "unsure": 1, "unknown": 0}, "top_classes": [1, 2, 3]}}),
+        "held_out_mix.top_classes must count photos for each of the 26 classes"),
     "temperature-zero": (set_path("calibration", {"temperature": 0, "min_confidence": 0.5}),
                          "calibration temperature '0' is not a number"),
     "temperature-negative": (set_path("calibration", {"temperature": -1, "min_confidence": 0.5}),

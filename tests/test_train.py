@@ -70,6 +70,8 @@ def test_head_training_writes_a_complete_run(pretrained, data, tmp_path):
     assert model_file.calibration["method"].startswith("5-fold cross-validation")
     assert model_file.calibration["held_out_photos"] == 24 and tuple(model_file.reference_features.shape) == (
         24, model_file.model.backbone.out_channels)
+    mix = model_file.calibration["held_out_mix"]  # the service's drift reference
+    assert sum(mix["statuses"].values()) == sum(mix["top_classes"]) == 24 and len(mix["top_classes"]) == 3
     assert metrics["test_status"]["count"] == 9 and metrics["calibration"]["temperature"] > 0
     rows = list(csv.DictReader(open(run / "log.csv")))
     assert [r["phase"] for r in rows] == ["head (train - val)"] * 8 + ["head (all train)"] * 8

@@ -111,7 +111,7 @@ def check_metadata(meta, path: str | os.PathLike) -> dict:
         if section in meta and not isinstance(meta[section], dict):
             problems.fail(f"the metadata's {section!r} is not a JSON object")
     if meta.get("calibration"):
-        check_calibration(meta["calibration"], problems)
+        check_calibration(meta["calibration"], problems, classes)
     return meta
 
 
@@ -153,8 +153,17 @@ def check_preprocessing(pre: dict, problems: Problems) -> None:
                   f"interpolation must be one of {', '.join(INTERPOLATIONS)}")
 
 
-def check_calibration(calibration: dict, problems: Problems) -> None:
-    """The temperature and thresholds ``binwise.model.status`` applies to every answer."""
+def check_calibration(calibration: dict, problems: Problems, classes: int) -> None:
+    """The temperature and thresholds ``binwise.model.status`` applies to every answer, and the
+    held-out answers' mix the service watches for drift."""
+    mix = calibration.get("held_out_mix")
+    if mix is not None:
+        statuses, top = (mix.get("statuses"), mix.get("top_classes")) if isinstance(mix, dict) else (None, None)
+        problems.need(isinstance(statuses, dict) and set(statuses) == {"ok", "unsure", "unknown"}
+                      and all(is_int(n) and n >= 0 for n in statuses.values()),
+                      "calibration held_out_mix.statuses must count ok, unsure and unknown photos")
+        problems.need(isinstance(top, list) and len(top) == classes and all(is_int(n) and n >= 0 for n in top),
+                      f"calibration held_out_mix.top_classes must count photos for each of the {classes} classes")
     temperature = calibration.get("temperature")
     problems.need(is_number(temperature) and 1e-3 <= temperature <= 1e3,
                   f"calibration temperature {str(temperature)[:20]!r} is not a number in 0.001-1000")

@@ -26,6 +26,7 @@ import base64
 import concurrent.futures
 import hmac
 import io
+import logging
 import os
 import time
 from contextlib import asynccontextmanager
@@ -46,10 +47,12 @@ from ..errors import BinwiseError
 from ..images import open_image
 from ..memory import DecodeBudget, IdleTrimmer, UploadBudget
 from .config import ServeConfig
+from .drift import DriftMonitor, DriftReference
 from .metrics import ServiceMetrics
 from ..taxonomy.files import Region, read_region
 
 STATIC_DIR = files("binwise.serving") / "static"
+log = logging.getLogger(__name__)
 MODEL_REGION = "model"  # the region name of the model file's own bins when its taxonomy has no name
 # Room for the multipart boundary and part headers on top of the photo itself.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -130,6 +133,9 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
     turns on ``POST /v1/feedback``."""
     config = replace(config or ServeConfig(), **settings).check()
     regions = region_views(classifier, config)  # {name: (Region, classifier answering with its bins)}
+    reference = DriftReference.from_calibration(classifier.meta.calibration)
+    drift = None if reference is None else DriftMonitor(reference, config.drift_window, config.drift_false_alarm,
+                                                         on_change=log_drift)
     default_region = config.default_region or classifier.taxonomy.name or MODEL_REGION
     # One model thread for batches and Grad-CAM: one model call already uses every core through
     # torch's or onnxruntime's own threads, so running two at once would only make both slower.
@@ -278,6 +284,8 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
                   "confidence": float(probabilities.max()),
                   "region": {"name": rules.name, "version": rules.version}}
         metrics.answered(answer)
+        if drift is not None:
+            drift.add(answer["status"], answer["top"][0]["index"])
         if explain:
             if app.state.explaining >= config.max_explain:
                 raise ServiceError(503, "busy", f"{app.state.explaining} Grad-CAM requests are running; retry shortly")
@@ -337,6 +345,13 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
     async def list_regions():
         return {"default": default_region, "regions": [rules.to_dict() for rules, _ in regions.values()]}
 
+    @app.get("/v1/drift", summary="Are the photos unlike the model's held-out ones? Windows of answers, tested")
+    async def drift_report():
+        if drift is None:
+            return {"available": False, "reason": "the model file has no held-out answer mix (calibration."
+                    "held_out_mix); models trained by binwise since 2026-12-07 have one"}
+        return drift.report()
+
     @app.get("/healthz", summary="Liveness and batching statistics")
     async def healthz():
         sizes = batcher.batch_sizes
@@ -373,9 +388,20 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     # Prometheus counters per route template; every route is known by now
     metrics = ServiceMetrics(classifier, batcher, lambda: app.state.in_flight,
-                             {route.path for route in app.routes if hasattr(route, "path")})
+                             {route.path for route in app.routes if hasattr(route, "path")}, drift)
     app.state.metrics = metrics
     return app
+
+
+def log_drift(report: dict) -> None:
+    last = report["last_window"]
+    if report["alarm"]:
+        log.warning("drift: the last %d photos are unlike the model's held-out ones (statuses p = %.2g, classes "
+                    "p = %.2g; answered ok %.0f%%, held out %.0f%%): GET /v1/drift", last["photos"],
+                    last["p_statuses"], last["p_classes"], 100 * last["statuses"]["ok"],
+                    100 * report["reference"]["statuses"]["ok"])
+    else:
+        log.info("drift: the last %d photos look like the held-out ones again", last["photos"])
 
 
 def region_views(classifier, config: ServeConfig) -> dict:

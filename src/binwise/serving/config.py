@@ -73,6 +73,12 @@ class ServeConfig:
     show_provenance: bool = field(default=False, metadata=_flag(
         "--show-provenance", "let /v1/model show where the model came from (paths of its training data and "
         "weights, its training config); hidden by default", limit=False))
+    drift_window: int = field(default=500, metadata=_flag(
+        "--drift-window", "photos per drift test: each window of answers is compared with the model's held-out "
+        "mix (GET /v1/drift)", unit="PHOTOS", limit=False))
+    drift_false_alarm: float = field(default=0.001, metadata=_flag(
+        "--drift-false-alarm", "share of windows of photos like the held-out ones that may still raise the drift "
+        "alarm", unit="P", limit=False))
     regions: tuple[str, ...] = field(default=(), metadata=_flag(
         "--region", "also answer with this region's bins when a request asks (?region=NAME): a shipped rule set "
         "(shanghai, beijing, germany) or a rule file covering the model's classes; repeatable", unit="NAME|FILE",

@@ -9,7 +9,7 @@ classes and bins come from the model's taxonomy, so they are bounded too.
 from __future__ import annotations
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 UNMATCHED = "unmatched"  # the route label of a request no route answered
@@ -18,7 +18,7 @@ UNMATCHED = "unmatched"  # the route label of a request no route answered
 class ServiceMetrics:
     """Counters the app updates as requests go, plus gauges read when Prometheus scrapes."""
 
-    def __init__(self, classifier, batcher, in_flight, routes: set[str]):
+    def __init__(self, classifier, batcher, in_flight, routes: set[str], drift=None):
         self.routes = routes
         self.registry = CollectorRegistry()
         self.requests = Counter("binwise_requests", "HTTP requests by route and status code", ["route", "code"],
@@ -34,6 +34,10 @@ class ServiceMetrics:
         info = Gauge("binwise_model_info", "the served model (always 1)", ["model", "backend"], registry=self.registry)
         info.labels(classifier.model_id, classifier.backend).set(1)
         self.registry.register(_BatchSizes(batcher))
+        if drift is not None:
+            Gauge("binwise_drift_alarm", "1 while the last window of answers is unlike the held-out mix",
+                  registry=self.registry).set_function(lambda: float(drift.alarm))
+            self.registry.register(_DriftCounts(drift))
 
     def route_of(self, request) -> str:
         route = request.scope.get("route")
@@ -51,6 +55,25 @@ class ServiceMetrics:
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _DriftCounts:
+    """``binwise_drift_tests_total{result}`` and the last window's p-values, read when scraped."""
+
+    def __init__(self, drift):
+        self.drift = drift
+
+    def collect(self):
+        tests = CounterMetricFamily("binwise_drift_tests", "drift windows tested, by result", labels=["result"])
+        tests.add_metric(["alarm"], self.drift.alarms)
+        tests.add_metric(["ok"], self.drift.windows - self.drift.alarms)
+        yield tests
+        last = self.drift.last
+        if last is not None:
+            p = GaugeMetricFamily("binwise_drift_p_value", "the last window's p-values", labels=["test"])
+            p.add_metric(["statuses"], last["p_statuses"])
+            p.add_metric(["classes"], last["p_classes"])
+            yield p
 
 
 class _BatchSizes:

@@ -107,7 +107,10 @@ def fit(held_out: HeldOut, target_accuracy: float, unknown_rate: float) -> dict:
             "method": held_out.method, "held_out_photos": len(held_out.labels),
             "held_out": {"ece_before": status.expected_calibration_error(raw, held_out.labels),
                          "ece_after": status.expected_calibration_error(calibrated, held_out.labels),
-                         **summary}}
+                         **summary},
+            # what the service compares its answers with to notice drift (serving.drift)
+            "held_out_mix": {"statuses": summary["statuses"],
+                             "top_classes": np.bincount(calibrated.argmax(1), minlength=calibrated.shape[1]).tolist()}}
 
 
 def model_outputs(model: MobileNetV2, ctx: RunContext, samples: list[Sample], choice: str) -> Outputs:
