@@ -46,3 +46,19 @@ def test_every_named_benchmark_answers_help():
     result = subprocess.run([sys.executable, "-c", DRIVER, *map(str, scripts)], capture_output=True, text=True,
                             cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+
+
+def expand_braces(path: str) -> list[str]:
+    match = re.search(r"\{([^{}]*)\}", path)
+    if not match:
+        return [path]
+    return [p for choice in match.group(1).split(",")
+            for p in expand_braces(path[:match.start()] + choice + path[match.end():])]
+
+
+def test_every_results_file_the_docs_name_is_there():
+    text = "\n".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    named = set(re.findall(r"benchmarks/results/[\w./{},*-]*[\w}]", text))
+    assert len(named) >= 20
+    missing = [path for pattern in named for path in expand_braces(pattern) if not list(ROOT.glob(path))]
+    assert missing == []

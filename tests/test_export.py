@@ -95,7 +95,7 @@ def int8_follows_fp32(int8_path) -> None:
     photos = garbage26_test_photos()[::5]
     pixels = np.stack([load_crop(p, Classifier.load(tiny_model()).preprocessing) for p in photos])
     fp32, int8 = onnx_logits(tiny_onnx(), pixels), onnx_logits(int8_path, pixels)
-    # an untrained random model quantizes poorly (trained: benchmarks/int8_accuracy.py), but its
+    # an untrained random model quantizes poorly (trained: benchmarks/checks/int8_accuracy.py), but its
     # int8 logits must still follow the fp32 ones
     assert np.corrcoef(fp32.ravel(), int8.ravel())[0, 1] > 0.5
 
@@ -299,7 +299,7 @@ def test_cli_export_mindspore_checkpoint(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_int8_keeps_accuracy_of_a_real_garbage26_model(tmp_path):
-    """benchmarks/int8_accuracy.py: int8 agrees with fp32 on >= 99% of the test photos and loses
+    """benchmarks/checks/int8_accuracy.py: int8 agrees with fp32 on >= 99% of the test photos and loses
     at most 1 point of top-1 accuracy."""
     out = tmp_path / "int8.json"
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "int8_accuracy.py"), "--json", str(out)],

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_gpu_benchmark_script_runs_quick_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks/gpu.py"), "--quick", "--device", "cpu",
+    subprocess.run([sys.executable, str(ROOT / "benchmarks/speed/gpu.py"), "--quick", "--device", "cpu",
                     "--out", str(out)], check=True, capture_output=True, timeout=300)
     result = json.loads(out.read_text())
     assert [r["variant"] for r in result["rows"]] == ["torchvision eager fp32", "binwise bf16 channels_last"]

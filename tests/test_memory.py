@@ -266,7 +266,7 @@ def test_the_trimmer_trims_once_after_each_busy_period_and_never_during_a_reques
 @pytest.mark.slow
 def test_a_real_server_returns_to_its_idle_memory_after_a_burst_of_large_uploads(garbage26_model, tmp_path):
     """The issue's must-show, on a real server: 100 clients at once, each a ~5 MB 12-megapixel
-    JPEG, then RSS back to at most 1.5x idle within 60 s (benchmarks/load.py --burst)."""
+    JPEG, then RSS back to at most 1.5x idle within 60 s (benchmarks/speed/load.py --burst)."""
     out = tmp_path / "burst.json"
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "load.py"), str(garbage26_model), "--burst", "100",
                           "--out", str(out)], capture_output=True, text=True, timeout=900, cwd=ROOT)

@@ -218,7 +218,7 @@ def test_int8_export_is_quantized_and_follows_fp32(tiny_tflite, tmp_path_factory
     pixels = crops(5)
     fp32, quantized = Classifier.load(tiny_tflite).runner(pixels), classifier.runner(pixels)
     assert quantized.dtype == np.float32
-    # a random-head model quantizes poorly (a trained one: benchmarks/tflite_parity.py), but its
+    # a random-head model quantizes poorly (a trained one: benchmarks/checks/tflite_parity.py), but its
     # int8 logits must still follow the fp32 ones
     assert np.corrcoef(fp32.ravel(), quantized.ravel())[0, 1] > 0.5
 

@@ -27,7 +27,7 @@ TOP1 = {"cat.bmp": "Egyptian cat", "parrot.jpg": "macaw", "grace_hopper.bmp": "m
 # The reference runs every layer on uint8 activations, binwise in float32 on the dequantized
 # weights, so the logits cannot agree exactly: each layer adds about half a quantization step of
 # rounding noise, and it clips activations to each tensor's uint8 range. Measured relative L2 error
-# of the 1000 logits (benchmarks/tflite_reference.py): 0.046-0.053 on the three sample photos;
+# of the 1000 logits (benchmarks/checks/tflite_reference.py): 0.046-0.053 on the three sample photos;
 # median 0.066, max 0.099 on 40 garbage26 photos, which are far from ImageNet. Bound: about twice
 # the sample photos' error.
 LOGITS_RELATIVE_L2_BOUND = 0.10

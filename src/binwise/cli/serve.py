@@ -82,7 +82,7 @@ def run(args) -> int:
           flush=True)
     # Idle keep-alive connections stay open 65 s (uvicorn's default is 5 s, the same as httpx's
     # own expiry): a client reusing a connection just as the server drops it gets no answer at
-    # all, likely the one ReadError in 3,385 requests of benchmarks/load.py. 65 s outlasts the
+    # all, likely the one ReadError in 3,385 requests of benchmarks/speed/load.py. 65 s outlasts the
     # 60 s idle timeout of common proxies too, so clients and proxies close first.
     from ..serving.http_limits import with_header_timeout
 

@@ -206,7 +206,7 @@ def calibration_photos(data_dir: str | os.PathLike | None, count: int, seed: int
 # How each activation tensor's range is taken from the calibration photos: "lp", the range of least
 # Lp quantization error (activation_ranges; clips the rarest values to round all others more
 # finely), the default; "minmax", the absolute min/max over all photos; "moving-average", a moving
-# average of each photo's min and max. Chosen on five validation folds (benchmarks/tune_int8_weights.py
+# average of each photo's min and max. Chosen on five validation folds (benchmarks/tuning/tune_int8_weights.py
 # --folds 5, docs/benchmarks.md): "lp" had the least KL divergence from fp32 on every fold.
 CALIBRATIONS = ("lp", "minmax", "moving-average")
 # "qdq": QuantizeLinear / DequantizeLinear pairs around float operators, all in the standard ONNX
@@ -216,7 +216,7 @@ CALIBRATIONS = ("lp", "minmax", "moving-average")
 INT8_FORMATS = ("qdq", "qoperator")
 # How the weights are stored: "unsigned", uint8 with a zero point, one scale per tensor; "reduced",
 # int8 per channel in 7 bits ([-64, 64]); "full", int8 per channel in all 8 bits. Measured on a
-# validation model's 440 held-out photos (benchmarks/tune_int8_weights.py), on a CPU without VNNI:
+# validation model's 440 held-out photos (benchmarks/tuning/tune_int8_weights.py), on a CPU without VNNI:
 # - onnxruntime's x86 int8 kernels without VNNI (AVX2: AMD before Zen 4, older Intel) add pairs of
 #   uint8 x int8 products in int16, which saturates with full-range int8 weights ("full": 90.9% of
 #   photos answered as fp32 answers them, with the depthwise convolutions in float); 7 bits avoid it
@@ -286,7 +286,7 @@ def quantize_int8(fp32_path: str | os.PathLike, out: str | os.PathLike, images: 
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
         # The calibration was chosen by
-        # benchmarks/tune_int8_calibration.py on training photos outside the calibration set: the
+        # benchmarks/tuning/tune_int8_calibration.py on training photos outside the calibration set: the
         # absolute min/max kept int8 closer to fp32 than a moving average on three models.
         # The normalisation in front of the first Conv stays float (as quantized Mul/Add it took
         # half of the int8 model's time), or goes where the pixels are the quantized input.

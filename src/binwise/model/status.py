@@ -5,7 +5,7 @@ Every prediction gets a status:
 - ``unknown``: the photo does not look like any training photo. The score is the cosine similarity
   of the photo's pooled backbone feature to its nearest training photo (``similarity``); below
   ``min_similarity`` the photo is called unknown. Measured on garbage26 against real and synthetic
-  non-garbage photos (``benchmarks/unsure_unknown.py``), this separates them far better than any
+  non-garbage photos (``benchmarks/studies/unsure_unknown.py``), this separates them far better than any
   score computed from the logits (max softmax, max logit, energy), which a linear probe makes
   confident on photos unlike anything it saw.
 - ``unsure``: the top class's calibrated probability is below ``min_confidence``. Its ``choices``

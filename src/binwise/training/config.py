@@ -119,7 +119,7 @@ class TrainConfig:
     # auto mode: keep fine-tuning only when McNemar's one-sided p of its validation gain over the probe
     # is below this. 1 (default): whenever it fixes more validation photos than it breaks; on six
     # validation folds of trashnet and garbage26 the fine-tuned model was never worse than the probe,
-    # and 0.05 refused it twice (benchmarks/tune_finetune_gate.py)
+    # and 0.05 refused it twice (benchmarks/tuning/tune_finetune_gate.py)
     finetune_significance: float = 1.0
     seed: int = 0
     workers: int = 2  # DataLoader processes decoding photos
@@ -209,7 +209,7 @@ TUTORIAL = TrainConfig(mode="finetune", trainable_blocks=0, epochs=10, batch_siz
 
 # The linear probe: the same optimiser on cached features of a frozen backbone, so the head can
 # train for many epochs in seconds. Values chosen by validation accuracy on two seeded 10% splits
-# of train (benchmarks/tune_head.py, results in benchmarks/results/tune_head.json), never on test.
+# of train (benchmarks/tuning/tune_head.py, results in benchmarks/results/tune_head/tune_head.json), never on test.
 # Cached augmented views did not help there (the tutorial's crops reach down to 8% of the photo,
 # far from the centre crop seen at test time), so by default none are computed.
 HEAD = TrainConfig(mode="head", epochs=30, batch_size=64, views=0, label_smoothing=0.1,
@@ -221,7 +221,7 @@ HEAD = TrainConfig(mode="head", epochs=30, batch_size=64, views=0, label_smoothi
 # weights have batch norm folded into them, which leaves per-channel weight scales 100x apart: one
 # SGD rate is far too large for some channels (measured: training accuracy 0.91 -> 0.51 in 40 steps)
 # while Adam's per-parameter step is scale-free. Values chosen on validation splits of proxy datasets
-# (benchmarks/tune_finetune.py, docs/training.md), never on a test split.
+# (benchmarks/tuning/tune_finetune.py, docs/training.md), never on a test split.
 FINETUNE = TrainConfig(mode="finetune", warm_start_head=True, trainable_blocks=5, batchnorm="frozen", epochs=8,
                        batch_size=32, optimizer="adamw", weight_decay=0.05, label_smoothing=0.1,
                        cached_views=4, augment=FINETUNE_AUGMENT, val_fraction=0.1, retrain_on_all=False,

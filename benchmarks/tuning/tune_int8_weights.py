@@ -1,6 +1,6 @@
 """Choosing the ONNX int8 weight range and calibration on validation photos, never on the test split.
 
-    .venv/bin/python benchmarks/tune_int8_weights.py [--model runs/garbage26/model.safetensors] [--folds 5] [--json OUT]
+    .venv/bin/python benchmarks/tuning/tune_int8_weights.py [--model runs/garbage26/model.safetensors] [--folds 5] [--json OUT]
 
 Every combination of ``onnx_file.WEIGHT_RANGES``, ``onnx_file.CALIBRATIONS`` and
 ``onnx_file.CONV_PRECISIONS`` for the depthwise and the first convolutions (or those chosen with
@@ -35,7 +35,9 @@ from binwise.export.onnx_file import ACTIVATION_RANGES, CALIBRATIONS, CONV_PRECI
 from binwise.images import is_image_file
 from binwise.inference.classifier import Classifier
 from binwise.paths import resolve_data
-from held_out import FOLDS, REPO, over_folds, validation_model, validation_trees
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the script folders
+
+from common import FOLDS, REPO, over_folds, validation_model, validation_trees
 
 
 def photos_of(split: Path) -> list[Path]:

@@ -1,6 +1,6 @@
 """Why PyTorch eager CPU inference was up to 3x slower with glibc malloc than with tcmalloc.
 
-    .venv/bin/python benchmarks/torch_malloc.py MODEL.safetensors [--threads 2]
+    .venv/bin/python benchmarks/speed/torch_malloc.py MODEL.safetensors [--threads 2]
 
 Runs the model at batch 1 and 32 in two fresh processes, with glibc's default settings and with
 ``binwise.inference.classifier.keep_freed_memory()`` (what the torch backend of ``Classifier`` calls), and

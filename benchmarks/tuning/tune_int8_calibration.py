@@ -7,7 +7,7 @@ from fp32 (the choice: lower is closer), mean L1 distance of the probabilities, 
 agreement. The models were trained on these photos, so agreement is near 100% for every
 candidate; the KL divergence still tells how far int8 strays.
 
-    python benchmarks/tune_int8_calibration.py MODEL [MODEL ...] [--data DIR] [--out FILE.json]
+    python benchmarks/tuning/tune_int8_calibration.py MODEL [MODEL ...] [--data DIR] [--out FILE.json]
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """How the ``unsure`` threshold is chosen from a small validation split: the record behind
 ``status.choose_min_confidence`` (validation photos choose; a fold's held-out photos judge).
 
-For a run of ``binwise train`` on a fold tree (``benchmarks/train_own_data.py`` makes them, or
+For a run of ``binwise train`` on a fold tree (``benchmarks/studies/train_own_data.py`` makes them, or
 ``held_out.validation_tree``), this scores the model's validation split (as training split it) and
 the tree's test/ folder (photos of the dataset's train split that the run never saw), then compares
 threshold rules fitted on validation by what they give on the held-out photos: the share answered
 and its accuracy, against the most any threshold could answer there at the target.
 
-    python benchmarks/tune_status_threshold.py RUN_DIR FOLD_TREE [--target 0.99]
+    python benchmarks/tuning/tune_status_threshold.py RUN_DIR FOLD_TREE [--target 0.99]
 
 Measured 2026-12-07 on the whole-network models of ``train_own_data.py``'s trashnet folds (162
 validation photos, 404 held out; at 34f54b0):

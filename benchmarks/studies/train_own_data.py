@@ -16,8 +16,8 @@ choice. ``--load N`` runs N busy processes beside every run, to check that the t
 when another job shares the cores. Writes ``benchmarks/results/train_own_data/<date>[-NAME].json``
 and ``.md``.
 
-    python benchmarks/train_own_data.py --datasets garbage26 trashnet-fold0 trashnet-fold1
-    python benchmarks/train_own_data.py --datasets trashnet-fold0 --modes default --load 1 --name shared
+    python benchmarks/studies/train_own_data.py --datasets garbage26 trashnet-fold0 trashnet-fold1
+    python benchmarks/studies/train_own_data.py --datasets trashnet-fold0 --modes default --load 1 --name shared
 """
 
 from __future__ import annotations
@@ -35,11 +35,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from held_out import FOLDS, validation_tree
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the script folders
+
+from common import FOLDS, RESULTS as ALL_RESULTS, validation_tree
 
 from binwise.paths import resolve_data
 
-RESULTS = Path(__file__).parent / "results" / "train_own_data"
+RESULTS = ALL_RESULTS / "train_own_data"
 MODES = {"default": [], "head": ["--mode", "head"]}
 
 
@@ -54,11 +56,11 @@ def dataset_path(name: str, scratch: Path) -> Path:
                 raise SystemExit(f"{name}: folds are 0 to {FOLDS - 1}")
             root = resolve_data().parent / source if source == "trashnet" else resolve_data()
             return validation_tree(scratch / name, fold=fold, source=root)
-    from proxies import default_out
+    from studies.proxies import default_out
 
     path = default_out() / name
     if not path.is_dir():
-        raise SystemExit(f"{name}: no such dataset (run benchmarks/proxies.py for the proxy folders)")
+        raise SystemExit(f"{name}: no such dataset (run benchmarks/studies/proxies.py for the proxy folders)")
     return path
 
 

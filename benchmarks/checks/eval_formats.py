@@ -1,6 +1,6 @@
 """``binwise eval`` on every model format: the .safetensors model, its fp32 and its int8 ONNX export.
 
-    .venv/bin/python benchmarks/eval_formats.py [--model M.safetensors] [--data DIR] [--json out.json]
+    .venv/bin/python benchmarks/checks/eval_formats.py [--model M.safetensors] [--data DIR] [--json out.json]
 
 Without ``--model`` it trains one first (``binwise train --mode head``, the quickstart's model). Each
 file goes through the same ``binwise.evaluation.evaluate.evaluate`` on the dataset's test split; the table

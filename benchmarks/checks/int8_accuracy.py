@@ -1,6 +1,6 @@
 """Does int8 cost accuracy? fp32 PyTorch, fp32 ONNX and int8 ONNX on the garbage26 test split.
 
-    .venv/bin/python benchmarks/int8_accuracy.py [--model garbage26.safetensors] [--json out.json]
+    .venv/bin/python benchmarks/checks/int8_accuracy.py [--model garbage26.safetensors] [--json out.json]
 
 Without ``--model`` it first builds a real garbage26 model quickly, a linear probe: the ImageNet
 TFLite backbone (``binwise.weights.tflite.read_tflite``) with a linear head fitted on its pooled
@@ -62,7 +62,7 @@ def linear_probe(out: Path, data_dir: Path, steps: int = 500) -> None:
     model = MobileNetV2(num_classes=GARBAGE26.num_classes, padding="tf_same")
     model.backbone.load_state_dict(imagenet.model.backbone.state_dict())
     model.head.classifier.load_state_dict(head.state_dict())
-    provenance = {"source": "benchmarks/int8_accuracy.py linear probe", "backbone": imagenet.provenance,
+    provenance = {"source": "benchmarks/checks/int8_accuracy.py linear probe", "backbone": imagenet.provenance,
                   "head": f"softmax regression, Adam lr 1e-2 wd 1e-4, {steps} full-batch steps on "
                           f"{len(train)} training photos; final train loss {loss.item():.4f}"}
     save_model(out, ModelFile(model.eval(), GARBAGE26, pre, provenance))

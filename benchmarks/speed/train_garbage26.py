@@ -10,11 +10,11 @@ Runs, each as a fresh ``binwise`` process timed from the outside (imports includ
 4. with ``--finetune``: ``binwise train --mode finetune`` (the finetune preset: head warm start on
    cached features, then fine-tuning); ``--finetune-only`` runs just this one.
 
-    python benchmarks/train_garbage26.py [--tutorial] [--finetune | --finetune-only] [--out benchmarks/results/train_garbage26]
+    python benchmarks/speed/train_garbage26.py [--tutorial] [--finetune | --finetune-only] [--out benchmarks/results/train_garbage26/train_garbage26]
 
 Writes ``<out>.json`` and ``<out>.md``; each run records the load average before and after it, since
-the machine may be shared. Hyper-parameters come from benchmarks/tune_head.py and
-benchmarks/tune_finetune.py (validation splits of train); this script only measures.
+the machine may be shared. Hyper-parameters come from benchmarks/tuning/tune_head.py and
+benchmarks/tuning/tune_finetune.py (validation splits of train); this script only measures.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--tutorial", action="store_true", help="also run the tutorial's recipe (minutes)")
     parser.add_argument("--finetune", action="store_true", help="also run --mode finetune (long on CPU)")
     parser.add_argument("--finetune-only", action="store_true", help="run only --mode finetune")
-    parser.add_argument("--out", default="benchmarks/results/train_garbage26")
+    parser.add_argument("--out", default="benchmarks/results/train_garbage26/train_garbage26")
     args = parser.parse_args()
 
     data = resolve_data(args.data)

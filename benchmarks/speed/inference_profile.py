@@ -1,6 +1,6 @@
 """Where one photo's time goes in ``Classifier.predict``, and what the ONNX model alone costs.
 
-    python benchmarks/inference_profile.py MODEL.onnx [--data DIR] [--calls 1000] [--json out.json]
+    python benchmarks/speed/inference_profile.py MODEL.onnx [--data DIR] [--calls 1000] [--json out.json]
 
 Prints (and writes as JSON):
 - the time of ``predict`` on the bench's 500x375 JPEG split by ``cProfile`` into onnxruntime,

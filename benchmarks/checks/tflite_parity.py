@@ -1,6 +1,6 @@
 """Does the TFLite export keep the model? fp32 and int8 .tflite against PyTorch on the garbage26 test split.
 
-    PYTHONPATH=src .venv-litert/bin/python benchmarks/tflite_parity.py --model runs/garbage26/model.safetensors
+    PYTHONPATH=src .venv-litert/bin/python benchmarks/checks/tflite_parity.py --model runs/garbage26/model.safetensors
 
 Needs a Python with the ``tflite-export`` extra (litert-torch, which brings LiteRT). Exports the
 model to fp32 and int8 TFLite as ``binwise export`` does (int8 calibrated on 300 training photos),
@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -35,7 +36,9 @@ from binwise.paths import resolve_data
 from binwise.inference.classifier import Classifier
 from binwise.preprocessing import with_pixel_input
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the script folders
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_photos(model_file, data: Path | None = None) -> tuple[list[Path], np.ndarray]:
@@ -56,7 +59,7 @@ def relative_l2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def statuses_against(model: str, files: dict[str, Path], test: list[Path]) -> dict:
     """Per exported file, on the test photos and on unsure_unknown.py's non-garbage images: how many
     statuses are the model file's, which changed, and the similarity's largest change."""
-    from unsure_unknown import real_photos, rendered_images
+    from studies.unsure_unknown import real_photos, rendered_images
 
     with tempfile.TemporaryDirectory() as tmp:
         sets = {"garbage26_test": test, "not_garbage": real_photos([]) + [p for p, _ in rendered_images(Path(tmp))]}

@@ -2,11 +2,11 @@
 
 Every candidate is ``--mode finetune``: the probe as head warm start, then the last blocks trained
 on cached activations, keeping the best epoch by validation. Each run is on a flat proxy folder
-(``benchmarks/proxies.py``), so binwise makes its own seeded 80/10/10 split; only the validation
+(``benchmarks/studies/proxies.py``), so binwise makes its own seeded 80/10/10 split; only the validation
 accuracies are recorded (the probe's and fine-tuning's best), never the test split's. Results are
 merged into ``--out`` after every run, keyed by dataset and candidate.
 
-    python benchmarks/proxies.py && python benchmarks/tune_finetune.py [--only NAME,...] [--datasets a,b]
+    python benchmarks/studies/proxies.py && python benchmarks/tuning/tune_finetune.py [--only NAME,...] [--datasets a,b]
 """
 
 from __future__ import annotations
@@ -16,12 +16,15 @@ import csv
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from proxies import default_out
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the script folders
+
+from studies.proxies import default_out
 
 from binwise.paths import resolve_pretrained
 from binwise.training.schedules import ScheduleConfig
@@ -55,7 +58,7 @@ def main() -> None:
     parser.add_argument("--pretrained")
     parser.add_argument("--cache-dir", help="shared by the runs (default: binwise's)")
     parser.add_argument("--only", help="comma-separated candidate names (default: all)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "tune_finetune.json"))
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "results" / "tune_finetune" / "tune_finetune.json"))
     args = parser.parse_args()
 
     pretrained = resolve_pretrained(args.pretrained)

@@ -1,8 +1,8 @@
 """Load test of ``binwise serve``: many concurrent clients on loopback, for a fixed time.
 
-    python benchmarks/load.py MODEL                       # 50 clients for 60 s
-    python benchmarks/load.py MODEL --seconds 15 --clients 20 --out load.json
-    python benchmarks/load.py MODEL --burst 100           # 100 clients at once, each a ~5 MB photo
+    python benchmarks/speed/load.py MODEL                       # 50 clients for 60 s
+    python benchmarks/speed/load.py MODEL --seconds 15 --clients 20 --out load.json
+    python benchmarks/speed/load.py MODEL --burst 100           # 100 clients at once, each a ~5 MB photo
 
 Starts ``binwise serve MODEL`` on 127.0.0.1 (a free port), warms it up, then runs ``--clients``
 concurrent clients (asyncio + httpx), each posting real garbage26 test photos back to back as

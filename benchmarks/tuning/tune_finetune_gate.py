@@ -10,7 +10,7 @@ probe elsewhere; the table gives held-out top-1 per fold and on average. ``--tim
 that another job on the machine cannot cut the plan (on a quiet machine the runs take ~300 s, and the
 600 s default does not bind either).
 
-    python benchmarks/tune_finetune_gate.py --datasets trashnet-fold0 trashnet-fold1 garbage26-fold0
+    python benchmarks/tuning/tune_finetune_gate.py --datasets trashnet-fold0 trashnet-fold1 garbage26-fold0
 
 Writes ``benchmarks/results/tune_finetune_gate/<date>.{json,md}``.
 """
@@ -20,13 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from train_own_data import dataset_path, pct, train
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the script folders
 
-RESULTS = Path(__file__).parent / "results" / "tune_finetune_gate"
+from studies.train_own_data import dataset_path, pct, train
+
+RESULTS = Path(__file__).resolve().parents[1] / "results" / "tune_finetune_gate"
 GATES = (0.01, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 FLAGS = ["--time-budget", "1200"]
 

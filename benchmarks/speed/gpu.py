@@ -2,7 +2,7 @@
 
 Prepared to run in one go on a lent H100/H200 (see docs/benchmarks.md):
 
-    python benchmarks/gpu.py --out gpu.json            # ~5 minutes on an H200
+    python benchmarks/speed/gpu.py --out gpu.json            # ~5 minutes on an H200
 
 It measures inference (batch 256) and training steps (batch 256) for:
 torchvision eager fp32 (baseline), binwise bf16 + channels_last, and the same under torch.compile

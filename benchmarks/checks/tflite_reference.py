@@ -2,7 +2,7 @@
 batch-norm un-folding does to train mode: the numbers quoted in tests/test_weights_tflite.py,
 tests/test_batchnorm.py and the README.
 
-    .venv/bin/python benchmarks/tflite_reference.py [--garbage-photos 40]
+    .venv/bin/python benchmarks/checks/tflite_reference.py [--garbage-photos 40]
 
 Needs ai-edge-litert (the reference interpreter), the TFLite file and the photos under ../shared.
 """

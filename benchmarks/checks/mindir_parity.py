@@ -1,6 +1,6 @@
 """Does the MINDIR export compute binwise's logits? A model file against its MINDIR run in MindSpore.
 
-    .venv/bin/python benchmarks/mindir_parity.py MODEL.safetensors [--data DIR]
+    .venv/bin/python benchmarks/checks/mindir_parity.py MODEL.safetensors [--data DIR]
 
 Exports MODEL with ``binwise export --format mindir`` (MindSpore from .venv-mindspore or
 $BINWISE_MINDSPORE_PYTHON), runs the MINDIR on every test photo of the dataset in MindSpore
@@ -25,7 +25,7 @@ from binwise.images import is_image_file, load_for_model
 from binwise.model.file import load_model
 from binwise.paths import resolve_data
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def main(argv=None) -> int:

@@ -3,13 +3,13 @@
 # preprocess and model; one-photo latency and a folder run), rounds interleaved by --repeat.
 # Run it on an idle machine: two jobs on the cores distort every number.
 #
-#   bash benchmarks/bench_formats.sh [MODEL] [OUT_DIR]
+#   bash benchmarks/speed/bench_formats.sh [MODEL] [OUT_DIR]
 #
 # MODEL defaults to the quickstart's runs/garbage26/model.safetensors; the exports and one JSON
 # per file go to OUT_DIR (default /tmp/binwise-bench-formats). The TFLite exports need the
 # tflite-export extra in .venv-litert (scripts/setup-litert.sh); without it they are skipped.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 model=${1:-runs/garbage26/model.safetensors}
 out=${2:-/tmp/binwise-bench-formats}
 mkdir -p "$out"

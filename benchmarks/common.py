@@ -13,6 +13,7 @@ from pathlib import Path
 from binwise.images import is_image_file
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"  # one folder per script
 VALIDATION_SHARE = 0.2
 
 

@@ -3,7 +3,7 @@
 Extracts cached features (eval view + up to 2 augmented views), then trains a head per setting on
 train - val and reports mean validation accuracy over two seeded stratified splits.
 
-    python benchmarks/tune_head.py [--data DIR] [--cache-dir DIR] [--out benchmarks/results/tune_head.json]
+    python benchmarks/tuning/tune_head.py [--data DIR] [--cache-dir DIR] [--out benchmarks/results/tune_head/tune_head.json]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--data")
     parser.add_argument("--pretrained")
     parser.add_argument("--cache-dir")
-    parser.add_argument("--out", default="benchmarks/results/tune_head.json")
+    parser.add_argument("--out", default="benchmarks/results/tune_head/tune_head.json")
     args = parser.parse_args()
 
     dataset = load_dataset(resolve_data(args.data))

@@ -1,6 +1,6 @@
 """Statuses on garbage26's test split and on photos that are not garbage: what the thresholds give.
 
-    python benchmarks/unsure_unknown.py MODEL [--data DIR] [--extra-photos DIR ...] [--exported FILE ...] [--name NAME]
+    python benchmarks/studies/unsure_unknown.py MODEL [--data DIR] [--extra-photos DIR ...] [--exported FILE ...] [--name NAME]
 
 MODEL is a model file from ``binwise train`` (its temperature and thresholds were chosen on
 held-out training photos; nothing here chooses anything). Reports, into
@@ -50,7 +50,7 @@ RENDERED_PER_KIND = 20
 def real_photos(extra: list[Path]) -> list[Path]:
     import matplotlib
 
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]
     folders = [here.parent / "shared" / "images" / "imagenet", Path(matplotlib.get_data_path()) / "sample_data", *extra]
     found = []
     for folder in folders:
@@ -203,7 +203,7 @@ def main() -> None:
         "unknown_score_candidates": comparison,
         "exported_files": exported,
     }
-    out = Path(__file__).parent / "results" / f"{args.name}.json"
+    out = Path(__file__).resolve().parents[1] / "results" / "unsure_unknown" / f"{args.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False))
     print(json.dumps({k: result[k] for k in ("garbage26_test", "unknown_score_candidates", "exported_files")},

@@ -1,6 +1,6 @@
 """Do two Python environments, say one with Pillow and one with Pillow-SIMD, see the same photos?
 
-    python benchmarks/image_library_agreement.py --python .venv/bin/python \
+    python benchmarks/checks/image_library_agreement.py --python .venv/bin/python \
         --python .venv-simd/bin/python MODEL [MODEL...] [--data DIR] [--json out.json]
 
 Runs itself in each environment on every test photo of the dataset (default: garbage26): the

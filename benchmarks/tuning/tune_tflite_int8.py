@@ -1,6 +1,6 @@
 """Choosing the TFLite int8 recipe on validation photos, never on the test split.
 
-    PYTHONPATH=src .venv-litert/bin/python benchmarks/tune_tflite_int8.py --model runs/garbage26/model.safetensors
+    PYTHONPATH=src .venv-litert/bin/python benchmarks/tuning/tune_tflite_int8.py --model runs/garbage26/model.safetensors
 
 Needs a Python with the ``tflite-export`` extra. A model trained on all of garbage26's train split
 has seen every train photo, so its top two classes are far apart on them and int8 agrees with fp32
@@ -27,6 +27,7 @@ import datetime
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -39,10 +40,12 @@ from binwise.export.tflite_file import converted, default_int8_recipe, quantize_
 from binwise.images import load_crop
 from binwise.model.file import load_model
 from binwise.inference.tflite_runner import operator_names
-from held_out import FOLDS, over_folds, validation_model, validation_trees
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py and the script folders
+
+from common import FOLDS, over_folds, validation_model, validation_trees
 from tune_int8_weights import closeness
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 THREADS = 2
 
 
@@ -157,7 +160,7 @@ def float_operators(model: bytes) -> dict[str, int]:
 def measure(model_path: Path, data: Path, names: list[str], mirrored: bool = False) -> dict:
     """Every variant in ``names`` quantizing ``model_path`` (calibrated on ``data``'s train split),
     against fp32 on ``data``'s test split (and, ``mirrored``, its mirror images too)."""
-    from tflite_parity import test_photos
+    from checks.tflite_parity import test_photos
 
     model_file = load_model(model_path)
     pre = model_file.preprocessing

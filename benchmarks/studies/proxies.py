@@ -10,7 +10,7 @@ into garbage26/train (no photo is copied), written under OUT (default: ~/.cache/
 - ``fewshot``: all 26 classes, flat, 10 photos per class (binwise's split leaves 8 to train);
 - ``bins4``: the photos regrouped into their 4 bins as classes, flat.
 
-    python benchmarks/proxies.py [--data DIR] [--out OUT]
+    python benchmarks/studies/proxies.py [--data DIR] [--out OUT]
 """
 
 from __future__ import annotations
