@@ -22,14 +22,12 @@ import numpy as np
 
 from ..errors import BinwiseError
 from ..images import is_image_file, load_crop
-from ..model.metadata import METADATA_KEY
+from ..model.metadata import GRAPH_INPUT, GRAPH_LOGITS, GRAPH_SIMILARITY, METADATA_KEY
 from ..preprocessing import Preprocessing, with_pixel_input
 from .activation_ranges import lp_ranges
 from .weight_grid import uint8_grid
 
 OPSET = 17
-INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
-SIMILARITY_NAME = "similarity"  # the name binwise.inference.onnx_runner looks for
 INPUT_DESCRIPTION = "uint8 RGB pixels (batch, height, width, 3), resized and centre-cropped; normalised in the graph"
 DEFAULT_CALIBRATION_COUNT = 300
 
@@ -72,7 +70,7 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
                       "input": INPUT_DESCRIPTION,
                       "source": f"{Path(model_path).name}@{sha256_of_file(model_path)[:12]}"}
     size = model_file.preprocessing.input_size
-    output_names = [OUTPUT_NAME] if model_file.reference_features is None else [OUTPUT_NAME, SIMILARITY_NAME]
+    output_names = [GRAPH_LOGITS] if model_file.reference_features is None else [GRAPH_LOGITS, GRAPH_SIMILARITY]
     with tempfile.TemporaryDirectory() as tmp:
         traced, fp32 = Path(tmp) / "traced.onnx", Path(tmp) / "fp32.onnx"
         with warnings.catch_warnings():
@@ -80,9 +78,9 @@ def export_onnx(model_path: str | os.PathLike, out: str | os.PathLike, int8: boo
             # input size is fixed by the model's preprocessing, so those constants are right
             warnings.simplefilter("ignore")
             torch.onnx.export(exported_module(model_file), torch.zeros(1, size, size, 3, dtype=torch.uint8),
-                              str(traced), dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME],
+                              str(traced), dynamo=False, opset_version=OPSET, input_names=[GRAPH_INPUT],
                               output_names=output_names, dynamic_axes={name: {0: "batch"} for name in
-                                                                       [INPUT_NAME, *output_names]})
+                                                                       [GRAPH_INPUT, *output_names]})
         simplify(traced, fp32)
         if int8:
             images = calibration_photos(calibration_dir, calibration_count, seed)
@@ -272,7 +270,7 @@ def quantize_int8(fp32_path: str | os.PathLike, out: str | os.PathLike, images: 
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    feeds = [{INPUT_NAME: load_crop(p, pre)[None]} for p in images]
+    feeds = [{GRAPH_INPUT: load_crop(p, pre)[None]} for p in images]
 
     class Photos(CalibrationDataReader):
         def __init__(self):

@@ -30,10 +30,10 @@ from ..errors import BinwiseError
 from ..images import load_crop
 from ..preprocessing import Preprocessing
 from ..taxonomy.classes import Taxonomy
-from ..model.metadata import METADATA_KEY
+from ..model.metadata import GRAPH_INPUT, GRAPH_LOGITS, GRAPH_SIMILARITY, METADATA_KEY
 from ..inference.tflite_runner import SIGNATURE
 from .activation_ranges import lp_ranges
-from .onnx_file import (DEFAULT_CALIBRATION_COUNT, OUTPUT_NAME, SIMILARITY_NAME, calibration_photos,
+from .onnx_file import (DEFAULT_CALIBRATION_COUNT, calibration_photos,
                         check_calibration, exported_module)
 from .tflite_flatbuffer import packed, unpacked
 from .tflite_grid import on_source_grid
@@ -81,7 +81,7 @@ def converted(model_file) -> bytes:
 
     litert_torch = _converter()
     module = exported_module(model_file)
-    names = [OUTPUT_NAME] if model_file.reference_features is None else [OUTPUT_NAME, SIMILARITY_NAME]
+    names = [GRAPH_LOGITS] if model_file.reference_features is None else [GRAPH_LOGITS, GRAPH_SIMILARITY]
 
     class NamedOutputs(torch.nn.Module):
         """litert-torch names a signature's outputs after the keys of a returned dict."""
@@ -198,7 +198,7 @@ def output_names(model) -> list[str]:
     graph_outputs = list(model.subgraphs[0].outputs)
     signature = next((s for s in model.signatureDefs or [] if s.signatureKey.decode() == SIGNATURE), None)
     if len(graph_outputs) == 1 or signature is None:
-        return [OUTPUT_NAME] * len(graph_outputs)
+        return [GRAPH_LOGITS] * len(graph_outputs)
     by_tensor = {t.tensorIndex: t.name.decode() for t in signature.outputs}
     return [by_tensor[i] for i in graph_outputs]
 
@@ -273,7 +273,7 @@ def model_metadata(meta: dict, taxonomy: Taxonomy, outputs: list[str]) -> bytes:
     image = table([(0, "byte", _RGB), (1, "offset", table([(0, "uint", pre.input_size), (1, "uint", pre.input_size)]))])
     normalization = table([(0, "offset", floats([0.0])), (1, "offset", floats([1.0]))])
     input_tensor = table([
-        (0, "offset", b.CreateString("pixels")),
+        (0, "offset", b.CreateString(GRAPH_INPUT)),
         (1, "offset", b.CreateString(
             f"{INPUT_DESCRIPTION}: x * {[round(s, 8) for s in scale]} + {[round(o, 6) for o in offset]} per "
             f"channel, i.e. (x / 255 - mean {list(pre.mean)}) / std {list(pre.std)}. Resize the shorter "
@@ -283,14 +283,14 @@ def model_metadata(meta: dict, taxonomy: Taxonomy, outputs: list[str]) -> bytes:
         (5, "offset", table([(0, "offset", floats([255.0])), (1, "offset", floats([0.0]))])),
     ])
     scores = table([
-        (0, "offset", b.CreateString("logits")),
+        (0, "offset", b.CreateString(GRAPH_LOGITS)),
         (1, "offset", b.CreateString(f"{taxonomy.num_classes} class scores (logits: softmax gives the probabilities)")),
         (3, "offset", table([(0, "byte", _FEATURE_PROPERTIES), (1, "offset", table([]))])),
         (6, "offset", vector(files)),
     ])
     threshold = (meta.get("calibration") or {}).get("min_similarity")
     similarity = table([
-        (0, "offset", b.CreateString(SIMILARITY_NAME)),
+        (0, "offset", b.CreateString(GRAPH_SIMILARITY)),
         (1, "offset", b.CreateString(
             "one value per photo: the cosine similarity of its pooled backbone feature to the nearest training "
             "photo's; " + ("below the calibration's min_similarity " + f"{threshold:.4f}" if threshold is not None
@@ -298,7 +298,7 @@ def model_metadata(meta: dict, taxonomy: Taxonomy, outputs: list[str]) -> bytes:
         (3, "offset", table([(0, "byte", _FEATURE_PROPERTIES), (1, "offset", table([]))])),
         (5, "offset", table([(0, "offset", floats([1.0])), (1, "offset", floats([-1.0]))])),
     ])
-    tensors = {OUTPUT_NAME: scores, SIMILARITY_NAME: similarity}
+    tensors = {GRAPH_LOGITS: scores, GRAPH_SIMILARITY: similarity}
     subgraph = table([(0, "offset", b.CreateString("classify")), (2, "offset", vector([input_tensor])),
                       (3, "offset", vector([tensors[name] for name in outputs]))])
     root = table([

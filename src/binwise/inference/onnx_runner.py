@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BinwiseError, first_line
-from ..model.metadata import METADATA_KEY, ModelMeta
+from ..model.metadata import GRAPH_SIMILARITY, METADATA_KEY, ModelMeta
 
 
 class OnnxRunner:
@@ -44,12 +44,12 @@ class OnnxRunner:
             raise BinwiseError(f"the ONNX model's input has shape {model_input.shape}, not (batch, {size}, {size}, 3) "
                                "for the input size its metadata names", path)
         self.input_name = model_input.name
-        # an export with the unknown score (binwise.model.novelty) has a second output named "similarity"
+        # an export with the unknown score (binwise.model.novelty) has a second output named GRAPH_SIMILARITY
         names = [o.name for o in self.session.get_outputs()]
-        if "similarity" in names and len(self.session.get_outputs()[names.index("similarity")].shape) != 1:
+        if GRAPH_SIMILARITY in names and len(self.session.get_outputs()[names.index(GRAPH_SIMILARITY)].shape) != 1:
             raise BinwiseError("the ONNX model's similarity output is not one value per photo", path)
-        self.scored = "similarity" in names
-        self._similarity_index = names.index("similarity") if self.scored else None
+        self.scored = GRAPH_SIMILARITY in names
+        self._similarity_index = names.index(GRAPH_SIMILARITY) if self.scored else None
         self._single_threaded = None
         self._lock = threading.Lock()
 

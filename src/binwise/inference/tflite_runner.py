@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BinwiseError, first_line
-from ..model.metadata import METADATA_KEY, ModelMeta
+from ..model.metadata import GRAPH_LOGITS, GRAPH_SIMILARITY, METADATA_KEY, ModelMeta
 
 EXTRA = "tflite"
 SIGNATURE = "serving_default"  # litert-torch's one signature
-LOGITS, SIMILARITY = "logits", "similarity"  # the output names, as in the ONNX export
 _TFLITE_IDENTIFIER = b"TFL3"  # bytes 4..8 of a TFLite flatbuffer
 MAX_TFLITE_BYTES = 512 << 20
 # Control flow (a graph that loops or branches could run for ever), subgraph calls and custom
@@ -44,13 +43,13 @@ class TfliteRunner:
         self._interpreters = _PerThread(self.model, threads, path)
         interpreter = self._interpreters.get()
         self.input, self.outputs = interpreter.input, interpreter.outputs
-        self.output = self.outputs[LOGITS]
-        self.scored = SIMILARITY in self.outputs
+        self.output = self.outputs[GRAPH_LOGITS]
+        self.scored = GRAPH_SIMILARITY in self.outputs
         size, classes = self.meta.preprocessing.input_size, self.meta.taxonomy.num_classes
         if list(self.input["shape"][1:]) != [size, size, 3] or list(self.output["shape"][1:]) != [classes]:
             raise BinwiseError(f"the TFLite model maps {list(self.input['shape'])} to {list(self.output['shape'])}, not "
                                f"(batch, {size}, {size}, 3) to (batch, {classes}) as its metadata says", path)
-        if self.scored and len(self.outputs[SIMILARITY]["shape"]) != 1:
+        if self.scored and len(self.outputs[GRAPH_SIMILARITY]["shape"]) != 1:
             raise BinwiseError("the TFLite model's similarity output is not one value per photo", path)
         self._single_threaded = None
         self._lock = threading.Lock()
@@ -120,7 +119,7 @@ class _Interpreter:
             self.batch = len(pixels)
         self.interpreter.set_tensor(self.input["index"], pixels)
         self.interpreter.invoke()
-        values = [self._value(self.outputs[name]) for name in (LOGITS, SIMILARITY) if name in self.outputs]
+        values = [self._value(self.outputs[name]) for name in (GRAPH_LOGITS, GRAPH_SIMILARITY) if name in self.outputs]
         return tuple(values) if len(values) > 1 else values[0]
 
     def _value(self, output: dict) -> np.ndarray:
@@ -135,17 +134,17 @@ def named_outputs(interpreter, path) -> dict[str, dict]:
     logits alone."""
     outputs = interpreter.get_output_details()
     if len(outputs) == 1:
-        return {LOGITS: outputs[0]}
+        return {GRAPH_LOGITS: outputs[0]}
     names = interpreter.get_signature_list().get(SIGNATURE, {}).get("outputs", [])
-    if len(outputs) != 2 or sorted(names) != [LOGITS, SIMILARITY]:
+    if len(outputs) != 2 or sorted(names) != [GRAPH_LOGITS, GRAPH_SIMILARITY]:
         raise BinwiseError(f"TFLite model has {len(outputs)} outputs ({', '.join(names) or 'unnamed'}), not "
-                           f"{LOGITS} alone or {LOGITS} and {SIMILARITY}", path)
+                           f"{GRAPH_LOGITS} alone or {GRAPH_LOGITS} and {GRAPH_SIMILARITY}", path)
     # the signature runner only maps names to tensors; it is dropped at once, since a live one
     # stops the interpreter from resizing its input
     indices = {name: detail["index"]
                for name, detail in interpreter.get_signature_runner(SIGNATURE).get_output_details().items()}
     by_index = {detail["index"]: detail for detail in outputs}
-    return {name: by_index[indices[name]] for name in (LOGITS, SIMILARITY)}
+    return {name: by_index[indices[name]] for name in (GRAPH_LOGITS, GRAPH_SIMILARITY)}
 
 
 def read_metadata(model: bytes, path) -> ModelMeta:

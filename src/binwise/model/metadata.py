@@ -21,6 +21,9 @@ from ..taxonomy.checks import Problems, check_taxonomy, is_int, is_number
 FORMAT = "binwise-model"
 FORMAT_VERSION = 1
 METADATA_KEY = "binwise"  # in safetensors' __metadata__, ONNX metadata_props, TFLite metadata
+# an exported graph's input and outputs (ONNX and TFLite): uint8 NHWC pixels in; class logits and,
+# when the model file has the training photos' features, the similarity to the nearest one out
+GRAPH_INPUT, GRAPH_LOGITS, GRAPH_SIMILARITY = "pixels", "logits", "similarity"
 
 # Bounds for the architecture: MobileNetV2 is published for widths 0.35-1.4; room is left around
 # them, but not for a width or class count that allocates gigabytes.
