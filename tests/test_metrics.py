@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 import urllib.request
 
@@ -59,12 +60,13 @@ def test_readiness_waits_for_a_scored_photo_and_metrics_need_the_api_key(classif
         assert client.get("/metrics", headers={"X-API-Key": "s3cret"}).status_code == 200
 
 
-def test_a_real_server_exposes_metrics(garbage26_model, tmp_path):
+def test_a_real_server_exposes_metrics_and_logs_requests_as_json(garbage26_model, tmp_path):
     from binwise.serving.process import serving
 
     image = io.BytesIO()
     Image.new("RGB", (300, 200), (200, 30, 30)).save(image, "JPEG")
-    with serving(garbage26_model, tmp_path / "serve.log") as (url, _):
+    log = tmp_path / "serve.log"
+    with serving(garbage26_model, log, "--json-access-log") as (url, _):
         request = urllib.request.Request(f"{url}/v1/classify", data=image.getvalue(),
                                          headers={"Content-Type": "image/jpeg"})
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -75,3 +77,9 @@ def test_a_real_server_exposes_metrics(garbage26_model, tmp_path):
             text = response.read().decode()
     found = samples(text)
     assert found[("binwise_requests_total", (("code", "200"), ("route", "/v1/classify")))] == 1
+    # --json-access-log: one JSON line per request instead of uvicorn's text lines
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    classified = [line for line in lines if line["route"] == "/v1/classify"]
+    assert len(classified) == 1 and classified[0]["status"] == 200 and classified[0]["method"] == "POST"
+    assert classified[0]["client"] == "127.0.0.1" and classified[0]["seconds"] > 0
+    assert '"POST /v1/classify HTTP/1.1" 200' not in log.read_text()

@@ -87,5 +87,5 @@ def run(args) -> int:
     from ..serving.http_limits import with_header_timeout
 
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=65,
-                http=with_header_timeout(config.header_timeout_s))
+                http=with_header_timeout(config.header_timeout_s), access_log=not config.json_access_log)
     return 0

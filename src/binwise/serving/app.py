@@ -25,7 +25,9 @@ import asyncio
 import base64
 import concurrent.futures
 import hmac
+import datetime
 import io
+import json
 import logging
 import os
 import time
@@ -53,6 +55,7 @@ from ..taxonomy.files import Region, read_region
 
 STATIC_DIR = files("binwise.serving") / "static"
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("binwise.access")  # one JSON line per request with --json-access-log
 MODEL_REGION = "model"  # the region name of the model file's own bins when its taxonomy has no name
 # Room for the multipart boundary and part headers on top of the photo itself.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -217,7 +220,14 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
     async def count_request(request: Request, call_next):
         started = time.perf_counter()
         response = await call_next(request)
-        metrics.observe(metrics.route_of(request), response.status_code, time.perf_counter() - started)
+        route, seconds = metrics.route_of(request), time.perf_counter() - started
+        metrics.observe(route, response.status_code, seconds)
+        if config.json_access_log:
+            access_log.info(json.dumps({
+                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+                "client": client_address(request, config.trust_forwarded_for), "method": request.method,
+                "route": route, "path": request.url.path[:200], "status": response.status_code,
+                "seconds": round(seconds, 4)}))
         return response
 
     # added last, so it runs first: before the API key is even looked at

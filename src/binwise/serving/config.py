@@ -86,6 +86,9 @@ class ServeConfig:
     default_region: str = field(default="", metadata=_flag(
         "--default-region", "the region a request without ?region= gets (default: the model file's own bins)",
         unit="NAME", limit=False))
+    json_access_log: bool = field(default=False, metadata=_flag(
+        "--json-access-log", "log each request as one JSON line (time, client, method, route, path, status, "
+        "seconds) instead of uvicorn's text access log", limit=False))
     cors_origins: tuple[str, ...] = field(default=(), metadata=_flag(
         "--cors-origin", "a site (https://example.org) whose pages may call the API from a browser; repeatable "
         "(default: none)", unit="ORIGIN", limit=False))
