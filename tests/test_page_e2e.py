@@ -135,6 +135,7 @@ DRAW_CHARACTERS = """characters => characters.map((c) => {
 
 
 def test_at_phone_width_the_language_button_stays_on_one_line(page):
+    assert not page.is_visible("#region-picker")  # one region (the model's own): nothing to pick
     page.set_viewport_size({"width": 390, "height": 844})
     try:
         for label in ("中文", "English"):
@@ -256,3 +257,31 @@ def test_wrong_tell_us_records_the_right_class_and_is_hidden_without_a_store(bro
     store.close()
     assert [(r.predicted_status, r.corrected, r.note) for r in rows] == [("unsure", "Eggshell", "a broken eggshell"),
                                                                       ("unknown", "not garbage", "")]
+
+
+def test_at_phone_width_a_picked_region_gives_its_bins_in_both_languages_and_is_remembered(
+        browser, garbage26_model, garbage26_data, tmp_path):
+    bottle = sorted((garbage26_data / "test" / "Glass Bottle").glob("*.jpg"))[0]
+    with serving(garbage26_model, tmp_path / "serve.log", "--log-level", "warning", "--region", "germany",
+                 "--region", "beijing") as (url, _), open_page(browser, url) as page:
+        page.set_viewport_size({"width": 390, "height": 844})
+        assert page.is_visible("#region-picker")
+        options = page.eval_on_selector("#region", "s => [...s.options].map(o => o.value)")
+        assert options == ["garbage26", "germany", "beijing"] and page.input_value("#region") == "garbage26"
+        box = page.locator("#region-picker").bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390, "the picker overflows a phone's width"
+
+        page.select_option("#region", "germany")
+        page.set_input_files("#file", str(bottle))
+        page.wait_for_selector("#bin[data-bin=glass]", timeout=30_000)
+        assert page.text_content("#bin-name") == "bottle glass (Altglas)"
+        page.click("#lang")
+        assert page.text_content("#bin-name") == "玻璃瓶" and page.text_content("#region-picker span") == "分类规则"
+        page.click("#lang")
+        page.select_option("#region", "garbage26")  # the same photo again, under the model's own bins
+        page.wait_for_selector("#bin[data-bin=recyclable]", timeout=30_000)
+
+        page.select_option("#region", "beijing")
+        page.reload()
+        page.wait_for_selector("body[data-ready=true]")
+        assert page.input_value("#region") == "beijing"

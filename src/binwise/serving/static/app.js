@@ -16,7 +16,7 @@ const TEXT = {
     wrong: "Wrong? Tell us", rightClass: "What is it?", noteLabel: "Note (optional)", send: "Send",
     guesses: "The model's guesses", classes: "Classes", notGarbage: "Not garbage", sending: "Sending…",
     thanks: "Thank you — recorded.", already: "Already recorded — thank you.",
-    feedbackFailed: "Could not send the feedback",
+    feedbackFailed: "Could not send the feedback", region: "Bins of",
   },
   zh: {
     title: "这个该扔进哪个垃圾桶？", take: "拍照", choose: "选择照片",
@@ -31,7 +31,7 @@ const TEXT = {
     wrong: "识别错了？告诉我们", rightClass: "这是什么？", noteLabel: "备注（可选）", send: "发送",
     guesses: "模型的猜测", classes: "类别", notGarbage: "不是垃圾", sending: "发送中…",
     thanks: "谢谢，已记录。", already: "已经记录过了，谢谢。",
-    feedbackFailed: "无法发送反馈",
+    feedbackFailed: "无法发送反馈", region: "分类规则",
   },
 };
 
@@ -53,6 +53,7 @@ const state = {
   overlay: null,    // its Grad-CAM overlay, a data: URL
   photoUrl: null,
   feedback: null,   // what the page says about the feedback on this photo: {key} or {key, detail}
+  region: localStorage.getItem("binwise-region"),  // whose bins (GET /v1/regions); remembered
 };
 
 // The value POST /v1/feedback takes for "not garbage" (any class is sent as its index).
@@ -236,6 +237,7 @@ async function classify(file, explain) {
   form.append("file", file, file.name || "photo.jpg");
   const params = new URLSearchParams({ top_k: "3" });
   if (explain) params.set("explain", "true");
+  if (state.region) params.set("region", state.region);
   let response;
   try {
     response = await fetch(`/v1/classify?${params}`, { method: "POST", body: form, headers: apiHeaders });
@@ -307,7 +309,44 @@ async function loadModel() {
   }
 }
 
+// Regions: a service started with --region answers with another region's bins on request.
+async function loadRegions() {
+  const response = await fetch("/v1/regions", { headers: apiHeaders });
+  if (!response.ok) return; // an older service: its model's own bins only
+  const listed = await response.json();
+  const names = listed.regions.map((r) => r.name);
+  if (!names.includes(state.region)) state.region = listed.default;
+  const select = $("region");
+  select.replaceChildren(...listed.regions.map((r) => {
+    const option = document.createElement("option");
+    option.value = r.name;
+    option.textContent = r.version ? `${r.name} (${r.version})` : r.name;
+    return option;
+  }));
+  select.value = state.region;
+  $("region-picker").hidden = names.length < 2;
+}
+
+async function onRegionChange() {
+  state.region = $("region").value;
+  localStorage.setItem("binwise-region", state.region);
+  if (!state.file) return;
+  const file = state.file;  // the same photo under the new region's bins
+  setStatus(t("working"));
+  try {
+    const answer = await classify(file, false);
+    if (state.file !== file) return;
+    Object.assign(state, { answer, overlay: null });
+    $("explain").checked = false;
+    render();
+  } catch (e) {
+    setStatus("");
+    showError(e.message);
+  }
+}
+
 $("camera").addEventListener("change", onPhoto);
+$("region").addEventListener("change", onRegionChange);
 $("file").addEventListener("change", onPhoto);
 $("explain").addEventListener("change", onExplainToggle);
 $("wrong").addEventListener("click", onWrong);
@@ -318,4 +357,4 @@ $("lang").addEventListener("click", () => {
   render();
 });
 render();
-loadModel().finally(() => { document.body.dataset.ready = "true"; });
+Promise.all([loadModel(), loadRegions().catch(() => {})]).finally(() => { document.body.dataset.ready = "true"; });
