@@ -454,3 +454,28 @@ def test_sigterm_ends_training_with_a_checkpoint_that_resumes(pretrained, data, 
 
     with safe_open(named, "pt") as f:
         assert not json.loads(f.metadata()["binwise_checkpoint"])["done"]
+
+
+def test_two_runs_compare_by_settings_photos_and_answers(pretrained, data, tmp_path, capsys):
+    from binwise.evaluation.compare import compare_runs
+
+    extra = make_tree(tmp_path / "extra", per_class=2, test_per_class=0, seed=5)
+    for name, config, more in (("a", quick(epochs=1), ()), ("b", quick(epochs=8), (extra / "train",))):
+        train(RunSpec(config, data, tmp_path / name, pretrained, tmp_path / "cache", extra=more))
+    photos = json.loads((tmp_path / "b" / "splits.json").read_text())
+    assert {row["split"] for row in photos} == {"train", "val", "test", "extra"}
+    assert sum(row["split"] == "extra" for row in photos) == 6
+    result = compare_runs(tmp_path / "a", tmp_path / "b")
+    assert result["settings"]["epochs"] == [1, 8]
+    assert result["data"]["test"] == {"a": 9, "b": 9, "only_in_a": 0, "only_in_b": 0}
+    assert result["data"]["extra"] == {"a": 0, "b": 6, "only_in_a": 0, "only_in_b": 6}
+    right = {name: sum(int(r["right"]) for r in csv.DictReader(open(tmp_path / name / "test_predictions.csv")))
+             for name in "ab"}
+    counts = result["counts"]
+    assert result["shared_test_photos"] == 9
+    assert right["a"] - right["b"] == counts["right_only_in_a"] - counts["right_only_in_b"]
+    assert main(["runs", "compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "epochs: 1 -> 8" in out and "extra: 0 / 6 (0, 6)" in out
+    with pytest.raises(BinwiseError, match="not a finished binwise run directory"):
+        compare_runs(tmp_path / "a", tmp_path)

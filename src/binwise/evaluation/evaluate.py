@@ -41,6 +41,15 @@ def wilson_interval(successes: int, count: int, z: float = 1.96) -> list[float]:
     return [0.0 if successes == 0 else max(0.0, centre - half), 1.0 if successes == count else min(1.0, centre + half)]
 
 
+def mcnemar_one_sided(fixed: int, broken: int) -> float:
+    """P(at least ``fixed`` of the ``fixed + broken`` disagreements go fine-tuning's way) if each
+    went either way with probability 1/2: McNemar's exact test, one-sided."""
+    n = fixed + broken
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, k) for k in range(fixed, n + 1)) / 2 ** n
+
+
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, n: int) -> np.ndarray:
     """Rows: true class, columns: predicted class."""
     return np.bincount(truth * n + predicted, minlength=n * n).reshape(n, n)
@@ -133,7 +142,7 @@ def select_split(dataset, split: str, recorded: list[dict] | None, data) -> tupl
                            "the test photos are unknown; use --split all for every photo", data)
     if not isinstance(recorded, list) or not all(isinstance(row, dict) for row in recorded):
         raise BinwiseError("the model file's recorded split is not a list of photos", data)
-    seen = {row.get("sha256") for row in recorded if row.get("split") in ("train", "val")}
+    seen = {row.get("sha256") for row in recorded if row.get("split") in ("train", "val", "extra")}
     samples = [s for s in dataset.train if sha256_of_file(s.path) not in seen]
     if not samples:
         raise BinwiseError("every photo here trained or validated the model; no unseen photo to test on", data)

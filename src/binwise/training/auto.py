@@ -37,6 +37,7 @@ from .config import TrainConfig
 from .context import PhaseRecord, RunContext, TrainingOutcome
 from .augment import crop_side
 from .calibration import model_outputs
+from ..evaluation.evaluate import mcnemar_one_sided
 from .finetune import finetune_blocks, freeze_backbone_except_last, frozen_prefix
 from .head import cached_features, probe, probe_config, rows_of
 from .loop import Budget
@@ -178,15 +179,6 @@ def keeps_finetune(fixed: int, broken: int, significance: float) -> bool:
     """Whether fine-tuning, which fixed ``fixed`` validation photos the probe got wrong and broke
     ``broken`` it got right, is kept: more fixed than broken, and McNemar's p below ``significance``."""
     return fixed > broken and mcnemar_one_sided(fixed, broken) < significance
-
-
-def mcnemar_one_sided(fixed: int, broken: int) -> float:
-    """P(at least ``fixed`` of the ``fixed + broken`` disagreements go fine-tuning's way) if each
-    went either way with probability 1/2: McNemar's exact test, one-sided."""
-    n = fixed + broken
-    if n == 0:
-        return 1.0
-    return sum(math.comb(n, k) for k in range(fixed, n + 1)) / 2 ** n
 
 
 def step_seconds(module: torch.nn.Module, inputs: torch.Tensor, device: torch.device) -> float:

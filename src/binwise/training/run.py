@@ -4,8 +4,9 @@
 backbone, runs the mode (``head``, ``finetune`` or ``auto``), scores the test split once and
 writes the run directory:
 
-``config.yaml``, ``run.json`` (where data and weights came from), ``splits.json`` (a flat folder's
-seeded split, photo by photo), ``log.csv`` (one row per epoch), ``metrics.json``,
+``config.yaml``, ``run.json`` (where data and weights came from), ``splits.json`` (every photo of
+every split by SHA-256, ``--extra`` ones as "extra"), ``test_predictions.csv`` (each test photo's
+answer), ``log.csv`` (one row per epoch), ``metrics.json``,
 ``model.safetensors``, ``curves.png``, ``confusion.png`` and, per phase, ``checkpoints/``:
 safetensors files written atomically each epoch (and on Ctrl-C), from which ``--resume`` continues.
 """
@@ -13,6 +14,7 @@ safetensors files written atomically each epoch (and on Ctrl-C), from which ``--
 from __future__ import annotations
 
 import csv
+import os
 import json
 import logging
 import time
@@ -65,6 +67,22 @@ def build_model(pretrained: ModelFile, taxonomy: Taxonomy, dropout: float) -> Mo
 
 
 MODES = {"head": train_head, "finetune": train_finetune, "auto": train_auto}
+
+
+def write_test_predictions(path: Path, test, dataset) -> None:
+    """Each test photo (relative path, SHA-256), its class and the model's top class, for
+    ``binwise runs compare``."""
+    predicted = test.logits.argmax(1)
+    names = dataset.taxonomy.classes_en
+
+    def write(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "sha256", "class", "predicted", "right"])
+            for sample, label, guess in zip(test.samples, test.labels.tolist(), predicted.tolist()):
+                writer.writerow([os.path.relpath(sample.path, dataset.root), sha256_of_file(sample.path),
+                                 names[label], names[guess], int(label == guess)])
+    atomic_write(path, write)
 
 
 def write_log(path: Path, outcome: TrainingOutcome) -> None:
@@ -139,10 +157,11 @@ def train(spec: RunSpec, progress: Progress = SILENT, started: float | None = No
     if extra:
         provenance["extra"] = {"folders": [str(e) for e in extra], "photos": len(extra_photos) - extra_left_out,
                                "left_out_as_already_in_the_dataset": extra_left_out}
-    if splits.seeded:
-        rows = manifest(splits, dataset)
+    rows = manifest(splits, dataset, extra_photos)
+    if splits.seeded:  # eval then scores only the photos this model never saw
         provenance["splits"] = rows
-        atomic_write(run_dir / "splits.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
+    atomic_write(run_dir / "splits.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
+    write_test_predictions(run_dir / "test_predictions.csv", test, dataset)
     save_model(run_dir / "model.safetensors", ModelFile(model, dataset.taxonomy, ctx.pre, provenance, metrics,
                                                              calibration, reference))
     write_log(run_dir / "log.csv", outcome)

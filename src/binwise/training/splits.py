@@ -70,11 +70,14 @@ def _held_out(samples: list[Sample], fraction: float, seed: int, groups: dict) -
     return stratified_split(samples, fraction, seed, groups) if fraction > 0 else (samples, [])
 
 
-def manifest(splits: Splits, dataset: Dataset) -> list[dict]:
-    """Every photo's path relative to the dataset, SHA-256 and split (train / val / test)."""
+def manifest(splits: Splits, dataset: Dataset, extra: list[Sample] = ()) -> list[dict]:
+    """Every photo's path relative to the dataset, SHA-256 and split (train / val / test; photos of
+    ``extra`` folders in train are "extra", with their own path)."""
+    extra_paths = {s.path for s in extra}
     rows = []
     for name in ("train", "val", "test"):
         for s in getattr(splits, name):
-            rows.append({"path": os.path.relpath(s.path, dataset.root), "sha256": sha256_of_file(s.path),
-                         "split": name})
+            outside = s.path in extra_paths
+            rows.append({"path": str(s.path) if outside else os.path.relpath(s.path, dataset.root),
+                         "sha256": sha256_of_file(s.path), "split": "extra" if outside else name})
     return rows
