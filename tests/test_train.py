@@ -479,3 +479,21 @@ def test_two_runs_compare_by_settings_photos_and_answers(pretrained, data, tmp_p
     assert "epochs: 1 -> 8" in out and "extra: 0 / 6 (0, 6)" in out
     with pytest.raises(BinwiseError, match="not a finished binwise run directory"):
         compare_runs(tmp_path / "a", tmp_path)
+
+
+def test_a_cli_run_writes_tensorboard_curves_and_its_result(pretrained, data, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    assert main(["train", str(data), "--mode", "head", "--epochs", "3", "--batch-size", "8", "--workers", "0",
+                 "--engine", "torch", "--pretrained", str(pretrained), "--run-dir", str(run),
+                 "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"images": 0}).Reload()
+    scalars = events.Tags()["scalars"]
+    assert {"head (train - val)/train_loss", "head (train - val)/val_acc", "test/test_top1"} <= set(scalars)
+    assert [e.step for e in events.Scalars("head (train - val)/train_loss")] == [1, 2, 3]
+    assert {f"test_recall/{c}" for c in ("blue", "green", "red")} <= set(scalars)
+    assert events.Tags()["images"] == ["test/confusion"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert events.Scalars("test/test_top1")[0].value == pytest.approx(metrics["test_top1"])

@@ -23,5 +23,42 @@ class Progress:
     def end(self) -> None:
         """The current task is over."""
 
+    def epoch(self, task: str, row: dict) -> None:
+        """An epoch of a training task ended: ``row`` is its line of ``log.csv`` (losses, accuracies, rate)."""
+
+    def result(self, metrics: dict, report: dict) -> None:
+        """The run is over: its ``metrics.json`` values and the test report (per-class recall, confusion)."""
+
+
+class Several(Progress):
+    """Hands every call on to each of ``progresses`` (a progress bar and a TensorBoard log, say)."""
+
+    def __init__(self, *progresses: Progress):
+        self.progresses = progresses
+
+    def begin(self, task: str, total: int, done: int = 0, unit: str = "step") -> None:
+        for p in self.progresses:
+            p.begin(task, total, done, unit)
+
+    def resize(self, total: int) -> None:
+        for p in self.progresses:
+            p.resize(total)
+
+    def advance(self, count: int = 1, **stats) -> None:
+        for p in self.progresses:
+            p.advance(count, **stats)
+
+    def end(self) -> None:
+        for p in self.progresses:
+            p.end()
+
+    def epoch(self, task: str, row: dict) -> None:
+        for p in self.progresses:
+            p.epoch(task, row)
+
+    def result(self, metrics: dict, report: dict) -> None:
+        for p in self.progresses:
+            p.result(metrics, report)
+
 
 SILENT = Progress()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 
@@ -161,12 +162,17 @@ def rank_main(spec, show_progress: bool) -> None:
 def train_and_report(spec, show_progress: bool) -> int:
     from ..training import distributed
     from ..errors import BinwiseError
-    from ..progress import SILENT
+    from ..progress import SILENT, Several
     from ..training.run import train
     from .progress import ProgressBar
 
+    progresses = [ProgressBar()] if show_progress else []
+    if importlib.util.find_spec("tensorboard") is not None:  # the event files, when TensorBoard is installed
+        from ..training.tensorboard_log import TensorBoardLog
+
+        progresses.append(TensorBoardLog(spec.run_dir / "tensorboard"))
     try:
-        metrics = train(spec, ProgressBar() if show_progress else SILENT, started=process_started())
+        metrics = train(spec, Several(*progresses) if progresses else SILENT, started=process_started())
     except BinwiseError as e:
         if e.kind == "disk_full":  # say what is kept and how to go on from it
             kept = max(spec.run_dir.glob("checkpoints/**/ckpt-*.safetensors"), key=lambda c: c.stat().st_mtime,

@@ -80,6 +80,11 @@ def training_curves(phases: list[str], histories: list[list[dict]], path: Path) 
 
 
 def _matrix(matrix: list[list[int]], labels: list[str], title: str, path: Path, unit: str = "class") -> None:
+    _save(matrix_figure(matrix, labels, title, unit), path)
+
+
+def matrix_figure(matrix: list[list[int]], labels: list[str], title: str, unit: str = "class"):
+    """A confusion matrix: counts in the cells, coloured by the fraction of the true row."""
     m = np.asarray(matrix)
     n = len(labels)
     size = max(4.0, 0.38 * n + 2)
@@ -97,7 +102,7 @@ def _matrix(matrix: list[list[int]], labels: list[str], title: str, path: Path, 
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.046, label=f"fraction of the true {unit}")
-    _save(fig, path)
+    return fig
 
 
 def class_labels(taxonomy: Taxonomy) -> list[str]:

@@ -212,6 +212,8 @@ def fit(phase: Phase, config: TrainConfig, progress: Progress = SILENT, budget: 
                 plan.validation_seconds = time.perf_counter() - other_work
             row["seconds"] = time.perf_counter() - started
             state["history"].append(row)
+            if main:
+                progress.epoch(phase.name, row)
             epoch, start_step = epoch + 1, 0
             score = row.get("val_acc", -row["train_loss"]) if phase.validate is None or "val_acc" in row else None
             state.update(epoch=epoch, step_in_epoch=0, global_step=global_step, done=global_step >= plan.total,

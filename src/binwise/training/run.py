@@ -167,6 +167,7 @@ def train(spec: RunSpec, progress: Progress = SILENT, started: float | None = No
     write_log(run_dir / "log.csv", outcome)
     atomic_write(run_dir / "metrics.json", lambda tmp: Path(tmp).write_text(
         json.dumps({**metrics, "report": report}, indent=2, ensure_ascii=False)))
+    progress.result(metrics, report)
     from ..evaluation import plots
     plots.training_curves([p.name for p in outcome.phases], [p.history for p in outcome.phases],
                           run_dir / "curves.png")
