@@ -44,6 +44,31 @@ def test_bin_accuracy_counts_wrong_class_in_the_right_bin():
     assert r["bin_confusion"][1][3] == 1 and sum(map(sum, r["bin_confusion"])) == 4
 
 
+def test_costs_weigh_a_hazardous_item_elsewhere_most_and_count_its_misses():
+    import numpy as np
+
+    from binwise.evaluation.evaluate import cost_report, hazardous_answered_wrong
+    from binwise.model.status import Calibration, Thresholds
+    from binwise.taxonomy.costs import HAZARDOUS_ELSEWHERE, RECYCLABLE_AS_RESIDUAL, bin_costs
+
+    costs = bin_costs(GARBAGE26)  # dry, recyclable, wet, hazardous
+    assert costs[3, 0] == costs[3, 2] == HAZARDOUS_ELSEWHERE and costs[1, 0] == RECYCLABLE_AS_RESIDUAL
+    assert np.all(np.diag(costs) == 0) and costs[0, 3] < costs[3, 0]
+    # Battery(22) -> Seashell(0): hazardous into dry; Newspaper(8) -> Seashell(0): recyclable into dry
+    labels = np.array([22, 22, 8, 18])
+    probabilities = np.full((4, 26), 0.001)
+    for row, guess in enumerate([0, 22, 0, 18]):
+        probabilities[row, guess] = 1 - 0.025
+    r = classification_report(probabilities, labels, GARBAGE26)
+    report = cost_report(np.asarray(r["bin_confusion"]), GARBAGE26)
+    assert report["cost_per_photo"] == pytest.approx((HAZARDOUS_ELSEWHERE + RECYCLABLE_AS_RESIDUAL) / 4)
+    assert (report["hazardous_items"], report["hazardous_missed"], report["hazardous_miss_rate"]) == (2, 1, 0.5)
+    assert report["hazardous_miss_rate_ci95"][0] < 0.5 < report["hazardous_miss_rate_ci95"][1]
+    sure = Calibration(thresholds=Thresholds(0.9))
+    assert hazardous_answered_wrong(probabilities, labels, None, sure, GARBAGE26) == 1
+    assert hazardous_answered_wrong(probabilities, labels, None, Calibration(thresholds=Thresholds(0.99)), GARBAGE26) == 0
+
+
 def test_eval_command_on_a_trained_model(pretrained, tmp_path, capsys):  # noqa: F811
     data = make_tree(tmp_path / "data", per_class=6, test_per_class=3)
     (data / "test" / "red" / "broken.jpg").write_bytes(b"nope")

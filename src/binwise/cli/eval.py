@@ -47,6 +47,15 @@ def run(args) -> int:
     print(f"status: {at['statuses']['ok']} ok, {at['statuses']['unsure']} unsure, {at['statuses']['unknown']} unknown: "
           f"{at['coverage']:.1%} answered, {answered} (min confidence {st['thresholds']['min_confidence']:.3f}, "
           f"min similarity {similarity_words(st['thresholds']['min_similarity'])})")
+    cost = report.get("cost")
+    if cost:
+        line = f"cost of wrong bins: {cost['cost_per_photo']:.3f} per photo (binwise.taxonomy.costs)"
+        if cost.get("hazardous_items"):
+            low, high = cost["hazardous_miss_rate_ci95"]
+            line += (f"; hazardous items sent elsewhere: {cost['hazardous_missed']} of {cost['hazardous_items']} "
+                     f"({cost['hazardous_miss_rate']:.1%} [{low:.1%}-{high:.1%}]), "
+                     f"{cost['hazardous_answered_ok_in_another_bin']} of them answered ok")
+        print(line)
     if report["unreadable"]:
         print(f"{len(report['unreadable'])} unreadable photos skipped (named above)")
     print(f"{len(report['misclassified'])} misclassified; report and figures in {out}")

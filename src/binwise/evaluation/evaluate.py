@@ -96,6 +96,38 @@ def classification_report(scores, labels, taxonomy: Taxonomy) -> dict:
     return report
 
 
+def cost_report(bin_confusion: np.ndarray, taxonomy: Taxonomy) -> dict:
+    """What the mistakes cost (``taxonomy.costs``): the mean cost per photo, the bin confusion
+    weighted by cost, and the share of hazardous items sent to another bin, with its interval."""
+    from ..taxonomy.costs import bin_costs, hazardous_bins
+
+    confusion = np.asarray(bin_confusion)
+    costs = bin_costs(taxonomy)
+    weighted = confusion * costs
+    report = {"costs": costs.tolist(), "cost_per_photo": float(weighted.sum() / max(confusion.sum(), 1)),
+              "cost_confusion": weighted.tolist()}
+    hazardous = hazardous_bins(taxonomy)
+    if hazardous:
+        items = int(confusion[hazardous].sum())
+        missed = items - int(sum(confusion[h, h] for h in hazardous))
+        report.update(hazardous_items=items, hazardous_missed=missed,
+                      hazardous_miss_rate=missed / items if items else None,
+                      hazardous_miss_rate_ci95=wilson_interval(missed, items))
+    return report
+
+
+def hazardous_answered_wrong(probabilities: np.ndarray, labels: np.ndarray, similarity: np.ndarray | None,
+                             calibration: Calibration, taxonomy: Taxonomy) -> int:
+    """Hazardous items answered ``ok`` in another bin: the mistakes a user acts on without doubt."""
+    from ..taxonomy.costs import hazardous_bins
+
+    hazardous = set(hazardous_bins(taxonomy))
+    bin_of = np.array(taxonomy.bin_index_of_classes())
+    statuses, _ = status.decide_rows(probabilities, similarity, calibration.thresholds)
+    true_bins, answered_bins = bin_of[labels], bin_of[probabilities.argmax(1)]
+    return int(sum(1 for s, t, a in zip(statuses, true_bins, answered_bins) if s == "ok" and t in hazardous and a != t))
+
+
 def status_report(raw: np.ndarray, calibrated: np.ndarray, labels: np.ndarray, similarity: np.ndarray | None,
                   calibration: Calibration, taxonomy: Taxonomy | None = None) -> dict:
     """Calibration and selective accuracy of labelled photos: ECE (``status.ECE_BINS`` bins) and
@@ -197,6 +229,10 @@ def evaluate(model_path: str | Path, data: str | Path, out_dir: str | Path | Non
     report = classification_report(probabilities, labels, classifier.taxonomy)
     report["status"] = status_report(classifier.uncalibrated(probabilities), probabilities, labels, similarity,
                                      classifier.calibration, classifier.taxonomy)
+    if classifier.taxonomy.class_bins:
+        report["cost"] = cost_report(np.asarray(report["bin_confusion"]), classifier.taxonomy)
+        report["cost"]["hazardous_answered_ok_in_another_bin"] = hazardous_answered_wrong(
+            probabilities, labels, similarity, classifier.calibration, classifier.taxonomy)
     predicted = probabilities.argmax(1)
     report["misclassified"] = [
         {"path": str(samples[i].path), "true": model_classes[t], "predicted": model_classes[p],
