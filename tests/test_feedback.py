@@ -20,7 +20,8 @@ from test_service import assert_error
 from binwise.cli import main
 from binwise.errors import BinwiseError
 from binwise.serving.feedback import NOT_GARBAGE, check_note, resolve_correction
-from binwise.serving.feedback.store import new_row, open_store
+from binwise.serving.feedback.store import new_row
+from binwise.serving.feedback.stores import open_store
 from binwise.taxonomy.classes import GARBAGE26
 
 

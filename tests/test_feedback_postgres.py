@@ -13,7 +13,7 @@ from postgres_server import postgres_server
 from test_feedback import noise_png, row_for
 
 from binwise.cli import main
-from binwise.serving.feedback.store import open_store
+from binwise.serving.feedback.stores import open_store
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (the 'postgres' extra; "
                               "scripts/setup-dev.sh installs it)")

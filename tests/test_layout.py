@@ -87,3 +87,28 @@ def test_each_command_lives_in_the_module_named_after_it():
         subparsers = argparse.ArgumentParser().add_subparsers()
         importlib.import_module(f"binwise.cli.{module}").register(subparsers)
         assert list(subparsers.choices) == [module.replace("_", "-")]
+
+
+def test_no_module_imports_itself_back():
+    """No import circles between modules, lazy imports inside functions included."""
+    modules = {module_name(p)[0]: p for p in PACKAGE.rglob("*.py")}
+
+    def resolved(target: str) -> str | None:
+        parts = target.split(".")
+        while parts and ".".join(parts) not in modules:
+            parts.pop()
+        return ".".join(parts) or None
+
+    graph = {name: {m for m in map(resolved, imports(path)) if m and m != name} for name, path in modules.items()}
+    graph["binwise"] = set()  # the package's lazy public names (Classifier, load_model) are its API
+    circles = set()
+    for start in graph:  # a depth-first walk from each module back to itself
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    circles.add(" -> ".join(sorted(path)))
+                elif nxt not in path and len(path) < 8:
+                    stack.append((nxt, path + [nxt]))
+    assert not circles, "import circles:\n" + "\n".join(sorted(circles))

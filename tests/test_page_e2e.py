@@ -211,7 +211,7 @@ def test_wrong_tell_us_records_the_right_class_and_is_hidden_without_a_store(bro
     square is unknown: "not garbage" leads. Both corrections reach the store, in both languages."""
     from PIL import Image
 
-    from binwise.serving.feedback.store import open_store
+    from binwise.serving.feedback.stores import open_store
 
     with open_page(browser, server) as page:  # the module's server has no feedback store
         page.set_input_files("#file", str(sorted((garbage26_data / "test" / "Battery").glob("*.jpg"))[0]))

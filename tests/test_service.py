@@ -332,7 +332,7 @@ def test_ambiguous_framing_and_stalled_uploads_are_refused():
 
     from starlette.requests import Request
 
-    from binwise.serving.app import ServiceError, read_upload
+    from binwise.serving.uploads import ServiceError, read_upload
 
     def request(headers: dict, receive):
         scope = {"type": "http", "method": "POST", "path": "/v1/classify",

@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 
 def run_list(args) -> int:
     from ..errors import BinwiseError
-    from ..serving.feedback.store import open_store
+    from ..serving.feedback.stores import open_store
 
     if args.limit is not None and args.limit < 1:
         raise BinwiseError("--limit must be at least 1")
@@ -56,7 +56,7 @@ def run_list(args) -> int:
 def run_export(args) -> int:
     from ..errors import BinwiseError
     from ..serving.feedback.export import NOT_GARBAGE_FOLDER, export_feedback
-    from ..serving.feedback.store import open_store
+    from ..serving.feedback.stores import open_store
 
     if not args.reviewed:
         # measured: 200 wrong labels from 8 addresses took garbage26's test split from 95.4% to 93.1%

@@ -72,7 +72,7 @@ def run(args) -> int:
         print(f"binwise serve: note: {classifier.status_note}", flush=True)
     feedback_store = None
     if args.feedback_db:
-        from ..serving.feedback.store import open_store
+        from ..serving.feedback.stores import open_store
 
         feedback_store = open_store(args.feedback_db, max_rows=config.feedback_max_rows,
                                     max_bytes=config.feedback_max_bytes, network_bytes=config.feedback_network_bytes)

@@ -240,7 +240,7 @@ def _to_tensor(tag: str, entry: tuple[str, list[int], bytes], path):
 def read_ckpt(path: str | os.PathLike, taxonomy=None):
     """A MindSpore MobileNetV2 checkpoint as a ModelFile (eval mode, symmetric padding, ImageNet
     preprocessing). Optimizer state is ignored; ``taxonomy`` names the classes (see choose_taxonomy)."""
-    from . import build_model_file
+    from .build import build_model_file
 
     path = Path(path)
     if not path.is_file():

@@ -37,7 +37,7 @@ def read_torchvision(path: str | os.PathLike, taxonomy=None):
     """A torchvision MobileNetV2 state dict (plain, or under "state_dict" / "model") as a ModelFile."""
     import torch
 
-    from . import build_model_file
+    from .build import build_model_file
 
     path = Path(path)
     if not path.is_file():

@@ -19,7 +19,7 @@ import time
 from fastapi import FastAPI, Request
 
 from ...errors import BinwiseError
-from ..app import ServiceError, client_address, read_upload
+from ..uploads import ServiceError, client_address, read_upload
 from . import NOT_GARBAGE, check_note, resolve_correction
 from .privacy import without_metadata
 from .store import new_row

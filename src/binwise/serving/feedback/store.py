@@ -1,6 +1,6 @@
 """Where feedback is kept: one row per (photo, corrected class, model), and the photo itself.
 
-``open_store(spec)`` opens the store a ``--feedback-db`` names: a ``postgresql://`` URL
+``stores.open_store(spec)`` opens the store a ``--feedback-db`` names: a ``postgresql://`` URL
 (``PostgresStore``: photos in the database, so replicas behind one address share everything), or a
 file path (``SqliteStore``, the embedded default: photos as files beside the database).
 
@@ -13,12 +13,10 @@ the same feedback twice returns the first row, flagged as already recorded.
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass, fields
 from datetime import datetime, timezone
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from ...errors import BinwiseError
@@ -182,21 +180,6 @@ class SqlStore:
     def count(self) -> int:
         with self.transaction(write=False) as execute:
             return self._count(execute)
-
-
-def open_store(spec: str, *, create: bool = True, **limits) -> SqlStore:
-    """The store ``spec`` names: a ``postgresql://`` (or ``postgres://``) URL, else a SQLite file
-    path. ``create=False``: a missing SQLite file is an error (listing and exporting). ``limits``:
-    ``max_rows``, ``max_bytes``, ``network_bytes`` (``SqlStore``)."""
-    if re.match(r"postgres(ql)?://", spec):
-        from .postgres_store import PostgresStore
-
-        return PostgresStore(spec, **limits)
-    from .sqlite_store import SqliteStore
-
-    if not create and not Path(spec).is_file():
-        raise BinwiseError("no feedback database here (binwise serve --feedback-db creates it)", spec)
-    return SqliteStore(Path(spec), **limits)
 
 
 def without_password(url: str) -> str:
