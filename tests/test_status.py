@@ -181,3 +181,27 @@ def test_uncalibrated_probabilities_undo_the_temperature(calibrated_garbage26_mo
     calibrated = clf.predict_arrays(pixels)
     assert np.allclose(clf.uncalibrated(calibrated), status.softmax(logits), atol=1e-5)
     assert not np.allclose(calibrated, status.softmax(logits), atol=1e-3)
+
+
+def test_a_sure_class_in_a_costly_bin_to_be_wrong_in_becomes_unsure():
+    from binwise.model.status import BinCosts, Thresholds, choose_max_cost, decide_rows
+    from binwise.taxonomy.classes import GARBAGE26
+    from binwise.taxonomy.costs import HAZARDOUS_ELSEWHERE
+
+    costs = BinCosts.of(GARBAGE26)
+    # 95% Seashell (dry) and 5% Battery (hazardous): answering "dry" is expected to cost 0.05 x 10
+    risky = np.full(26, 0.0)
+    risky[0], risky[22] = 0.95, 0.05
+    safe = np.full(26, 0.0)
+    safe[0], safe[1] = 0.95, 0.05  # the rest is Lighter, dry as well: nothing to lose
+    rows = np.stack([risky, safe])
+    assert costs.expected(rows) == pytest.approx([0.05 * HAZARDOUS_ELSEWHERE, 0.0])
+    assert list(decide_rows(rows, None, Thresholds(0.9))[0]) == ["ok", "ok"]
+    out, choices = decide_rows(rows, None, Thresholds(0.9, max_cost=0.1), costs)
+    assert list(out) == ["unsure", "ok"] and choices[0] == [0, 22]
+    # fitting: answers whose expected cost is above 0.2 were the ones that cost
+    expected = np.array([0.0, 0.01, 0.1, 0.2, 0.9, 1.5])
+    realized = np.array([0.0, 0.0, 0.0, 0.0, 10.0, 10.0])
+    assert choose_max_cost(expected, realized, target=0.03) == 0.2
+    assert choose_max_cost(expected[:4], realized[:4], target=0.03) == 0.2  # all fit: the largest checked
+    assert choose_max_cost(np.array([0.5]), np.array([10.0]), target=0.03) == 0.03  # never below the target

@@ -123,7 +123,7 @@ def hazardous_answered_wrong(probabilities: np.ndarray, labels: np.ndarray, simi
 
     hazardous = set(hazardous_bins(taxonomy))
     bin_of = np.array(taxonomy.bin_index_of_classes())
-    statuses, _ = status.decide_rows(probabilities, similarity, calibration.thresholds)
+    statuses, _ = status.decide_rows(probabilities, similarity, calibration.thresholds, status.BinCosts.of(taxonomy))
     true_bins, answered_bins = bin_of[labels], bin_of[probabilities.argmax(1)]
     return int(sum(1 for s, t, a in zip(statuses, true_bins, answered_bins) if s == "ok" and t in hazardous and a != t))
 
@@ -149,7 +149,8 @@ def status_report(raw: np.ndarray, calibrated: np.ndarray, labels: np.ndarray, s
         "risk_coverage": {"coverage": coverage[points].tolist(), "accuracy": accuracy[points].tolist()},
         "at_thresholds": status.answered_summary(
             calibrated, labels, similarity, calibration.thresholds,
-            taxonomy.bin_index_of_classes() if taxonomy is not None and taxonomy.class_bins else None),
+            taxonomy.bin_index_of_classes() if taxonomy is not None and taxonomy.class_bins else None,
+            status.BinCosts.of(taxonomy) if taxonomy is not None else None),
     }
 
 

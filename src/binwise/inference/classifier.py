@@ -32,7 +32,7 @@ from ..errors import BinwiseError
 from ..images import MAX_PIXELS, ImageSource, describe, load_crop
 from ..preprocessing import with_pixel_input
 from ..model.metadata import ModelMeta
-from ..model.status import decide, softmax
+from ..model.status import BinCosts, decide, softmax
 from ..taxonomy.classes import Bin, Taxonomy
 
 def _open_torch(path: Path, threads: int | None, device: str):
@@ -261,6 +261,7 @@ class Classifier:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
         self.model_id = f"{self.path.name}@{digest[:12]}"
         self._bin_members = bin_members(self.taxonomy)
+        self._costs = BinCosts.of(self.taxonomy)  # what a wrong bin costs, for the status rule
 
     def with_bins(self, taxonomy: Taxonomy) -> "Classifier":
         """This classifier (the same runner and calibration) answering with another class -> bin map
@@ -268,7 +269,7 @@ class Classifier:
         if taxonomy.classes_en != self.taxonomy.classes_en:
             raise BinwiseError(f"the bins of {taxonomy.name!r} are for other classes than the model's", self.path)
         view = copy.copy(self)
-        view.taxonomy, view._bin_members = taxonomy, bin_members(taxonomy)
+        view.taxonomy, view._bin_members, view._costs = taxonomy, bin_members(taxonomy), BinCosts.of(taxonomy)
         return view
 
     @classmethod
@@ -359,7 +360,7 @@ class Classifier:
                    similarity: float | None = None) -> Prediction:
         """A Prediction from one row of (calibrated) class probabilities and its similarity."""
         order = np.argsort(-probabilities, kind="stable")[:max(1, top_k)]
-        status, chosen = decide(probabilities, similarity, self.calibration.thresholds)
+        status, chosen = decide(probabilities, similarity, self.calibration.thresholds, self._costs)
         bins = {self.taxonomy.class_bins[i] for i in chosen} if self.taxonomy.class_bins else set()
         answer_bin = self.taxonomy.bin_of(chosen[0]) if len(bins) == 1 else None
         bin_probability = (float(probabilities[self._bin_members[answer_bin.id]].sum())

@@ -174,6 +174,9 @@ def check_calibration(calibration: dict, problems: Problems, classes: int) -> No
     # choose_min_confidence may return the float just above 1 (answer nothing)
     problems.need(is_number(confidence) and 0 <= confidence <= 1 + 1e-9,
                   f"calibration min_confidence {str(confidence)[:20]!r} is not a probability")
+    max_cost = calibration.get("max_cost")
+    problems.need(max_cost is None or (is_number(max_cost) and max_cost >= 0),
+                  f"calibration max_cost {str(max_cost)[:20]!r} is not a cost (a number >= 0)")
     similarity = calibration.get("min_similarity")
     problems.need(similarity is None or (is_number(similarity) and -1 <= similarity <= 1),
                   f"calibration min_similarity {str(similarity)[:20]!r} is not a cosine similarity in [-1, 1]")

@@ -38,9 +38,40 @@ REFUTED = 0.05  # how unlikely held-out mistakes must be before they refute the 
 class Thresholds:
     min_confidence: float  # calibrated top-class probability below which a prediction is unsure
     min_similarity: float | None = None  # nearest-training-photo similarity below which it is unknown
+    # expected cost of the answer's bin (``BinCosts``) above which a prediction is unsure, however
+    # sure its class; None: no such check (models before 2026-12-07, taxonomies without bins)
+    max_cost: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class BinCosts:
+    """What an answer may cost: each class's bin and ``taxonomy.costs.bin_costs`` (true bin, answered bin)."""
+
+    class_bins: np.ndarray  # (classes,) bin index of each class
+    costs: np.ndarray  # (bins, bins)
+
+    @classmethod
+    def of(cls, taxonomy) -> "BinCosts | None":
+        if not taxonomy.class_bins:
+            return None
+        from ..taxonomy.costs import bin_costs
+
+        return cls(np.array(taxonomy.bin_index_of_classes()), bin_costs(taxonomy))
+
+    def expected(self, probabilities: np.ndarray) -> np.ndarray:
+        """Per row, the expected cost of answering the top class's bin: the probability of each
+        bin times the cost of putting an item of that bin there."""
+        p = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
+        members = np.eye(len(self.costs))[self.class_bins]  # (classes, bins)
+        answered = self.class_bins[p.argmax(1)]
+        return ((p @ members) * self.costs[:, answered].T).sum(1)
+
+    def realized(self, predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """What each answer cost: its bin against the true class's bin."""
+        return self.costs[self.class_bins[np.asarray(labels)], self.class_bins[np.asarray(predicted)]]
 
 
 @dataclass(frozen=True)
@@ -56,22 +87,20 @@ class Calibration:
         stored = metadata.get("calibration")
         if not stored:
             return cls()
-        return cls(float(stored["temperature"]),
-                   Thresholds(float(stored["min_confidence"]),
-                              None if stored.get("min_similarity") is None else float(stored["min_similarity"])),
-                   fitted=True)
+        optional = {k: None if stored.get(k) is None else float(stored[k]) for k in ("min_similarity", "max_cost")}
+        return cls(float(stored["temperature"]), Thresholds(float(stored["min_confidence"]), **optional), fitted=True)
 
     def with_overrides(self, min_confidence: float | None = None, min_similarity: float | None = None
                        ) -> "Calibration":
         """The same calibration with the thresholds given here instead of the stored ones."""
         t = self.thresholds
         thresholds = Thresholds(t.min_confidence if min_confidence is None else min_confidence,
-                                t.min_similarity if min_similarity is None else min_similarity)
+                                t.min_similarity if min_similarity is None else min_similarity, t.max_cost)
         return Calibration(self.temperature, thresholds, self.fitted)
 
 
-def decide_rows(probabilities: np.ndarray, similarity: np.ndarray | None, thresholds: Thresholds
-                ) -> tuple[np.ndarray, list[list[int]]]:
+def decide_rows(probabilities: np.ndarray, similarity: np.ndarray | None, thresholds: Thresholds,
+                costs: BinCosts | None = None) -> tuple[np.ndarray, list[list[int]]]:
     """(statuses, choices) of every row of calibrated class probabilities: ``choices`` are the
     class indices each answer stands for (the top class when ok, the classes it cannot choose
     between when unsure, none when unknown)."""
@@ -79,6 +108,8 @@ def decide_rows(probabilities: np.ndarray, similarity: np.ndarray | None, thresh
     order = np.argsort(-p, axis=1, kind="stable")
     ranked = np.take_along_axis(p, order, axis=1)
     ok = ranked[:, 0] >= thresholds.min_confidence
+    if thresholds.max_cost is not None and costs is not None:  # sure of the class, but a costly bin to be wrong in
+        ok &= costs.expected(p) <= thresholds.max_cost
     reached = np.cumsum(ranked, axis=1) >= thresholds.min_confidence
     needed = np.where(reached.any(1), reached.argmax(1) + 1, p.shape[1])
     count = np.where(ok, 1, np.minimum(np.maximum(needed, 2), MAX_CHOICES))
@@ -90,11 +121,11 @@ def decide_rows(probabilities: np.ndarray, similarity: np.ndarray | None, thresh
     return out, choices
 
 
-def decide(probabilities: np.ndarray, similarity: float | None, thresholds: Thresholds
-           ) -> tuple[str, list[int]]:
+def decide(probabilities: np.ndarray, similarity: float | None, thresholds: Thresholds,
+           costs: BinCosts | None = None) -> tuple[str, list[int]]:
     """``decide_rows`` for one row."""
     out, choices = decide_rows(np.asarray(probabilities)[None], None if similarity is None else [similarity],
-                               thresholds)
+                               thresholds, costs)
     return str(out[0]), choices[0]
 
 
@@ -193,24 +224,39 @@ def binomial_tail(at_least: int, n: int, p: float) -> float:
     return max(0.0, 1.0 - below)
 
 
+def choose_max_cost(expected: np.ndarray, realized: np.ndarray, target: float) -> float:
+    """The largest expected cost up to which the answered held-out photos (``expected``: each
+    answer's expected cost, ``realized``: what it did cost) cost at most ``target`` on average; never
+    below ``target`` itself, and, when every answer fits, the largest expected cost seen (nothing
+    costlier was checked)."""
+    if not len(expected):
+        return float(target)
+    order = np.argsort(expected, kind="stable")
+    mean = np.cumsum(np.asarray(realized, dtype=np.float64)[order]) / np.arange(1, len(order) + 1)
+    fits = np.nonzero(mean <= target)[0]
+    return float(max(target, np.asarray(expected)[order][fits.max()])) if len(fits) else float(target)
+
+
 def choose_min_similarity(similarity: np.ndarray, unknown_rate: float) -> float:
     """The threshold that calls ``unknown_rate`` of these (garbage, held-out) photos unknown."""
     return float(np.quantile(np.asarray(similarity, dtype=np.float64), unknown_rate))
 
 
-def statuses(probabilities: np.ndarray, similarity: np.ndarray | None, thresholds: Thresholds) -> np.ndarray:
+def statuses(probabilities: np.ndarray, similarity: np.ndarray | None, thresholds: Thresholds,
+             costs: BinCosts | None = None) -> np.ndarray:
     """The status of every row (``decide_rows``, statuses only)."""
-    return decide_rows(probabilities, similarity, thresholds)[0]
+    return decide_rows(probabilities, similarity, thresholds, costs)[0]
 
 
 def answered_summary(probabilities: np.ndarray, labels: np.ndarray, similarity: np.ndarray | None,
-                     thresholds: Thresholds, bin_of_class: list[int] | None = None) -> dict:
+                     thresholds: Thresholds, bin_of_class: list[int] | None = None,
+                     costs: BinCosts | None = None) -> dict:
     """Coverage (share with status ok), accuracy of the ok photos, and the count of each status.
 
     With ``bin_of_class`` (each class's bin index), also the answered bins: an ok photo, or an
     unsure one whose choices all go in one bin, answers a bin (``bin_coverage``), right when it is
     the true class's bin (``bin_answered_accuracy``)."""
-    status, choices = decide_rows(probabilities, similarity, thresholds)
+    status, choices = decide_rows(probabilities, similarity, thresholds, costs)
     ok = status == "ok"
     labels = np.asarray(labels)
     right = np.asarray(probabilities).argmax(1) == labels

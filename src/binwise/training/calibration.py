@@ -31,6 +31,8 @@ import numpy as np
 import torch
 
 from ..model import status
+from ..taxonomy.classes import Taxonomy
+from ..taxonomy.costs import OTHER_MISTAKE
 from ..data.dataset import Sample, stratified_split
 from ..data.loader import predict_logits
 from ..model.network import MobileNetV2
@@ -62,8 +64,8 @@ class Outputs:
     samples: list[Sample]
 
 
-def calibrate(model: MobileNetV2, ctx: RunContext, splits: Splits, outcome: TrainingOutcome
-              ) -> tuple[dict, torch.Tensor | None]:
+def calibrate(model: MobileNetV2, ctx: RunContext, splits: Splits, outcome: TrainingOutcome,
+              taxonomy: Taxonomy) -> tuple[dict, torch.Tensor | None]:
     """The model file's ``calibration`` metadata and reference features for ``model`` as trained
     (``{}, None`` when no photo is held out, e.g. fine-tuning without a validation split)."""
     config = ctx.config
@@ -83,21 +85,33 @@ def calibrate(model: MobileNetV2, ctx: RunContext, splits: Splits, outcome: Trai
     else:
         held_out = on_validation(model, ctx, splits, outcome.choice, "the validation split (never trained on)",
                                  train_outputs=final)
-    calibration = fit(held_out, config.target_accuracy, config.unknown_rate)
+    calibration = fit(held_out, config.target_accuracy, config.unknown_rate, status.BinCosts.of(taxonomy))
     keep = reference_rows(len(final.features))
     return calibration, torch.from_numpy(final.features[keep])
 
 
-def fit(held_out: HeldOut, target_accuracy: float, unknown_rate: float) -> dict:
-    """Temperature and thresholds from held-out outputs, with what they give on those photos."""
+def fit(held_out: HeldOut, target_accuracy: float, unknown_rate: float, costs: status.BinCosts | None = None
+        ) -> dict:
+    """Temperature and thresholds from held-out outputs, with what they give on those photos.
+
+    With bins (``costs``), also the most an answer may be expected to cost (``max_cost``): the answered
+    held-out photos may cost on average what answering at ``target_accuracy`` would if every
+    mistake were an ordinary one (``taxonomy.costs.OTHER_MISTAKE``), so a photo likely enough to be
+    hazardous is unsure even when its top class is sure."""
     temperature = status.fit_temperature(held_out.logits, held_out.labels)
     raw, calibrated = status.softmax(held_out.logits), status.softmax(held_out.logits, temperature)
     min_similarity = status.choose_min_similarity(held_out.similarity, unknown_rate)
     known = held_out.similarity >= min_similarity
     right = calibrated.argmax(1) == held_out.labels
     min_confidence = status.choose_min_confidence(calibrated.max(1)[known], right[known], target_accuracy)
-    thresholds = status.Thresholds(min_confidence, min_similarity)
-    summary = status.answered_summary(calibrated, held_out.labels, held_out.similarity, thresholds)
+    max_cost = None
+    if costs is not None:
+        answered = status.statuses(calibrated, held_out.similarity, status.Thresholds(min_confidence, min_similarity)) == "ok"
+        max_cost = status.choose_max_cost(costs.expected(calibrated)[answered],
+                                          costs.realized(calibrated.argmax(1), held_out.labels)[answered],
+                                          (1 - target_accuracy) * OTHER_MISTAKE)
+    thresholds = status.Thresholds(min_confidence, min_similarity, max_cost)
+    summary = status.answered_summary(calibrated, held_out.labels, held_out.similarity, thresholds, costs=costs)
     log.info("calibration on %d held-out photos: temperature %.3f, min_confidence %.3f, min_similarity %.3f: "
              "%.1f%% answered, %.2f%% of them right", len(held_out.labels), temperature, min_confidence,
              min_similarity, 100 * summary["coverage"], 100 * (summary["answered_accuracy"] or 0))

@@ -121,7 +121,7 @@ def train(spec: RunSpec, progress: Progress = SILENT, started: float | None = No
     model = build_model(base, dataset.taxonomy, config.dropout)
     outcome = MODES[config.mode](model, ctx, splits)
     test = model_outputs(model, ctx, splits.test, outcome.choice)
-    calibration, reference = calibrate(model, ctx, splits, outcome) if rank.is_main else ({}, None)
+    calibration, reference = calibrate(model, ctx, splits, outcome, dataset.taxonomy) if rank.is_main else ({}, None)
     skipped = distributed.union_over_ranks(sorted(ctx.skipped))
     warn_skipped(skipped)
     model.cpu().eval()

@@ -16,9 +16,17 @@ from ..progress import Progress
 
 class TensorBoardLog(Progress):
     def __init__(self, folder: Path):
-        from torch.utils.tensorboard import SummaryWriter
+        self.folder = folder
+        self._writer = None
 
-        self.writer = SummaryWriter(str(folder))
+    @property
+    def writer(self):
+        """Made on the first record, so a run refused before it starts leaves no folder behind."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.folder))
+        return self._writer
 
     def epoch(self, task: str, row: dict) -> None:
         step = int(row.get("epoch", 0))
