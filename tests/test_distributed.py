@@ -34,7 +34,10 @@ def cli(data, run_dir, weights, *flags):
 
 
 def files(run_dir):
-    return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+    """The run's files, a TensorBoard event file by its folder (its name has a time and a process id)."""
+    names = (str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
+    return sorted(name.split("/events.out.tfevents.")[0] + "/events" if "/events.out.tfevents." in name else name
+                  for name in names)
 
 
 @pytest.fixture(scope="module")
