@@ -47,6 +47,9 @@ def test_counters_move_as_requests_arrive(classifier, garbage26_data):
     assert all(dict(labels)["class"] in classifier.taxonomy.classes_en for labels in answered)
     assert sum(v for (name, _), v in after.items() if name == "binwise_batches_total") >= 3
     assert after[("binwise_model_info", (("backend", classifier.backend), ("model", classifier.model_id)))] == 1
+    budget = {labels: v for (name, labels), v in after.items() if name == "binwise_memory_budget_bytes"}
+    assert budget[(("budget", "upload"), ("state", "used"))] == 0 < budget[(("budget", "upload"), ("state", "total"))]
+    assert (("budget", "decode"), ("state", "total")) in budget
 
 
 def test_readiness_waits_for_a_scored_photo_and_metrics_need_the_api_key(classifier):

@@ -355,7 +355,8 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     # Prometheus counters per route template; every route is known by now
     metrics = ServiceMetrics(classifier, batcher, lambda: app.state.in_flight,
-                             {route.path for route in app.routes if hasattr(route, "path")}, drift)
+                             {route.path for route in app.routes if hasattr(route, "path")}, drift,
+                             {"upload": upload_budget, "decode": decode_budget})
     app.state.metrics = metrics
     return app
 

@@ -18,7 +18,7 @@ UNMATCHED = "unmatched"  # the route label of a request no route answered
 class ServiceMetrics:
     """Counters the app updates as requests go, plus gauges read when Prometheus scrapes."""
 
-    def __init__(self, classifier, batcher, in_flight, routes: set[str], drift=None):
+    def __init__(self, classifier, batcher, in_flight, routes: set[str], drift=None, budgets: dict | None = None):
         self.routes = routes
         self.registry = CollectorRegistry()
         self.requests = Counter("binwise_requests", "HTTP requests by route and status code", ["route", "code"],
@@ -34,6 +34,8 @@ class ServiceMetrics:
         info = Gauge("binwise_model_info", "the served model (always 1)", ["model", "backend"], registry=self.registry)
         info.labels(classifier.model_id, classifier.backend).set(1)
         self.registry.register(_BatchSizes(batcher))
+        if budgets:
+            self.registry.register(_BudgetBytes(budgets))
         if drift is not None:
             Gauge("binwise_drift_alarm", "1 while the last window of answers is unlike the held-out mix",
                   registry=self.registry).set_function(lambda: float(drift.alarm))
@@ -74,6 +76,22 @@ class _DriftCounts:
             p.add_metric(["statuses"], last["p_statuses"])
             p.add_metric(["classes"], last["p_classes"])
             yield p
+
+
+class _BudgetBytes:
+    """``binwise_memory_budget_bytes{budget, state}``: each memory budget's size and the bytes held
+    (``binwise.memory``); a budget near its size makes uploads and decodes wait, then get 503/429."""
+
+    def __init__(self, budgets: dict):
+        self.budgets = budgets
+
+    def collect(self):
+        family = GaugeMetricFamily("binwise_memory_budget_bytes", "memory budgets: their size and the bytes held",
+                                   labels=["budget", "state"])
+        for name, budget in self.budgets.items():
+            family.add_metric([name, "total"], budget.total)
+            family.add_metric([name, "used"], budget.used)
+        yield family
 
 
 class _BatchSizes:
