@@ -84,7 +84,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a binwise .safetensors model trained on garbage26")
     parser.add_argument("--out-dir", default="/tmp/binwise-tflite-parity", help="where the .tflite files go")
-    parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" /
+    parser.add_argument("--json", default=str(REPO / "benchmarks" / "results" / "tflite_parity" /
                                               f"tflite_parity_{datetime.date.today()}.json"))
     args = parser.parse_args()
 
