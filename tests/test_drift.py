@@ -109,8 +109,8 @@ def test_a_real_server_raises_the_drift_alarm(model_with_mix, tmp_path):
 
 
 def test_the_binomial_tail_is_exact():
-    from binwise.serving.drift import binomial_upper_tail
+    from binwise.model.status import binomial_tail
 
-    assert binomial_upper_tail(3, 3, 0.5) == pytest.approx(0.125)
-    assert binomial_upper_tail(2, 3, 0.5) == pytest.approx(0.5)
-    assert binomial_upper_tail(0, 10, 0.3) == 1.0
+    assert binomial_tail(3, 3, 0.5) == pytest.approx(0.125)
+    assert binomial_tail(2, 3, 0.5) == pytest.approx(0.5)
+    assert binomial_tail(0, 10, 0.3) == 1.0

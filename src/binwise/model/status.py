@@ -52,6 +52,7 @@ class BinCosts:
 
     class_bins: np.ndarray  # (classes,) bin index of each class
     costs: np.ndarray  # (bins, bins)
+    members: np.ndarray  # (classes, bins): 1 where the class goes in the bin
 
     @classmethod
     def of(cls, taxonomy) -> "BinCosts | None":
@@ -59,15 +60,15 @@ class BinCosts:
             return None
         from ..taxonomy.costs import bin_costs
 
-        return cls(np.array(taxonomy.bin_index_of_classes()), bin_costs(taxonomy))
+        class_bins, costs = np.array(taxonomy.bin_index_of_classes()), bin_costs(taxonomy)
+        return cls(class_bins, costs, np.eye(len(costs))[class_bins])
 
     def expected(self, probabilities: np.ndarray) -> np.ndarray:
         """Per row, the expected cost of answering the top class's bin: the probability of each
         bin times the cost of putting an item of that bin there."""
         p = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
-        members = np.eye(len(self.costs))[self.class_bins]  # (classes, bins)
         answered = self.class_bins[p.argmax(1)]
-        return ((p @ members) * self.costs[:, answered].T).sum(1)
+        return ((p @ self.members) * self.costs[:, answered].T).sum(1)
 
     def realized(self, predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """What each answer cost: its bin against the true class's bin."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model.status import STATUSES
+from ..model.status import STATUSES, binomial_tail
 
 MIN_EXPECTED = 5.0  # a chi-square cell needs about this many expected photos
 
@@ -72,22 +72,8 @@ def most_seen_p(observed: np.ndarray, expected_shares: np.ndarray) -> float:
     """How unlikely the most over-represented class's count is: its binomial upper tail under its
     share, Bonferroni-corrected for having picked it among all classes."""
     n = int(observed.sum())
-    tails = [binomial_upper_tail(int(k), n, float(q)) for k, q in zip(observed, expected_shares) if k > q * n]
+    tails = [binomial_tail(int(k), n, float(q)) for k, q in zip(observed, expected_shares) if k > q * n]
     return min(1.0, len(observed) * min(tails)) if tails else 1.0
-
-
-def binomial_upper_tail(k: int, n: int, q: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, q), summed in log space."""
-    if k <= 0:
-        return 1.0
-    if q <= 0:
-        return 0.0
-    if q >= 1:
-        return 1.0
-    log_terms = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(q)
-                 + (n - i) * math.log1p(-q) for i in range(k, n + 1)]
-    top = max(log_terms)
-    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in log_terms))
 
 
 def chi_square_survival(x: float, dof: int) -> float:

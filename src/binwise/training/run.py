@@ -69,9 +69,10 @@ def build_model(pretrained: ModelFile, taxonomy: Taxonomy, dropout: float) -> Mo
 MODES = {"head": train_head, "finetune": train_finetune, "auto": train_auto}
 
 
-def write_test_predictions(path: Path, test, dataset) -> None:
-    """Each test photo (relative path, SHA-256), its class and the model's top class, for
-    ``binwise runs compare``."""
+def write_test_predictions(path: Path, test, dataset, photos: list[dict]) -> None:
+    """Each test photo (relative path, SHA-256 from ``photos``, the run's ``manifest``), its class
+    and the model's top class, for ``binwise runs compare``."""
+    digests = {row["path"]: row["sha256"] for row in photos}
     predicted = test.logits.argmax(1)
     names = dataset.taxonomy.classes_en
 
@@ -80,8 +81,8 @@ def write_test_predictions(path: Path, test, dataset) -> None:
             writer = csv.writer(f)
             writer.writerow(["path", "sha256", "class", "predicted", "right"])
             for sample, label, guess in zip(test.samples, test.labels.tolist(), predicted.tolist()):
-                writer.writerow([os.path.relpath(sample.path, dataset.root), sha256_of_file(sample.path),
-                                 names[label], names[guess], int(label == guess)])
+                relative = os.path.relpath(sample.path, dataset.root)
+                writer.writerow([relative, digests[relative], names[label], names[guess], int(label == guess)])
     atomic_write(path, write)
 
 
@@ -161,7 +162,7 @@ def train(spec: RunSpec, progress: Progress = SILENT, started: float | None = No
     if splits.seeded:  # eval then scores only the photos this model never saw
         provenance["splits"] = rows
     atomic_write(run_dir / "splits.json", lambda tmp: Path(tmp).write_text(json.dumps(rows, indent=1)))
-    write_test_predictions(run_dir / "test_predictions.csv", test, dataset)
+    write_test_predictions(run_dir / "test_predictions.csv", test, dataset, rows)
     save_model(run_dir / "model.safetensors", ModelFile(model, dataset.taxonomy, ctx.pre, provenance, metrics,
                                                              calibration, reference))
     write_log(run_dir / "log.csv", outcome)

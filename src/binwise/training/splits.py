@@ -56,6 +56,8 @@ def with_extra(splits: Splits, extra: list[Sample]) -> tuple[Splits, int]:
     """``splits`` with ``extra`` photos added to the training split alone, so validation and test
     stay comparable between runs; and how many were left out because their content is already in
     the dataset (a photo of the test split sent back as feedback must not train) or repeated."""
+    if not extra:  # nothing to compare: no photo need be read
+        return splits, 0
     known = {sha256_of_file(s.path) for s in splits.train + splits.val + splits.test}
     added = []
     for sample in extra:
