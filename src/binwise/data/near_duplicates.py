@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -33,8 +34,9 @@ MOST = 32  # photos in one group, at most
 BLOCK = 2048  # rows compared at once, so memory stays O(BLOCK x N)
 
 
-def signature(path: Path) -> np.ndarray:
-    """The unit-length, zero-mean 16×16 RGB thumbnail of a photo (zeros if it cannot be read)."""
+def signature(path: Path | BinaryIO) -> np.ndarray:
+    """The unit-length, zero-mean 16×16 RGB thumbnail of a photo, a file or a file object (zeros
+    if it cannot be read)."""
     from PIL import Image
 
     try:
@@ -75,7 +77,12 @@ def near_pairs(a: np.ndarray, b: np.ndarray | None = None) -> list[tuple[int, in
 def group_ids(paths: list[Path], threads: int = 4) -> list[int]:
     """A group id per photo: photos joined by a chain of near-duplicate pairs share one (up to
     ``MOST`` photos), every other photo has its own (ids are indices of the photos)."""
-    parent = list(range(len(paths)))
+    return groups_of(signatures(paths, threads))
+
+
+def groups_of(photo_signatures: np.ndarray) -> list[int]:
+    """``group_ids`` of photos given by their signatures."""
+    parent = list(range(len(photo_signatures)))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -83,10 +90,10 @@ def group_ids(paths: list[Path], threads: int = 4) -> list[int]:
             i = parent[i]
         return i
 
-    for i, j, _ in near_pairs(signatures(paths, threads)):
+    for i, j, _ in near_pairs(photo_signatures):
         ri, rj = root(i), root(j)
         if ri != rj:
             parent[max(ri, rj)] = min(ri, rj)
-    ids = [root(i) for i in range(len(paths))]
+    ids = [root(i) for i in range(len(photo_signatures))]
     sizes = Counter(ids)
     return [g if sizes[g] <= MOST else i for i, g in enumerate(ids)]
