@@ -26,7 +26,7 @@ EXTRA_OF_MODULE = {**dict.fromkeys(TRAIN_EXTRA_MODULES, "train"), "ai_edge_liter
 
 # Subcommand modules, in the order ``binwise --help`` lists them.
 COMMAND_MODULES = ["info", "serve", "predict", "export", "bench", "explain", "import_weights", "train", "rebin", "eval",
-                   "check_data", "lr_plot", "feedback", "runs"]
+                   "check_data", "lr_plot", "feedback", "review", "runs"]
 
 
 def build_parser() -> argparse.ArgumentParser:

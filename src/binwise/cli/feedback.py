@@ -55,7 +55,7 @@ def run_list(args) -> int:
 
 def run_export(args) -> int:
     from ..errors import BinwiseError
-    from ..serving.feedback.export import NOT_GARBAGE_FOLDER, export_feedback
+    from ..serving.feedback.export import export_feedback
     from ..serving.feedback.stores import open_store
 
     if not args.reviewed:
@@ -68,11 +68,18 @@ def run_export(args) -> int:
         report = export_feedback(store, Path(args.out))
     finally:
         store.close()
+    print_export(report, args.out, "feedback")
+    return 0
+
+
+def print_export(report, out: str, command: str) -> None:
+    """What an export (``serving.feedback.export.ExportReport``) wrote, and what it left out."""
+    from ..serving.feedback.export import NOT_GARBAGE_FOLDER
+
     classes = ", ".join(f"{name} {n}" for name, n in sorted(report.per_class.items()))
-    print(f"{sum(report.per_class.values())} photos in {len(report.per_class)} class folders of {args.out}"
+    print(f"{sum(report.per_class.values())} photos in {len(report.per_class)} class folders of {out}"
           + (f" ({classes})" if classes else ""))
-    print(f"{report.written} written, {report.kept} already there, {report.removed} moved away (their correction "
+    print(f"{report.written} written, {report.kept} already there, {report.removed} moved away (their label "
           f"changed); {report.not_garbage} 'not garbage' photos in {NOT_GARBAGE_FOLDER}/, which training skips")
     for problem in report.refused:
-        print(f"binwise feedback export: left out {problem}", file=sys.stderr)
-    return 0
+        print(f"binwise {command} export: left out {problem}", file=sys.stderr)

@@ -91,6 +91,12 @@ RUNNERS = {spec.name: spec for spec in (
 BACKENDS = ("auto", *RUNNERS)
 
 
+def model_id_of(path: Path) -> str:
+    """How answers, feedback and review items name a model file: its name and content digest."""
+    with open(path, "rb") as f:
+        return f"{Path(path).name}@{hashlib.file_digest(f, 'sha256').hexdigest()[:12]}"
+
+
 def runner_for(path: Path) -> RunnerSpec:
     """The runner for a file by its suffix (torch for anything not exported)."""
     return next((spec for spec in RUNNERS.values() if spec.suffix and spec.suffix == Path(path).suffix.lower()),
@@ -257,9 +263,7 @@ class Classifier:
             self.calibration = self.meta.statuses()
         except (KeyError, TypeError, ValueError) as e:
             raise BinwiseError(f"model metadata is invalid: {e}", path) from None
-        with open(path, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
-        self.model_id = f"{self.path.name}@{digest[:12]}"
+        self.model_id = model_id_of(self.path)
         self._bin_members = bin_members(self.taxonomy)
         self._costs = BinCosts.of(self.taxonomy)  # what a wrong bin costs, for the status rule
 

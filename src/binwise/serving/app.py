@@ -92,6 +92,8 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
     ``binwise.memory.IdleTrimmer``. ``feedback_store``: a ``binwise.serving.feedback.store`` store, which
     turns on ``POST /v1/feedback``."""
     config = replace(config or ServeConfig(), **settings).check()
+    if feedback_store is None and (config.keep_uncertain or config.reviewer_keys):
+        raise BinwiseError("--keep-uncertain and --reviewer-keys need a store: add --feedback-db")
     regions = region_views(classifier, config)  # {name: (Region, classifier answering with its bins)}
     reference = DriftReference.from_calibration(classifier.meta.calibration)
     drift = None if reference is None else DriftMonitor(reference, config.drift_window, config.drift_false_alarm,
@@ -125,7 +127,10 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
             trimming.cancel()
             readiness.cancel()
             await batcher.stop()
+            if keeper is not None:
+                keeper.close()
             if feedback_store is not None:
+                close_review()
                 close_feedback()
             decoders.shutdown(wait=False, cancel_futures=True)
             model_thread.shutdown(wait=False, cancel_futures=True)
@@ -144,6 +149,12 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
     app.state.explaining = 0
     app.state.ready = False  # a test photo went through the model (GET /readyz)
     max_in_flight = config.max_queue + config.max_batch
+    keeper = None
+    if config.keep_uncertain:
+        from .feedback.capture import Keeper
+
+        keeper = Keeper(feedback_store, classifier.model_id, config.keep_rate, config.review_max_items,
+                        config.review_network_items)
 
     async def score_test_photo():
         """Ready once the model has scored a mid-grey photo (in its own thread, outside the batch counts)."""
@@ -217,13 +228,16 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
     async def classify(request: Request,
                        top_k: int = Query(5, ge=1, le=classifier.taxonomy.num_classes),
                        explain: bool = Query(False, description="add a Grad-CAM overlay (base64 PNG)"),
-                       region: str | None = Query(None, description="whose bins to answer with (GET /v1/regions)")):
+                       region: str | None = Query(None, description="whose bins to answer with (GET /v1/regions)"),
+                       keep: bool = Query(True, description="false: this photo must not be kept for reviewers (a "
+                                          "service started with --keep-uncertain keeps photos answered unsure or "
+                                          "unknown)")):
         region = region or default_region
         if region not in regions:
             raise ServiceError(400, "unknown_region", f"no region {region[:60]!r} here; this service has: "
                                f"{', '.join(regions)}")
         async with holding_upload(request):
-            return await classify_upload(request, top_k, explain, region)
+            return await classify_upload(request, top_k, explain, region, keep)
 
     @asynccontextmanager
     async def holding_upload(request: Request):
@@ -238,7 +252,7 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
                     raise
                 raise error_for_image(e) from None
 
-    async def classify_upload(request: Request, top_k: int, explain: bool, region: str) -> dict:
+    async def classify_upload(request: Request, top_k: int, explain: bool, region: str, keep: bool) -> dict:
         if explain and not can_explain(classifier):
             raise ServiceError(400, "explain_unavailable", "Grad-CAM needs the PyTorch model file "
                                "(.safetensors); this service runs an ONNX model")
@@ -251,6 +265,9 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
                   "confidence": float(probabilities.max()),
                   "region": {"name": rules.name, "version": rules.version}}
         metrics.answered(answer)
+        if keeper is not None:
+            answer["kept"] = keep and await keeper.keep(
+                data, probabilities, answer, client_address(request, config.trust_forwarded_for), region)
         if drift is not None:
             drift.add(answer["status"], answer["top"][0]["index"])
         if explain:
@@ -295,6 +312,7 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
                 "backend": classifier.backend,
                 "explain": can_explain(classifier),
                 "feedback": feedback_store is not None,
+                "keeps_uncertain": keeper is not None,
                 **classifier.taxonomy.to_dict(),
                 "preprocessing": classifier.preprocessing.to_dict(),
                 "architecture": {k: architecture.get(k) for k in ("name", "width_mult", "padding", "num_classes")},
@@ -329,13 +347,19 @@ def create_app(classifier, config: ServeConfig | None = None, *, feedback_store=
                 "mean_batch_size": round(images / batches, 2) if batches else None}
 
     if feedback_store is not None:
+        from .feedback.review_routes import add_review_routes, read_reviewer_keys
         from .feedback.routes import add_feedback_route
 
         close_feedback = add_feedback_route(app, feedback_store, classifier, score_upload, holding_upload,
                                             max_upload_bytes=config.max_upload_bytes,
                                             body_timeout_s=config.body_timeout_s,
                                             min_upload_rate=config.min_upload_rate, per_minute=config.feedback_rate,
-                                            trust_forwarded_for=config.trust_forwarded_for)
+                                            trust_forwarded_for=config.trust_forwarded_for,
+                                            regions=tuple(regions), default_region=default_region,
+                                            review_max_items=config.review_max_items)
+        close_review = (add_review_routes(app, feedback_store, classifier, read_reviewer_keys(config.reviewer_keys),
+                                          config.review_agree, STATIC_DIR / "review.html")
+                        if config.reviewer_keys else lambda: None)
 
     @app.get("/readyz", summary="Readiness: the model is loaded and has scored a test photo")
     async def readyz():

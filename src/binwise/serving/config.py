@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 
 from ..errors import BinwiseError
 from .feedback import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, DEFAULT_NETWORK_BYTES
+from .feedback.review import DEFAULT_AGREE, DEFAULT_MAX_ITEMS, DEFAULT_NETWORK_ITEMS
 
 MIB = 1024 * 1024
 
@@ -67,6 +68,22 @@ class ServeConfig:
     feedback_network_bytes: int = field(default=DEFAULT_NETWORK_BYTES, metadata=_flag(
         "--feedback-network-mb", "photo bytes one network (IPv4 /24, IPv6 /56) may store; past that its "
         "feedback gets 429", scale=MIB, unit="MB"))
+    keep_uncertain: bool = field(default=False, metadata=_flag(
+        "--keep-uncertain", "with --feedback-db: keep the photos answered unsure or unknown for reviewers (binwise "
+        "review); the page and /v1/model say so, each answer says whether its photo was kept, and a request "
+        "refuses with ?keep=false", limit=False))
+    keep_rate: int = field(default=30, metadata=_flag(
+        "--keep-rate", "uncertain photos kept from one network a minute; more are answered but not kept", unit="N"))
+    review_max_items: int = field(default=DEFAULT_MAX_ITEMS, metadata=_flag(
+        "--review-max-items", "photos the review queue holds (feedback and kept); past that none is added", unit="N"))
+    review_network_items: int = field(default=DEFAULT_NETWORK_ITEMS, metadata=_flag(
+        "--review-network-items", "kept photos one network (IPv4 /24, IPv6 /56) may add to the review queue",
+        unit="N"))
+    reviewer_keys: str = field(default="", metadata=_flag(
+        "--reviewer-keys", "with --feedback-db: turn on the /review page for the reviewers in this file (lines "
+        "'NAME KEY', a key of 16 characters or more each)", unit="FILE", limit=False))
+    review_agree: int = field(default=DEFAULT_AGREE, metadata=_flag(
+        "--review-agree", "reviewers who must give an item one label before it is decided", unit="N", limit=False))
     api_key: str | None = field(default=None, metadata=_flag(
         "--api-key", "require this key (X-API-Key header) on every /v1/ request (default: $BINWISE_API_KEY; "
         "none: open). The page passes it on from its own URL, /?key=KEY", unit="KEY", limit=False))

@@ -9,6 +9,7 @@ ImageFolder that ``binwise train DATA --extra DIR`` adds to the training split.
 
 from __future__ import annotations
 
+import ipaddress
 import unicodedata
 
 from ...errors import BinwiseError
@@ -24,6 +25,7 @@ DEFAULT_MAX_ROWS = 100_000  # rows a store takes before refusing more (binwise s
 # one address stored 239 MB in 8 s when only rows were counted
 DEFAULT_MAX_BYTES = 4 * 1024**3
 DEFAULT_NETWORK_BYTES = 64 * 1024**2
+RATE_WINDOW_S = 60.0  # the window of the per-network rate limits (SqlStore.admit)
 
 
 def resolve_correction(taxonomy: Taxonomy, text: str) -> tuple[int | None, str]:
@@ -55,3 +57,15 @@ def check_note(note: str | None) -> str:
         raise BinwiseError("the note holds control characters (newlines, tabs, escapes): send plain text",
                            kind="invalid_note")
     return note
+
+
+def network_of(address: str) -> str:
+    """Whom the feedback rate limit counts as one client: the address's network (IPv4 /24, IPv6 /56,
+    what one household, office or cloud tenant gets), so that many addresses of one sender share
+    one limit (200 poisoned labels came from 8 addresses of one network in 16 s). Anything that is
+    not an IP address counts as itself."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    return str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 56}", strict=False))

@@ -48,20 +48,27 @@ def folder_name(corrected: str) -> str:
 
 
 def export_feedback(store, out_dir: Path) -> ExportReport:
+    """Every photo under its latest correction."""
+    latest = {row.photo_sha256: (row, row.corrected) for row in store.rows()}  # oldest first: the last one wins
+    return write_labelled(store, latest, out_dir)
+
+
+def write_labelled(store, labelled: dict, out_dir: Path) -> ExportReport:
+    """Write ``labelled`` ({photo SHA-256: (its stored row or review item, its class or NOT_GARBAGE)})
+    into ``out_dir``, and move away earlier exports no longer among them."""
     report = ExportReport()
-    latest = {}
-    for row in store.rows():  # oldest first: the last one wins
-        if DIGEST.fullmatch(str(row.photo_sha256)) and SUFFIX.fullmatch(str(row.photo_suffix)):
-            latest[row.photo_sha256] = row
+    wanted = {}
+    for sha, (row, label) in labelled.items():
+        if DIGEST.fullmatch(str(sha)) and SUFFIX.fullmatch(str(row.photo_suffix)):
+            wanted[out_dir / folder_name(label) / f"{sha}.{row.photo_suffix}"] = (row, label)
         else:
-            report.refused.append(f"row {row.id}: photo name {str(row.photo_sha256)[:80]!r}."
+            report.refused.append(f"row {row.id}: photo name {str(sha)[:80]!r}."
                                   f"{str(row.photo_suffix)[:20]!r} is not a SHA-256 and a suffix")
-    wanted = {out_dir / folder_name(row.corrected) / f"{sha}.{row.photo_suffix}": row for sha, row in latest.items()}
     for path in out_dir.glob("*/*") if out_dir.is_dir() else ():
         if EXPORTED_NAME.fullmatch(path.name) and path not in wanted:
             path.unlink()
             report.removed += 1
-    for path, row in wanted.items():
+    for path, (row, label) in wanted.items():
         if path.is_file():
             report.kept += 1
         else:
@@ -74,5 +81,5 @@ def export_feedback(store, out_dir: Path) -> ExportReport:
         if path.parent.name == NOT_GARBAGE_FOLDER:
             report.not_garbage += 1
         else:
-            report.per_class[row.corrected] = report.per_class.get(row.corrected, 0) + 1
+            report.per_class[label] = report.per_class.get(label, 0) + 1
     return report

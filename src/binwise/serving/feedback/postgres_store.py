@@ -29,6 +29,7 @@ class PostgresStore(SqlStore):
         with self.transaction() as execute:
             for statement in self.schema():
                 execute(statement, {})
+            self.add_missing_columns(execute)
 
     def schema(self) -> list[str]:
         return [*super().schema(), "CREATE TABLE IF NOT EXISTS feedback_photos (sha256 TEXT PRIMARY KEY, "
@@ -55,6 +56,10 @@ class PostgresStore(SqlStore):
             except psycopg.Error as e:
                 raise BinwiseError(f"the feedback database failed ({str(e).strip().splitlines()[0]})", self.name,
                                    kind="feedback_store_unavailable") from None
+
+    def columns(self, execute, table: str) -> set[str]:
+        return {row[0] for row in execute("SELECT column_name FROM information_schema.columns WHERE table_name = "
+                                          "%(table)s", {"table": table}).fetchall()}
 
     def store_photo(self, execute, row: FeedbackRow, photo: bytes) -> None:
         execute("INSERT INTO feedback_photos (sha256, data) VALUES (%(sha256)s, %(data)s) ON CONFLICT DO NOTHING",

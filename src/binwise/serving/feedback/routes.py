@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ipaddress
 import logging
 import math
 import time
@@ -20,8 +19,9 @@ from fastapi import FastAPI, Request
 
 from ...errors import BinwiseError
 from ..uploads import ServiceError, client_address, read_upload
-from . import NOT_GARBAGE, check_note, resolve_correction
-from .privacy import without_metadata
+from . import NOT_GARBAGE, RATE_WINDOW_S, check_note, network_of, resolve_correction
+from .capture import review_item
+from .review import FEEDBACK, add_item
 from .store import new_row
 
 log = logging.getLogger(__name__)
@@ -39,26 +39,15 @@ FEEDBACK_BODY = {
 }
 # HTTP status of the store's refusals: full (507 Insufficient Storage) or failing (503)
 STORE_ERROR_STATUS = {"feedback_store_full": 507, "disk_full": 507, "feedback_network_full": 429}
-RATE_WINDOW_S = 60.0
-
-
-def network_of(address: str) -> str:
-    """Whom the feedback rate limit counts as one client: the address's network (IPv4 /24, IPv6 /56,
-    what one household, office or cloud tenant gets), so that many addresses of one sender share
-    one limit (200 poisoned labels came from 8 addresses of one network in 16 s). Anything that is
-    not an IP address counts as itself."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    return str(ipaddress.ip_network(f"{ip}/{24 if ip.version == 4 else 56}", strict=False))
 
 
 def add_feedback_route(app: FastAPI, store, classifier, score_upload, holding_upload, *, max_upload_bytes: int,
-                       body_timeout_s: float, min_upload_rate: float, per_minute: int, trust_forwarded_for: bool):
-    """Add ``POST /v1/feedback`` to ``app``, recording into ``store``; returns what closes it.
-    ``score_upload`` and ``holding_upload`` are the classify route's (a photo's scores; an upload
-    within the service's memory budget)."""
+                       body_timeout_s: float, min_upload_rate: float, per_minute: int, trust_forwarded_for: bool,
+                       regions: tuple[str, ...], default_region: str, review_max_items: int):
+    """Add ``POST /v1/feedback`` to ``app``, recording into ``store`` (the row, and an item of the
+    review queue); returns what closes it. ``score_upload`` and ``holding_upload`` are the classify
+    route's (a photo's scores; an upload within the service's memory budget); ``regions``: the names
+    a feedback may give as the bins its sender was shown."""
     writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="binwise-feedback")
     taxonomy = classifier.taxonomy
 
@@ -86,7 +75,7 @@ def add_feedback_route(app: FastAPI, store, classifier, score_upload, holding_up
             return await record(request, client)
 
     async def record(request: Request, client: str) -> dict:
-        upload = await read_upload(request, max_upload_bytes, body_timeout_s, min_upload_rate, fields=("class", "note"))
+        upload = await read_upload(request, max_upload_bytes, body_timeout_s, min_upload_rate, fields=("class", "note", "region"))
         given = {**request.query_params, **upload.fields}  # a raw-body upload names them in the query
         if not given.get("class", "").strip():
             raise ServiceError(422, "missing_class", "no 'class' field: send the photo's right class (its English or "
@@ -96,19 +85,33 @@ def add_feedback_route(app: FastAPI, store, classifier, score_upload, holding_up
             note = check_note(given.get("note"))
         except BinwiseError as e:
             raise ServiceError(422, e.kind, str(e)) from None
+        region = given.get("region") or default_region
+        if region not in regions:
+            raise ServiceError(400, "unknown_region", f"no region {region[:60]!r} here; this service has: "
+                               f"{', '.join(regions)}")
         probabilities, similarity = await score_upload(upload.data, upload.name)
-        prediction = classifier.prediction(upload.name, probabilities, 1, similarity)
+        answer = classifier.prediction(upload.name, probabilities, 1, similarity).to_dict()
         # the pixels, not the place and phone it was taken with (feedback.privacy)
-        photo = await asyncio.get_running_loop().run_in_executor(None, without_metadata, upload.data)
-        row = new_row(photo, model=classifier.model_id, predicted=prediction.top[0].en,
-                      predicted_status=prediction.status, corrected=corrected, note=note, client=client)
+        photo, item = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: review_item(upload.data, probabilities, answer, source=FEEDBACK, model=classifier.model_id,
+                                      client=client, region=region))
+        row = new_row(photo, model=classifier.model_id, predicted=answer["top"][0]["en"],
+                      predicted_status=answer["status"], corrected=corrected, note=note, client=client, region=region)
         stored, already = await in_store(store.add, row, photo, network_of(client))
+        await in_store(queue_for_review, item, photo)
         return {"recorded": True, "already_recorded": already, "id": stored.id, "time": stored.time,
                 "model": stored.model, "photo_sha256": stored.photo_sha256,
                 "predicted": {"class": stored.predicted, "status": stored.predicted_status},
                 "corrected": {"index": index, "en": corrected,
                               "zh": taxonomy.classes_zh[index] if index is not None and taxonomy.classes_zh else ""},
-                "note": stored.note}
+                "note": stored.note, "region": stored.region}
+
+    def queue_for_review(item, photo: bytes) -> None:
+        """The feedback joins the review queue, unless the queue is full (the row is recorded anyway)."""
+        try:
+            add_item(store, item, photo, max_items=review_max_items)
+        except BinwiseError as e:
+            log.warning("feedback not queued for review: %s", e)
 
     def close() -> None:
         writer.shutdown(wait=True)  # a row being written is finished, not cut off

@@ -36,8 +36,10 @@ class SqliteStore(SqlStore):
             self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            for statement in self.schema():
-                self._db.execute(statement)
+            with self.transaction() as execute:
+                for statement in self.schema():
+                    execute(statement)
+                self.add_missing_columns(execute)
         except (sqlite3.Error, OSError) as e:
             raise BinwiseError(f"cannot open the feedback database ({e})", path) from None
         for leftover in self.photos.glob("*/.*.tmp"):  # from a crash mid-write
@@ -62,6 +64,9 @@ class SqliteStore(SqlStore):
             except sqlite3.Error as e:
                 raise BinwiseError(f"the feedback database failed ({e})", self.path,
                                    kind="feedback_store_unavailable") from None
+
+    def columns(self, execute, table: str) -> set[str]:
+        return {row[1] for row in execute(f"PRAGMA table_info({table})").fetchall()}
 
     def store_photo(self, execute, row: FeedbackRow, photo: bytes) -> None:
         path = self.photo_path(row)

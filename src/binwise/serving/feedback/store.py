@@ -39,6 +39,7 @@ class FeedbackRow:
     corrected: str  # a class's English name, or feedback.NOT_GARBAGE
     note: str
     client: str  # the sender's address
+    region: str = ""  # whose bins the sender was shown (GET /v1/regions); "" in rows from before regions
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -47,11 +48,19 @@ class FeedbackRow:
 COLUMNS = [f.name for f in fields(FeedbackRow)]
 
 
+def now_utc() -> str:
+    """The time a row is stored: UTC, ISO 8601, milliseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def photo_suffix(photo: bytes) -> str:
+    return SUFFIXES.get(format_by_signature(photo[:16]), "img")
+
+
 def new_row(photo: bytes, *, model: str, predicted: str, predicted_status: str, corrected: str, note: str,
-            client: str) -> FeedbackRow:
-    return FeedbackRow(None, datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                       model, hashlib.sha256(photo).hexdigest(), SUFFIXES.get(format_by_signature(photo[:16]), "img"),
-                       predicted, predicted_status, corrected, note, client)
+            client: str, region: str = "") -> FeedbackRow:
+    return FeedbackRow(None, now_utc(), model, hashlib.sha256(photo).hexdigest(), photo_suffix(photo),
+                       predicted, predicted_status, corrected, note, client, region)
 
 
 class SqlStore:
@@ -70,14 +79,31 @@ class SqlStore:
         return [f"""CREATE TABLE IF NOT EXISTS feedback (
             id {self.ID_COLUMN}, time TEXT NOT NULL, model TEXT NOT NULL, photo_sha256 TEXT NOT NULL,
             photo_suffix TEXT NOT NULL, predicted TEXT NOT NULL, predicted_status TEXT NOT NULL,
-            corrected TEXT NOT NULL, note TEXT NOT NULL, client TEXT NOT NULL,
+            corrected TEXT NOT NULL, note TEXT NOT NULL, client TEXT NOT NULL, region TEXT NOT NULL DEFAULT '',
             UNIQUE (photo_sha256, corrected, model))""",
                 # the rate limit's recent posts (``admit``), kept for one window
                 "CREATE TABLE IF NOT EXISTS feedback_requests (client TEXT NOT NULL, at DOUBLE PRECISION NOT NULL)",
                 "CREATE INDEX IF NOT EXISTS feedback_requests_by_client ON feedback_requests (client, at)",
                 # the photo bytes each network has stored (the byte budgets of ``add``)
                 "CREATE TABLE IF NOT EXISTS feedback_bytes (network TEXT NOT NULL, sha256 TEXT NOT NULL, "
-                "bytes BIGINT NOT NULL, PRIMARY KEY (network, sha256))"]
+                "bytes BIGINT NOT NULL, PRIMARY KEY (network, sha256))",
+                # photos waiting for reviewers (``review``): feedback, and photos the service kept
+                f"""CREATE TABLE IF NOT EXISTS review_items (
+            id {self.ID_COLUMN}, time TEXT NOT NULL, model TEXT NOT NULL, photo_sha256 TEXT NOT NULL,
+            photo_suffix TEXT NOT NULL, source TEXT NOT NULL, predicted TEXT NOT NULL, predicted_status TEXT NOT NULL,
+            probabilities TEXT NOT NULL, signature TEXT NOT NULL, client TEXT NOT NULL, network TEXT NOT NULL,
+            region TEXT NOT NULL, UNIQUE (photo_sha256, model))""",
+                "CREATE INDEX IF NOT EXISTS review_items_by_network ON review_items (network, source)",
+                "CREATE TABLE IF NOT EXISTS reviews (item BIGINT NOT NULL, reviewer TEXT NOT NULL, label TEXT NOT NULL, "
+                "time TEXT NOT NULL, PRIMARY KEY (item, reviewer))"]
+
+    # columns added since the first release, for stores created before them: (table, column, definition)
+    ADDED_COLUMNS = [("feedback", "region", "TEXT NOT NULL DEFAULT ''")]
+
+    def add_missing_columns(self, execute) -> None:
+        for table, column, definition in self.ADDED_COLUMNS:
+            if column not in self.columns(execute, table):
+                execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}", {})
 
     def paramstyle(self, sql: str) -> str:
         return sql
@@ -96,6 +122,9 @@ class SqlStore:
         raise NotImplementedError
 
     def close(self) -> None:
+        raise NotImplementedError
+
+    def columns(self, execute, table: str) -> set[str]:
         raise NotImplementedError
 
     def lock_client(self, execute, client: str) -> None:

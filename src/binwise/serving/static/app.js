@@ -17,6 +17,8 @@ const TEXT = {
     guesses: "The model's guesses", classes: "Classes", notGarbage: "Not garbage", sending: "Sending…",
     thanks: "Thank you — recorded.", already: "Already recorded — thank you.",
     feedbackFailed: "Could not send the feedback", region: "Bins of",
+    keepNotice: "This service keeps photos it is unsure about, so that people can label them and improve it.",
+    noKeep: "Don't keep my photos",
   },
   zh: {
     title: "这个该扔进哪个垃圾桶？", take: "拍照", choose: "选择照片",
@@ -32,6 +34,8 @@ const TEXT = {
     guesses: "模型的猜测", classes: "类别", notGarbage: "不是垃圾", sending: "发送中…",
     thanks: "谢谢，已记录。", already: "已经记录过了，谢谢。",
     feedbackFailed: "无法发送反馈", region: "分类规则",
+    keepNotice: "本服务会保留它拿不准的照片，由人工标注后用来改进模型。",
+    noKeep: "不要保留我的照片",
   },
 };
 
@@ -54,6 +58,7 @@ const state = {
   photoUrl: null,
   feedback: null,   // what the page says about the feedback on this photo: {key} or {key, detail}
   region: localStorage.getItem("binwise-region"),  // whose bins (GET /v1/regions); remembered
+  noKeep: localStorage.getItem("binwise-no-keep") === "true",  // refuse --keep-uncertain; remembered
 };
 
 // The value POST /v1/feedback takes for "not garbage" (any class is sent as its index).
@@ -198,6 +203,7 @@ async function onFeedbackSubmit(event) {
   form.append("file", file, file.name || "photo.jpg");
   form.append("class", $("feedback-class").value);
   form.append("note", $("feedback-note").value);
+  if (state.region) form.append("region", state.region);
   $("feedback-send").disabled = true;
   state.feedback = { key: "sending" };
   renderFeedback();
@@ -238,6 +244,7 @@ async function classify(file, explain) {
   const params = new URLSearchParams({ top_k: "3" });
   if (explain) params.set("explain", "true");
   if (state.region) params.set("region", state.region);
+  if (state.noKeep) params.set("keep", "false");
   let response;
   try {
     response = await fetch(`/v1/classify?${params}`, { method: "POST", body: form, headers: apiHeaders });
@@ -299,6 +306,7 @@ async function loadModel() {
     const response = await fetch("/v1/model", { headers: apiHeaders });
     state.model = await response.json();
     $("model").textContent = state.model.model;
+    $("keep").hidden = !state.model.keeps_uncertain;
     if (!state.model.explain) {
       $("explain").disabled = true;
       $("explain-note").hidden = false;
@@ -347,6 +355,11 @@ async function onRegionChange() {
 
 $("camera").addEventListener("change", onPhoto);
 $("region").addEventListener("change", onRegionChange);
+$("no-keep").checked = state.noKeep;
+$("no-keep").addEventListener("change", () => {
+  state.noKeep = $("no-keep").checked;
+  localStorage.setItem("binwise-no-keep", String(state.noKeep));
+});
 $("file").addEventListener("change", onPhoto);
 $("explain").addEventListener("change", onExplainToggle);
 $("wrong").addEventListener("click", onWrong);
