@@ -152,6 +152,8 @@ def test_the_decode_budget_lets_decodes_run_together_only_while_they_fit():
 
 def test_a_decode_that_finds_no_room_in_time_is_refused_as_busy():
     budget = DecodeBudget(100, wait_s=0.2)
+    waits = []
+    budget.on_wait = waits.append  # as the service's metrics observe it: every wait, however it ended
     with budget.reserve(60, "first"):
         started = time.monotonic()
         with pytest.raises(BinwiseError, match="busy decoding other photos") as e:
@@ -160,6 +162,7 @@ def test_a_decode_that_finds_no_room_in_time_is_refused_as_busy():
         assert e.value.kind == "decode_busy" and 0.15 < time.monotonic() - started < 2
     with budget.reserve(60, "second"):  # and once the first is done, it fits
         assert budget.used == 60
+    assert len(waits) == 3 and waits[0] < 0.1 and 0.15 < waits[1] < 2 and waits[2] < 0.1
 
 
 def test_uploads_wait_for_room_in_their_budget_and_get_busy_when_none_frees_up():

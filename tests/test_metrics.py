@@ -50,6 +50,15 @@ def test_counters_move_as_requests_arrive(classifier, garbage26_data):
     budget = {labels: v for (name, labels), v in after.items() if name == "binwise_memory_budget_bytes"}
     assert budget[(("budget", "upload"), ("state", "used"))] == 0 < budget[(("budget", "upload"), ("state", "total"))]
     assert (("budget", "decode"), ("state", "total")) in budget
+    # every upload waited for the upload budget, every photo for the decode budget and the batch queue
+    # (the one that is not a photo never reaches a decode)
+    waits = {"upload": 4, "decode": 3}
+    for name, count in waits.items():
+        key = ("binwise_memory_budget_wait_seconds_count", (("budget", name),))
+        assert after[key] - before[key] == count
+    queued = ("binwise_batch_queue_wait_seconds_count", ())
+    assert after[queued] - before[queued] == 3
+    assert after[("binwise_batch_queue_wait_seconds_bucket", (("le", "+Inf"),))] == after[queued]
 
 
 def test_readiness_waits_for_a_scored_photo_and_metrics_need_the_api_key(classifier):
@@ -80,6 +89,9 @@ def test_a_real_server_exposes_metrics_and_logs_requests_as_json(garbage26_model
             text = response.read().decode()
     found = samples(text)
     assert found[("binwise_requests_total", (("code", "200"), ("route", "/v1/classify")))] == 1
+    assert found[("binwise_batch_queue_wait_seconds_count", ())] == 1
+    assert found[("binwise_memory_budget_wait_seconds_count", (("budget", "upload"),))] == 1
+    assert found[("binwise_memory_budget_wait_seconds_count", (("budget", "decode"),))] == 1
     # --json-access-log: one JSON line per request instead of uvicorn's text lines
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     classified = [line for line in lines if line["route"] == "/v1/classify"]

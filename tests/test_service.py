@@ -240,15 +240,19 @@ def test_batcher_gathers_waiting_images_up_to_max_batch():
 
     async def main():
         batcher = DynamicBatcher(run_batch, max_batch=4, max_wait_ms=50, max_queue=16)
+        batcher.on_queue_wait = waits.append
         await batcher.start()
         arrays = [np.full((3, 2, 2), i, np.float32) for i in range(10)]
         results = await asyncio.gather(*(batcher.submit(a) for a in arrays))
         await batcher.stop()
         return results, batcher.batch_sizes
 
+    waits = []
     results, sizes = asyncio.run(main())
     assert [float(r[0]) for r in results] == [12.0 * i for i in range(10)]
     assert sizes == {4: 2, 2: 1}
+    # one wait per photo; the last two waited out max_wait_ms for company that never came
+    assert len(waits) == 10 and min(waits) >= 0 and sorted(waits)[-2] >= 0.045
 
 
 def test_batcher_refuses_past_its_queue_and_passes_model_errors_to_every_waiter():

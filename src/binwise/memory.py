@@ -23,7 +23,7 @@ import platform
 import threading
 import time
 from contextlib import asynccontextmanager, contextmanager
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
 from .errors import BinwiseError
 
@@ -41,9 +41,22 @@ class MemoryBudget:
         self.wait_s = wait_s
         self.used = 0
         self.kind, self.busy_with = kind, busy_with
+        # called with the seconds each wait for room took, however it ended: set by whoever watches
+        # (the service's metrics), so this module needs no metrics library
+        self.on_wait: Callable[[float], None] | None = None
 
     def fits(self, nbytes: int) -> bool:
         return self.used + nbytes <= self.total
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Times the block, a wait for room, for ``on_wait``."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            if self.on_wait is not None:
+                self.on_wait(time.monotonic() - started)
 
     def busy(self, name: str) -> BinwiseError:
         return BinwiseError(f"busy {self.busy_with} ({self.used / MIB:,.0f} of {self.total / MIB:,.0f} MiB in use "
@@ -74,11 +87,12 @@ class UploadBudget(MemoryBudget):
         self.by_client[client] = held + nbytes  # counted at once, so waiting uploads count too
         try:
             async with self._room:
-                try:
-                    async with asyncio.timeout(self.wait_s):
-                        await self._room.wait_for(lambda: self.fits(nbytes))
-                except TimeoutError:
-                    raise self.busy(name) from None
+                with self.waiting():
+                    try:
+                        async with asyncio.timeout(self.wait_s):
+                            await self._room.wait_for(lambda: self.fits(nbytes))
+                    except TimeoutError:
+                        raise self.busy(name) from None
                 self.used += nbytes
             try:
                 yield
@@ -108,8 +122,9 @@ class DecodeBudget(MemoryBudget):
                                f"this service decodes at most {self.total / MIB:,.0f} MiB at once)", name,
                                kind="image_too_large")
         with self._room:
-            if not self._room.wait_for(lambda: self.fits(nbytes), self.wait_s):
-                raise self.busy(name)
+            with self.waiting():
+                if not self._room.wait_for(lambda: self.fits(nbytes), self.wait_s):
+                    raise self.busy(name)
             self.used += nbytes
         try:
             yield

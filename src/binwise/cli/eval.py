@@ -10,6 +10,8 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="test", choices=["test", "train", "all"], help="which photos (default: test; in a flat folder, the photos the model never trained or validated on)")
     p.add_argument("--out", metavar="DIR", help="write report.json, confusion.png, bin_confusion.png, "
                    "misclassified.png, reliability.png and risk_coverage.png here (default: eval-<model name>/ beside the model)")
+    p.add_argument("--region", metavar="NAME|FILE", help="score bins and costs by this region's rules instead of "
+                   "the model file's: a shipped rule set or a rule file (as binwise predict --region)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2, help="photo-decoding threads (default: 2)")
     p.add_argument("--device", default="cpu")
@@ -26,7 +28,8 @@ def run(args) -> int:
     own_the_process()
     model = Path(args.model)
     out = Path(args.out) if args.out else model.parent / f"eval-{model.stem}"
-    report = evaluate(model, resolve_data(args.data), out, args.batch_size, args.workers, args.device, args.split)
+    report = evaluate(model, resolve_data(args.data), out, args.batch_size, args.workers, args.device, args.split,
+                      args.region)
     from .train import with_interval
 
     print(f"{report['count']} photos  top-1 {with_interval(report['top1'], report['top1_ci95'])}  "
@@ -49,7 +52,9 @@ def run(args) -> int:
           f"min similarity {similarity_words(st['thresholds']['min_similarity'])})")
     cost = report.get("cost")
     if cost:
-        line = f"cost of wrong bins: {cost['cost_per_photo']:.3f} per photo (binwise.taxonomy.costs)"
+        stated = sum(len(row) for row in cost["stated_costs"].values())
+        line = (f"cost of wrong bins: {cost['cost_per_photo']:.3f} per photo (binwise.taxonomy.costs"
+                + (f"; {stated} stated by the {report['region']} rules)" if stated else ")"))
         if cost.get("hazardous_items"):
             low, high = cost["hazardous_miss_rate_ci95"]
             line += (f"; hazardous items sent elsewhere: {cost['hazardous_missed']} of {cost['hazardous_items']} "

@@ -97,15 +97,17 @@ def classification_report(scores, labels, taxonomy: Taxonomy) -> dict:
 
 
 def cost_report(bin_confusion: np.ndarray, taxonomy: Taxonomy) -> dict:
-    """What the mistakes cost (``taxonomy.costs``): the mean cost per photo, the bin confusion
-    weighted by cost, and the share of hazardous items sent to another bin, with its interval."""
+    """What the mistakes cost (``taxonomy.costs``, with the ones the taxonomy states itself): the
+    mean cost per photo, the bin confusion weighted by cost, and the share of hazardous items sent
+    to another bin, with its interval."""
+    from ..taxonomy.classes import costs_mapping
     from ..taxonomy.costs import bin_costs, hazardous_bins
 
     confusion = np.asarray(bin_confusion)
     costs = bin_costs(taxonomy)
     weighted = confusion * costs
-    report = {"costs": costs.tolist(), "cost_per_photo": float(weighted.sum() / max(confusion.sum(), 1)),
-              "cost_confusion": weighted.tolist()}
+    report = {"costs": costs.tolist(), "stated_costs": costs_mapping(taxonomy.costs),
+              "cost_per_photo": float(weighted.sum() / max(confusion.sum(), 1)), "cost_confusion": weighted.tolist()}
     hazardous = hazardous_bins(taxonomy)
     if hazardous:
         items = int(confusion[hazardous].sum())
@@ -207,15 +209,21 @@ def classify_samples(classifier, samples: list[Sample], batch_size: int, workers
 
 
 def evaluate(model_path: str | Path, data: str | Path, out_dir: str | Path | None = None,
-             batch_size: int = 32, workers: int = 2, device: str = "cpu", split: str = "test") -> dict:
+             batch_size: int = 32, workers: int = 2, device: str = "cpu", split: str = "test",
+             region: str | None = None) -> dict:
     """Evaluate a model file (.safetensors or .onnx) on a dataset's ``split`` ('test', 'train' or
     'all'; see ``select_split``); with ``out_dir`` write report.json, confusion.png,
     bin_confusion.png, misclassified.png, reliability.png and risk_coverage.png. ``workers``:
     threads decoding photos. ``report["status"]`` (``status_report``) has the calibration and the
-    coverage and accuracy at the model's thresholds."""
+    coverage and accuracy at the model's thresholds. ``region``: a region's rules (a shipped name
+    or a file, ``taxonomy.files.read_region``) whose bins and costs replace the model file's."""
     from ..inference.classifier import Classifier
 
     classifier = Classifier.load(model_path, device=device)
+    if region:
+        from ..taxonomy.files import read_region
+
+        classifier = classifier.with_bins(read_region(region, classifier.taxonomy).taxonomy)
     dataset = load_dataset(data)
     samples, excluded = select_split(dataset, split, classifier.meta.provenance.get("splits"), data)
     model_classes = list(classifier.taxonomy.classes_en)
@@ -243,6 +251,7 @@ def evaluate(model_path: str | Path, data: str | Path, out_dir: str | Path | Non
     report["model"] = str(model_path)
     report["data"] = str(data)
     report["split"] = split
+    report["region"] = classifier.taxonomy.name
     report["excluded_as_seen"] = excluded
     if out_dir:
         from . import plots

@@ -38,6 +38,9 @@ class DynamicBatcher:
         self.max_queue = max_queue
         self.executor = executor
         self.batch_sizes: Counter[int] = Counter()  # batch size -> how many batches had it
+        # called with the seconds each photo waited from ``submit`` until its batch went to the model
+        # thread: set by whoever watches (the service's metrics), so batching needs no metrics library
+        self.on_queue_wait: Callable[[float], None] | None = None
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
 
@@ -54,7 +57,7 @@ class DynamicBatcher:
                 pass
             self._task = None
         while self._queue is not None and not self._queue.empty():
-            _, future = self._queue.get_nowait()
+            _, future, _ = self._queue.get_nowait()
             if not future.done():
                 future.set_exception(RuntimeError("the service is shutting down"))
 
@@ -66,9 +69,10 @@ class DynamicBatcher:
         """The model's output row for one CHW image; raises QueueFull when the queue is full."""
         if self._task is None or self._task.done():
             raise RuntimeError("the batcher is not running")
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         try:
-            self._queue.put_nowait((array, future))
+            self._queue.put_nowait((array, future, loop.time()))
         except asyncio.QueueFull:
             raise QueueFull(f"{self.max_queue} images are already waiting") from None
         return await future
@@ -92,20 +96,24 @@ class DynamicBatcher:
                 except TimeoutError:
                     break
             # a client that hung up has cancelled its future: do not spend model time on it
-            items = [(array, future) for array, future in items if not future.done()]
+            items = [(array, future, queued_at) for array, future, queued_at in items if not future.done()]
             if not items:
                 continue
-            batch = np.stack([array for array, _ in items])
+            if self.on_queue_wait is not None:
+                now = loop.time()
+                for _, _, queued_at in items:
+                    self.on_queue_wait(now - queued_at)
+            batch = np.stack([array for array, _, _ in items])
             try:
                 outputs = await loop.run_in_executor(self.executor, self.run_batch, batch)
                 if len(outputs) != len(items):
                     raise RuntimeError(f"the model returned {len(outputs)} rows for a batch of {len(items)}")
             except Exception as e:  # the model failed: every waiting request gets the error
-                for _, future in items:
+                for _, future, _ in items:
                     if not future.done():
                         future.set_exception(e)
                 continue
             self.batch_sizes[len(items)] += 1
-            for (_, future), row in zip(items, outputs):
+            for (_, future, _), row in zip(items, outputs):
                 if not future.done():
                     future.set_result(row)

@@ -12,11 +12,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# most waits are under a millisecond (room free, a full batch at once); the longest end at a budget's
+# limit (30 s for uploads by default)
+WAIT_BUCKETS = (0.0005, 0.001, 0.0025, *LATENCY_BUCKETS)
 UNMATCHED = "unmatched"  # the route label of a request no route answered
 
 
 class ServiceMetrics:
-    """Counters the app updates as requests go, plus gauges read when Prometheus scrapes."""
+    """Counters the app updates as requests go, gauges read when Prometheus scrapes, and the
+    batcher's and memory budgets' waits, which they report to the histograms wired to them here."""
 
     def __init__(self, classifier, batcher, in_flight, routes: set[str], drift=None, budgets: dict | None = None):
         self.routes = routes
@@ -34,8 +38,16 @@ class ServiceMetrics:
         info = Gauge("binwise_model_info", "the served model (always 1)", ["model", "backend"], registry=self.registry)
         info.labels(classifier.model_id, classifier.backend).set(1)
         self.registry.register(_BatchSizes(batcher))
+        queue_waits = Histogram("binwise_batch_queue_wait_seconds", "time a photo waited in the batch queue before "
+                                "its batch went to the model", buckets=WAIT_BUCKETS, registry=self.registry)
+        batcher.on_queue_wait = queue_waits.observe
         if budgets:
             self.registry.register(_BudgetBytes(budgets))
+            budget_waits = Histogram("binwise_memory_budget_wait_seconds", "time a request waited for room in a "
+                                     "memory budget, however the wait ended", ["budget"], buckets=WAIT_BUCKETS,
+                                     registry=self.registry)
+            for name, budget in budgets.items():
+                budget.on_wait = budget_waits.labels(name).observe
         if drift is not None:
             Gauge("binwise_drift_alarm", "1 while the last window of answers is unlike the held-out mix",
                   registry=self.registry).set_function(lambda: float(drift.alarm))

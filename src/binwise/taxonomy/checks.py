@@ -58,4 +58,28 @@ def check_taxonomy(taxonomy: dict, problems: Problems) -> int:
     names = [c["en"] for c in classes]
     problems.need(len(set(names)) == len(names), "taxonomy class names repeat (each output needs its own name)")
     problems.need(len(bin_ids) == len(bins), "taxonomy bin ids repeat")
+    check_costs(taxonomy.get("costs"), [b["id"] for b in bins], problems)
     return len(classes)
+
+
+def check_costs(costs, bin_ids: list[str], problems: Problems) -> tuple[tuple[str, str, float], ...]:
+    """A ``costs`` section (``{true bin: {bin it went into: cost}}``, or None) checked against the
+    file's bins, as ``(true bin, bin it went into, cost)`` entries in the file's order."""
+    if costs is None:
+        return ()
+    problems.need(isinstance(costs, dict) and all(isinstance(row, dict) for row in costs.values()),
+                  "costs must map each true bin to {bin it went into: cost}, e.g. costs: {hazardous: {other: 10}}")
+    problems.need(bool(bin_ids), "costs are given but the taxonomy has no bins")
+    known = set(bin_ids)
+    entries = []
+    for true_bin, row in costs.items():
+        for chosen, cost in row.items():
+            unknown = [b for b in (true_bin, chosen) if b not in known]
+            problems.need(not unknown, f"costs name bins the taxonomy does not define: {unknown!r:.80} "
+                                       f"(its bins: {', '.join(bin_ids)})")
+            problems.need(is_number(cost) and cost >= 0,
+                          f"costs: {true_bin} into {chosen} must be a number, 0 or more, not {cost!r:.40}")
+            problems.need(true_bin != chosen or cost == 0,
+                          f"costs: {true_bin} into {chosen} is the right bin, so its cost is 0, not {cost!r}")
+            entries.append((true_bin, chosen, float(cost)))
+    return tuple(entries)

@@ -27,6 +27,9 @@ class Taxonomy:
     bins: tuple[Bin, ...] = ()
     class_bins: tuple[str, ...] = ()  # bin id of each class, same order as classes_en
     name: str = ""
+    # (true bin, bin it went into, cost) as a taxonomy or rule file states them; ``costs.bin_costs``
+    # fills in the pairs it leaves out
+    costs: tuple[tuple[str, str, float], ...] = ()
 
     def __post_init__(self):
         n = len(self.classes_en)
@@ -40,6 +43,9 @@ class Taxonomy:
             unknown = set(self.class_bins) - {b.id for b in self.bins}
             if unknown:
                 raise ValueError(f"classes assigned to undefined bins: {sorted(unknown)}")
+        unknown = {b for true_bin, chosen, _ in self.costs for b in (true_bin, chosen)} - {b.id for b in self.bins}
+        if unknown:
+            raise ValueError(f"costs of undefined bins: {sorted(unknown)}")
 
     @property
     def num_classes(self) -> int:
@@ -66,6 +72,8 @@ class Taxonomy:
                 for i, en in enumerate(self.classes_en)
             ],
             "bins": [{"id": b.id, "en": b.en, "zh": b.zh, "color": b.color} for b in self.bins],
+            # only when stated, so a model file without costs reads as before
+            **({"costs": costs_mapping(self.costs)} if self.costs else {}),
         }
 
     @classmethod
@@ -78,12 +86,21 @@ class Taxonomy:
             bins=tuple(Bin(**b) for b in data.get("bins", [])),
             class_bins=tuple(c["bin"] for c in classes) if has_bins else (),
             name=data.get("name", ""),
+            costs=tuple((a, b, float(c)) for a, row in (data.get("costs") or {}).items() for b, c in row.items()),
         )
 
     @classmethod
     def from_names(cls, names: list[str], name: str = "") -> "Taxonomy":
         """A plain class list with no bins (any ImageFolder dataset)."""
         return cls(classes_en=tuple(names), name=name)
+
+
+def costs_mapping(costs: tuple[tuple[str, str, float], ...]) -> dict[str, dict[str, float]]:
+    """``Taxonomy.costs`` as a file writes them: ``{true bin: {bin it went into: cost}}``."""
+    mapping: dict[str, dict[str, float]] = {}
+    for true_bin, chosen, cost in costs:
+        mapping.setdefault(true_bin, {})[chosen] = cost
+    return mapping
 
 
 GARBAGE_BINS = (

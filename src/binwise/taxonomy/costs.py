@@ -4,6 +4,7 @@ Not every mistake is equal. A battery, paint or medicine in another stream can s
 pollute (the costliest); a recyclable item in residual waste is a resource lost and little harm;
 any other wrong bin contaminates a stream that a sorting plant must clean. Bins are recognised by
 their ids in binwise's taxonomies and shipped rules; bins it does not know cost ``OTHER_MISTAKE``.
+A taxonomy or rule file may state its own costs (``Taxonomy.costs``); they replace these pair by pair.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def bin_costs(taxonomy: Taxonomy) -> np.ndarray:
                 costs[a, b] = HAZARDOUS_ELSEWHERE
             elif true_bin in RECYCLABLE_IDS and chosen in RESIDUAL_IDS:
                 costs[a, b] = RECYCLABLE_AS_RESIDUAL
+    for true_bin, chosen, cost in taxonomy.costs:
+        costs[ids.index(true_bin), ids.index(chosen)] = cost
     return costs
 
 

@@ -13,7 +13,15 @@ Chinese name and its bin, and each bin with an id, names and a colour::
       - {en: cardboard, zh: 硬纸板, bin: recyclable}
       - {en: trash, bin: residual}
 
-A CSV has one row per class with the columns ``en``, ``zh`` (optional) and ``bin``; its bins get
+An optional ``costs`` section says what putting an item of one of its bins into another costs
+(``{true bin: {bin it went into: cost}}``, numbers of 0 or more, 0 into its own bin); the pairs it
+leaves out cost what ``costs.bin_costs`` gives every taxonomy::
+
+    costs:
+      hazardous: {residual: 20}     # e.g. where hazardous waste in residual is burnt
+      recyclable: {residual: 0.5}
+
+A CSV has one row per class with the columns ``en``, ``zh`` (optional) and ``bin``, and no costs; its bins get
 their id as name and a colour of their own. ``binwise train DIR --taxonomy FILE`` uses one (a
 ``taxonomy.yaml`` at the dataset's root is picked up), and ``binwise rebin`` gives a trained model
 another region's rules; binwise ships rule files for the garbage26 classes (``rule_names``), and
@@ -33,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BinwiseError
-from .checks import MAX_CLASSES, Problems, check_taxonomy
-from .classes import GARBAGE26, SHANGHAI_SOURCE, Bin, Taxonomy
+from .checks import MAX_CLASSES, Problems, check_costs, check_taxonomy
+from .classes import GARBAGE26, SHANGHAI_SOURCE, Bin, Taxonomy, costs_mapping
 
 SUFFIXES = (".yaml", ".yml", ".toml", ".json", ".csv")
 DATASET_FILE = "taxonomy.yaml"  # picked up at a dataset's root
@@ -57,8 +65,10 @@ class Region:
     version: str = ""  # the rules' version or effective date, as the file says
 
     def to_dict(self) -> dict:
+        # costs: those the rules state; every other pair costs binwise's default (``costs.bin_costs``)
         return {"name": self.name, "source": self.source, "version": self.version,
-                "bins": [dataclasses.asdict(b) for b in self.taxonomy.bins]}
+                "bins": [dataclasses.asdict(b) for b in self.taxonomy.bins],
+                "costs": costs_mapping(self.taxonomy.costs)}
 
 
 def rule_names() -> list[str]:
@@ -201,9 +211,11 @@ def from_mapping(data: dict, name: str, default_name: str) -> Taxonomy:
             bins.append(Bin(bin_id, bin_id, "", PALETTE[len(bins) % len(PALETTE)]))
             known.add(bin_id)
     zh = [str(c.get("zh") or "") for c in classes]
+    bins = bins if any(assigned) else []
+    costs = check_costs(data.get("costs"), [b.id for b in bins], Problems(name, "taxonomy file"))
     return Taxonomy(classes_en=tuple(names), classes_zh=tuple(zh) if any(zh) else (),
-                    bins=tuple(bins) if any(assigned) else (), class_bins=tuple(assigned) if any(assigned) else (),
-                    name=str(data.get("name") or default_name))
+                    bins=tuple(bins), class_bins=tuple(assigned) if any(assigned) else (),
+                    name=str(data.get("name") or default_name), costs=costs)
 
 
 def for_folders(taxonomy: Taxonomy, folders: list[str], where: str) -> Taxonomy:
@@ -231,4 +243,5 @@ def rebinned(current: Taxonomy, rules: Taxonomy, where: str) -> Taxonomy:
     zh = tuple((rules.classes_zh[index[n]] if rules.classes_zh and rules.classes_zh[index[n]] else
                 (current.classes_zh[i] if current.classes_zh else "")) for i, n in enumerate(current.classes_en))
     return Taxonomy(classes_en=current.classes_en, classes_zh=zh if any(zh) else (), bins=rules.bins,
-                    class_bins=tuple(rules.class_bins[index[n]] for n in current.classes_en), name=rules.name)
+                    class_bins=tuple(rules.class_bins[index[n]] for n in current.classes_en), name=rules.name,
+                    costs=rules.costs)
