@@ -285,3 +285,65 @@ def test_at_phone_width_a_picked_region_gives_its_bins_in_both_languages_and_is_
         page.reload()
         page.wait_for_selector("body[data-ready=true]")
         assert page.input_value("#region") == "beijing"
+
+
+def test_at_phone_width_kept_photos_need_consent_and_reviewers_label_them_in_both_languages(
+        browser, garbage26_model, tmp_path):
+    """--keep-uncertain: the page says so and a user can refuse; two reviewers, each with their own key,
+    label the kept photo on /review at a phone's width, and it is decided."""
+    from PIL import Image
+
+    from binwise.serving.feedback import review
+    from binwise.serving.feedback.stores import open_store
+
+    photos = []
+    for shade in (90, 160):  # no garbage: answered unsure or unknown
+        photos.append(tmp_path / f"grey{shade}.png")
+        Image.new("RGB", (300, 300), (shade, shade, shade)).save(photos[-1])
+    keys = tmp_path / "reviewers.txt"
+    keys.write_text("ana ana-key-0123456789abcdef\nbo bo-key-0123456789abcdef\n")
+    db = tmp_path / "feedback" / "feedback.sqlite"
+    with serving(garbage26_model, tmp_path / "serve.log", "--log-level", "warning", "--feedback-db", str(db),
+                 "--keep-uncertain", "--reviewer-keys", str(keys), "--min-confidence", "0.999") as (url, _):
+        with open_page(browser, url) as page:
+            page.set_viewport_size({"width": 390, "height": 844})
+            assert page.is_visible("#keep") and "keeps photos it is unsure about" in page.text_content("#keep")
+            page.check("#no-keep")  # refused: this photo must not be kept
+            page.set_input_files("#file", str(photos[0]))
+            page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+            page.uncheck("#no-keep")
+            page.set_input_files("#file", str(photos[1]))
+            page.wait_for_function("document.querySelector('#photo').src.startsWith('blob:')")
+            page.wait_for_selector("#result:not([hidden])", timeout=30_000)
+            page.click("#lang")
+            assert page.text_content("#keep label") == " 不要保留我的照片"
+            page.click("#lang")
+        store = open_store(str(db), create=False)
+        kept = review.items(store)
+        store.close()
+        assert len(kept) == 1, "the refused photo was kept"
+
+        for name, lang in (("ana", "en-US"), ("bo", "zh-CN")):
+            page = browser.new_page(viewport={"width": 390, "height": 844}, locale=lang)
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/review")
+            page.wait_for_selector("body[data-ready=true]")
+            page.fill("#key", f"{name}-key-0123456789abcdef")
+            page.click("#login button")
+            page.wait_for_selector("#item:not([hidden])", timeout=30_000)
+            page.wait_for_function("document.querySelector('#photo').naturalWidth > 0")
+            assert page.locator("#choices button").count() == 5
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390, "the page overflows a phone"
+            title, not_garbage = page.text_content("h1"), page.text_content("#not-garbage")
+            assert (title, not_garbage) == (("Label the photos the model was unsure about", "Not garbage")
+                                            if lang == "en-US" else ("为模型拿不准的照片标注类别", "不是垃圾"))
+            page.click("#lang")
+            assert page.text_content("#not-garbage") == ("不是垃圾" if lang == "en-US" else "Not garbage")
+            page.click("#not-garbage")
+            page.wait_for_selector("#done:not([hidden])", timeout=30_000)
+            page.close()
+            assert not errors, f"JavaScript errors on the review page: {errors}"
+    store = open_store(str(db), create=False)
+    assert review.report(store).decided == {"not garbage": 1}
+    store.close()

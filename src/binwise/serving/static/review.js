@@ -133,4 +133,4 @@ $("lang").addEventListener("click", () => {
 });
 
 render();
-if (state.key) next();
+(state.key ? next() : Promise.resolve()).finally(() => { document.body.dataset.ready = "true"; });
