@@ -1,4 +1,5 @@
-"""Feedback as training photos: an ImageFolder ``OUT/<class>/<sha256>.<suffix>``.
+"""Feedback (and reviewed items, ``review.export_reviewed``) as training photos: an ImageFolder
+``OUT/<class>/<sha256>.<suffix>``.
 
 One file per photo, in the folder of its latest correction (a later feedback on the same photo
 overrides an earlier one, whatever model either was about). Photos corrected as "not garbage" go
