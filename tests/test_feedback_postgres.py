@@ -122,6 +122,28 @@ def test_list_and_export_from_a_postgres_url(pg_url, tmp_path, capsys):
     assert len(list((tmp_path / "out" / ".not-garbage").iterdir())) == 1
 
 
+def test_the_review_queue_on_postgres_gains_the_region_column_and_exports_what_reviewers_agree_on(pg_url, tmp_path):
+    from test_review import item_for
+
+    from binwise.serving.feedback import review
+
+    with psycopg.connect(pg_url, autocommit=True) as old:  # a store from before regions
+        old.execute("CREATE TABLE feedback (id BIGSERIAL PRIMARY KEY, time TEXT NOT NULL, model TEXT NOT NULL, "
+                    "photo_sha256 TEXT NOT NULL, photo_suffix TEXT NOT NULL, predicted TEXT NOT NULL, predicted_status "
+                    "TEXT NOT NULL, corrected TEXT NOT NULL, note TEXT NOT NULL, client TEXT NOT NULL, "
+                    "UNIQUE (photo_sha256, corrected, model))")
+    store = open_store(pg_url)
+    store.add(row_for(noise_png(9), "Battery"), noise_png(9))
+    assert [r.region for r in store.rows()] == [""]
+    item = item_for(store, noise_png(1), [0.5, 0.5])
+    assert review.add_item(store, review.ReviewItem(None, *[getattr(item, n) for n in review.ITEM_COLUMNS[1:]]),
+                           noise_png(1))[1] is True  # one per photo and model
+    for reviewer in ("ana", "bo"):
+        review.add_review(store, item.id, reviewer, "Paper")
+    assert review.export_reviewed(store, tmp_path / "out").per_class == {"Paper": 1}
+    store.close()
+
+
 def test_an_unreachable_database_is_one_line_without_the_password(server_url, capsys):
     url = server_url.replace("binwise@", "binwise:s3cret@").rsplit(":", 1)[0] + ":1/postgres"
     assert main(["feedback", "list", url]) == 2
