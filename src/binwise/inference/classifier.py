@@ -243,12 +243,6 @@ def keep_freed_memory() -> None:
     libc.mallopt(M_ARENA_MAX, 1)
 
 
-def bin_members(taxonomy: Taxonomy) -> dict[str, np.ndarray]:
-    """Class -> bin membership per bin, so a bin's probability is one masked sum."""
-    bin_ids = list(taxonomy.class_bins)
-    return {b: np.array([c == b for c in bin_ids]) for b in dict.fromkeys(bin_ids)}
-
-
 class Classifier:
     """Photos in, ranked classes with their bins out."""
 
@@ -264,8 +258,7 @@ class Classifier:
         except (KeyError, TypeError, ValueError) as e:
             raise BinwiseError(f"model metadata is invalid: {e}", path) from None
         self.model_id = model_id_of(self.path)
-        self._bin_members = bin_members(self.taxonomy)
-        self._costs = BinCosts.of(self.taxonomy)  # what a wrong bin costs, for the status rule
+        self._costs = BinCosts.of(self.taxonomy)  # each class's bin and what a wrong bin costs
 
     def with_bins(self, taxonomy: Taxonomy) -> "Classifier":
         """This classifier (the same runner and calibration) answering with another class -> bin map
@@ -273,7 +266,7 @@ class Classifier:
         if taxonomy.classes_en != self.taxonomy.classes_en:
             raise BinwiseError(f"the bins of {taxonomy.name!r} are for other classes than the model's", self.path)
         view = copy.copy(self)
-        view.taxonomy, view._bin_members, view._costs = taxonomy, bin_members(taxonomy), BinCosts.of(taxonomy)
+        view.taxonomy, view._costs = taxonomy, BinCosts.of(taxonomy)
         return view
 
     @classmethod
@@ -367,7 +360,7 @@ class Classifier:
         status, chosen = decide(probabilities, similarity, self.calibration.thresholds, self._costs)
         bins = {self.taxonomy.class_bins[i] for i in chosen} if self.taxonomy.class_bins else set()
         answer_bin = self.taxonomy.bin_of(chosen[0]) if len(bins) == 1 else None
-        bin_probability = (float(probabilities[self._bin_members[answer_bin.id]].sum())
+        bin_probability = (float(probabilities @ self._costs.members[:, self._costs.class_bins[chosen[0]]])
                            if answer_bin else None)
         return Prediction(source, [self._score(i, probabilities) for i in order], answer_bin, bin_probability,
                           status, [self._score(i, probabilities) for i in chosen],
