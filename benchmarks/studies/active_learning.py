@@ -1,7 +1,7 @@
 """Active-learning simulation: does the review queue (``binwise.data.labelling``) reach a given
 accuracy with fewer labels than picking photos at random? (issue 29, item 4)
 
-    python benchmarks/studies/active_learning.py                  # trashnet's train split, ~10 min on 2 cores
+    python benchmarks/studies/active_learning.py                  # trashnet's train split, ~40 s on 2 cores (features cached)
     python benchmarks/studies/active_learning.py --quick --out /tmp/al   # a cheap smoke run
 
 On the train split of a dataset (default trashnet: ``../shared/data/trashnet/train/<class>/``):
