@@ -13,11 +13,24 @@ On the train split of a dataset (default trashnet: ``../shared/data/trashnet/tra
 - each round a strategy picks ``--picks`` photos of the pool, they join the labelled set and the
   model is retrained; ``--rounds`` rounds, ``--seeds`` seeds.
 
-Strategies: ``queue`` (``labelling_queue(probabilities, signatures, count)`` with the default
-``DIVERSITY``; labelling a shown photo labels its ``look_alikes`` too, so they join the labelled set
-and count as labels used), ``margin`` (``diversity=0`` and no signatures: pure margin uncertainty)
-and ``random``. The tuning record runs ``queue`` at diversity 0, 0.25, 0.5 and 1.0 (with
-signatures) on every seed, which is what ``labelling.DIVERSITY`` is chosen on.
+Strategies (``STRATEGIES``, a table of pickers; ``--strategies`` picks some, all by default):
+
+- ``random``;
+- ``queue``: ``labelling_queue(probabilities, signatures, count)`` with the default ``DIVERSITY``
+  (labelling a shown photo labels its ``look_alikes`` too, so they join the labelled set and count
+  as labels used); ``--diversities 0,0.25,1`` adds ``queue d=X``, the ``DIVERSITY`` tuning record;
+- ``margin``: the most uncertain photos by margin (``labelling.uncertainty``; the queue at
+  diversity 0 without signatures); ``entropy``: by the entropy of the answer;
+- ``balanced``: margin spread over the predicted classes, round robin from the most rarely
+  predicted class, each class giving its most uncertain photo left;
+- in each feature space a service could have, (a) ``answers`` (square roots of the class
+  probabilities: Hellinger geometry, what the queue's Bhattacharyya similarity measures),
+  (b) ``thumbnails`` (the 16×16 signatures) and, as an upper bound only, (c) ``features`` (the
+  backbone's pooled features, which exported models do not output):
+  ``typical X``: the photo nearest each centre of a k-means with one cluster per pick (typical and
+  diverse); ``hybrid X``: cold-start aware, ``typical X`` the first ``HYBRID_ROUNDS`` rounds, margin
+  after; ``cluster-margin X``: the ``CANDIDATES`` × picks most uncertain photos clustered by k-means
+  in X into one cluster per pick, each cluster's most uncertain photo.
 
 The model is binwise's head recipe (``--mode head``, the ``HEAD`` preset), run the cheap way but
 with the library's own code: each photo's pooled backbone feature (eval view; ``HEAD`` caches no
@@ -32,14 +45,16 @@ calibration would fit on held-out photos the simulation does not have).
 
 Per round, strategy and seed: labels used (start + picked + look-alikes), validation accuracy with
 its 95% Wilson interval (``evaluation.evaluate.wilson_interval``) and the smallest per-class recall.
-The goal from the issue: the queue reaches the accuracy of random picking's last round with at most
-60% of the labels; the smallest number of labels beyond the starting set at which the queue's
-mean accuracy (over seeds) reaches random's last-round mean, as a share of random's picks (the
+Per strategy: the same seed's accuracy minus random's (same starting set), per round and as each
+seed's mean over rounds 1–last, with the mean and standard error over seeds. The goal from the
+issue: a strategy reaches the accuracy of random picking's last round with at most 60% of the
+labels; the smallest number of labels beyond the starting set at which the strategy's mean
+accuracy (over seeds) reaches random's last-round mean, as a share of random's picks (the
 resolution is one round of picks).
 
-Writes ``benchmarks/results/active_learning/<date>.{json,md}`` and ``docs/images/active_learning.png``
-(with ``--out DIR``: into DIR; with ``--name``, ``--out`` or ``--quick`` the figure goes beside the
-results as ``<name>.png``, leaving the published one alone).
+Writes ``benchmarks/results/active_learning/<date>.{json,md,png}`` (with ``--out DIR``: into DIR;
+``--name``: another stem); ``--publish`` draws the figure as ``docs/images/active_learning.png``
+instead.
 """
 
 from __future__ import annotations
@@ -52,7 +67,9 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +80,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: com
 from common import REPO, RESULTS  # noqa: E402
 
 from binwise.data.dataset import Sample, load_dataset, stratified_split  # noqa: E402
-from binwise.data.labelling import DIVERSITY, labelling_queue  # noqa: E402
+from binwise.data.labelling import DIVERSITY, labelling_queue, uncertainty  # noqa: E402
 from binwise.data.near_duplicates import groups_of, signatures  # noqa: E402
 from binwise.evaluation.evaluate import wilson_interval  # noqa: E402
 from binwise.paths import resolve_pretrained, shared_dirs  # noqa: E402
@@ -76,7 +93,6 @@ from binwise.training.run import build_model, load_pretrained  # noqa: E402
 OUT = RESULTS / "active_learning"
 FIGURE = REPO / "docs" / "images" / "active_learning.png"
 SHARE = 0.2  # validation share, and the starting set's share of the rest
-DIVERSITIES = (0.0, 0.25, 0.5, 1.0)
 GOAL = 0.6  # the queue reaches random's last-round accuracy with at most this share of its picks
 
 
@@ -114,6 +130,154 @@ class Head:
         return torch.softmax(logits.double(), 1).numpy()
 
 
+SPACES = {"answers": "(a) the answers: square roots of the pool's class probabilities (Hellinger geometry, "
+                     "what labelling_queue's Bhattacharyya similarity measures)",
+          "thumbnails": "(b) the 16×16 thumbnail signatures (near_duplicates.signature), unit length",
+          "features": "(c) the backbone's pooled features, unit length (an upper bound: exported models do not "
+                      "output them)"}
+HYBRID_ROUNDS = 2  # the hybrid's first rounds pick typical photos, the later ones by margin
+CANDIDATES = 3  # cluster-margin: the picks are spread over k-means clusters of this many times as many uncertain photos
+
+
+@dataclass
+class Turn:
+    """What a strategy sees in one round: the pool (rows), the current head, the photos' spaces."""
+    head: Head
+    pool: np.ndarray
+    sigs: np.ndarray
+    features: np.ndarray
+    rng: np.random.Generator
+    round: int
+    count: int
+    _probs: np.ndarray | None = None
+
+    @property
+    def probs(self) -> np.ndarray:
+        if self._probs is None:
+            self._probs = self.head.probabilities(self.pool)
+        return self._probs
+
+    def space(self, name: str) -> np.ndarray:
+        """The pool's rows as points of a feature space (``SPACES``)."""
+        if name == "answers":
+            return np.sqrt(np.clip(self.probs, 0, None))
+        return unit(self.sigs[self.pool] if name == "thumbnails" else self.features[self.pool])
+
+    def rows(self, positions) -> tuple[list[int], list[int]]:
+        return [int(self.pool[i]) for i in positions], []
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, steps: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """k-means (k-means++ start, ``steps`` Lloyd steps): (centres (k, D), each row's cluster)."""
+    n = len(x)
+    k = min(k, n)
+    square = (x * x).sum(1)
+    centres = [x[rng.integers(n)]]
+    d2 = np.maximum(square - 2 * x @ centres[0] + centres[0] @ centres[0], 0)
+    for _ in range(1, k):
+        c = x[rng.choice(n, p=d2 / d2.sum())] if d2.sum() > 0 else x[rng.integers(n)]
+        centres.append(c)
+        d2 = np.minimum(d2, np.maximum(square - 2 * x @ c + c @ c, 0))
+    c = np.array(centres)
+    for _ in range(steps):
+        assign = np.argmin(square[:, None] - 2 * x @ c.T + (c * c).sum(1)[None], 1)
+        for j in range(k):
+            if (assign == j).any():
+                c[j] = x[assign == j].mean(0)
+    return c, np.argmin(square[:, None] - 2 * x @ c.T + (c * c).sum(1)[None], 1)
+
+
+def fill(chosen: list[int], order: np.ndarray, count: int) -> list[int]:
+    """``chosen``, topped up to ``count`` from ``order`` (positions, best first)."""
+    taken = set(chosen)
+    return (chosen + [int(i) for i in order if int(i) not in taken])[:count]
+
+
+def by_score(turn: Turn, score: np.ndarray) -> tuple[list[int], list[int]]:
+    return turn.rows(np.argsort(-score, kind="stable")[:turn.count])
+
+
+def typical(turn: Turn, space: str) -> tuple[list[int], list[int]]:
+    """The photo nearest each centre of a k-means with one cluster per pick: typical and diverse."""
+    x = turn.space(space)
+    centres, _ = kmeans(x, turn.count, turn.rng)
+    d = (x * x).sum(1)[:, None] - 2 * x @ centres.T
+    chosen: list[int] = []
+    for j in range(len(centres)):
+        chosen += [next(int(i) for i in np.argsort(d[:, j]) if int(i) not in chosen)]
+    return turn.rows(chosen)
+
+
+def cluster_margin(turn: Turn, space: str) -> tuple[list[int], list[int]]:
+    """The ``CANDIDATES`` × picks most uncertain photos (margin), clustered into one k-means
+    cluster per pick in ``space``; each cluster's most uncertain photo."""
+    score = uncertainty(turn.probs)
+    order = np.argsort(-score, kind="stable")
+    candidates = order[:CANDIDATES * turn.count]
+    _, assign = kmeans(turn.space(space)[candidates], turn.count, turn.rng)
+    chosen = [int(candidates[assign == j][np.argmax(score[candidates[assign == j]])])
+              for j in range(assign.max() + 1) if (assign == j).any()]
+    return turn.rows(fill(sorted(chosen, key=lambda i: -score[i]), order, turn.count))
+
+
+def balanced(turn: Turn) -> tuple[list[int], list[int]]:
+    """Margin uncertainty spread over the predicted classes: round robin, the most rarely predicted
+    class first, each class giving its most uncertain photo left."""
+    predicted = turn.probs.argmax(1)
+    score = uncertainty(turn.probs)
+    counts = np.bincount(predicted, minlength=turn.probs.shape[1])
+    queues = [list(np.flatnonzero(predicted == c)[np.argsort(-score[predicted == c], kind="stable")])
+              for c in np.argsort(counts, kind="stable") if counts[c]]
+    chosen: list[int] = []
+    while len(chosen) < min(turn.count, len(turn.pool)):
+        for q in queues:
+            if q and len(chosen) < turn.count:
+                chosen.append(int(q.pop(0)))
+    return turn.rows(chosen)
+
+
+def entropy(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-12, 1)
+    return -(p * np.log(p)).sum(1)
+
+
+def queue(turn: Turn, diversity: float = DIVERSITY) -> tuple[list[int], list[int]]:
+    """``labelling_queue`` as ``binwise review`` orders photos: labelling a shown photo labels its look-alikes."""
+    entries = labelling_queue(turn.probs, turn.sigs[turn.pool], count=turn.count, diversity=diversity)
+    return [int(turn.pool[e.index]) for e in entries], [int(turn.pool[i]) for e in entries for i in e.look_alikes]
+
+
+def hybrid(turn: Turn, space: str) -> tuple[list[int], list[int]]:
+    """Cold start aware: typical photos (``typical``) the first ``HYBRID_ROUNDS`` rounds, margin after."""
+    return typical(turn, space) if turn.round <= HYBRID_ROUNDS else by_score(turn, uncertainty(turn.probs))
+
+
+# name: (what a service needs: "answers", "thumbnails", "features" or "" for nothing, the picker)
+STRATEGIES: dict[str, tuple[str, Callable[[Turn], tuple[list[int], list[int]]]]] = {
+    "random": ("", lambda t: (t.rng.choice(t.pool, min(t.count, len(t.pool)), replace=False).tolist(), [])),
+    "queue": ("answers+thumbnails", queue),
+    "margin": ("answers", lambda t: by_score(t, uncertainty(t.probs))),
+    "entropy": ("answers", lambda t: by_score(t, entropy(t.probs))),
+    "balanced": ("answers", balanced),
+    **{f"{kind} {space}": (space if kind == "typical" or space == "answers" else f"answers+{space}",
+                           partial(picker, space=space))
+       for kind, picker in (("typical", typical), ("hybrid", hybrid), ("cluster-margin", cluster_margin))
+       for space in SPACES},
+}
+
+
+def strategy(name: str) -> Callable[[Turn], tuple[list[int], list[int]]]:
+    """A picker of ``STRATEGIES``, or ``queue d=X``: the queue at diversity X (the tuning record)."""
+    if name.startswith("queue d="):
+        return partial(queue, diversity=float(name.split("=")[1]))
+    return STRATEGIES[name][1]
+
+
 def measure(head: Head, val: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
     predicted = head.probabilities(val).argmax(1)
     truth = labels[val]
@@ -123,30 +287,18 @@ def measure(head: Head, val: np.ndarray, labels: np.ndarray, num_classes: int) -
             "smallest_class_recall": min(recalls)}
 
 
-def pick(strategy: str, head: Head, pool: np.ndarray, sigs: np.ndarray, count: int, rng: np.random.Generator,
-         diversity: float) -> tuple[list[int], list[int]]:
-    """Rows the reviewers label this round: the photos shown, and (the queue) their look-alikes."""
-    if strategy == "random":
-        return rng.choice(pool, min(count, len(pool)), replace=False).tolist(), []
-    probs = head.probabilities(pool)
-    if strategy == "margin":
-        queue = labelling_queue(probs, None, count=count, diversity=0.0)
-    else:
-        queue = labelling_queue(probs, sigs[pool], count=count, diversity=diversity)
-    return [int(pool[e.index]) for e in queue], [int(pool[i]) for e in queue for i in e.look_alikes]
-
-
-def simulate(strategy: str, diversity: float, head: Head, start: np.ndarray, pool: np.ndarray, val: np.ndarray,
-             labels: np.ndarray, sigs: np.ndarray, rounds: int, picks: int, seed: int, num_classes: int,
+def simulate(name: str, head: Head, start: np.ndarray, pool: np.ndarray, val: np.ndarray, labels: np.ndarray,
+             sigs: np.ndarray, features: np.ndarray, rounds: int, picks: int, seed: int, num_classes: int,
              first: dict) -> list[dict]:
     labelled, left = list(start), pool.copy()
     rng = np.random.default_rng([seed, 29])
+    picker = strategy(name)
     history = [{"round": 0, "labels": len(labelled), "picked": 0, "look_alikes": 0, **first}]
     head.fit(np.array(labelled), seed)  # the starting model (the same for every strategy of a seed)
     for r in range(1, rounds + 1):
         if not len(left):
             break
-        shown, alike = pick(strategy, head, left, sigs, picks, rng, diversity)
+        shown, alike = picker(Turn(head, left, sigs, features, rng, r, min(picks, len(left))))
         labelled += shown + alike
         left = np.setdiff1d(left, shown + alike)
         head.fit(np.array(labelled), seed)
@@ -172,29 +324,41 @@ def summarise(runs: list[list[dict]]) -> list[dict]:
     return out
 
 
-def paired(runs: list[list[dict]], baseline: list[list[dict]]) -> list[dict]:
-    """Per round: a strategy's validation top-1 minus the baseline's on the same seed (same
-    starting set), mean and range over seeds."""
-    out = []
-    for r in range(min(len(h) for h in runs + baseline)):
-        gaps = [a[r]["val_acc"] - b[r]["val_acc"] for a, b in zip(runs, baseline)]
-        out.append({"round": r, "mean": float(np.mean(gaps)), "min": min(gaps), "max": max(gaps),
-                    "seeds_ahead": sum(g > 0 for g in gaps), "seeds_behind": sum(g < 0 for g in gaps)})
-    return out
+def stats(gaps) -> dict:
+    gaps = np.asarray(gaps, np.float64)
+    return {"mean": float(gaps.mean()), "standard_error": float(gaps.std(ddof=1) / np.sqrt(len(gaps)))
+            if len(gaps) > 1 else None, "min": float(gaps.min()), "max": float(gaps.max()),
+            "seeds_ahead": int((gaps > 0).sum()), "seeds_behind": int((gaps < 0).sum())}
 
 
-def goal(summary: dict, picks_total: int) -> dict:
+def paired(runs: list[list[dict]], baseline: list[list[dict]]) -> dict:
+    """A strategy's validation top-1 minus the baseline's on the same seed (same starting set): per
+    round, and each seed's mean over rounds 1–last; mean, standard error and range over seeds."""
+    rounds = min(len(h) for h in runs + baseline)
+    gaps = np.array([[a[r]["val_acc"] - b[r]["val_acc"] for r in range(rounds)] for a, b in zip(runs, baseline)])
+    return {"per_round": [{"round": r, **stats(gaps[:, r])} for r in range(rounds)],
+            "mean_over_rounds": stats(gaps[:, 1:].mean(1)), "last_round": stats(gaps[:, -1])}
+
+
+def goal(summary: dict, name: str, picks_total: int) -> dict:
+    """The smallest labels beyond the start at which ``name``'s mean accuracy reaches random's
+    last-round mean, as a share of random's picks (the resolution is one round)."""
     target = summary["random"][-1]["val_acc"]
-    reached = next((row for row in summary["queue"] if row["val_acc"] >= target), None)
+    reached = next((row for row in summary[name][1:] if row["val_acc"] >= target), None)
     share = reached["picked_and_look_alikes"] / picks_total if reached else None
     return {"random_last_round_val_acc": target, "random_picks": picks_total,
-            "queue_round_reaching_it": reached and reached["round"],
-            "queue_labels_beyond_start": reached and reached["picked_and_look_alikes"],
+            "round_reaching_it": reached and reached["round"],
+            "labels_beyond_start": reached and reached["picked_and_look_alikes"],
             "share_of_random_picks": share, "goal_share": GOAL, "met": share is not None and share <= GOAL}
 
 
 def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
+
+
+def points(s: dict) -> str:
+    se = f" ± {100 * s['standard_error']:.2f}" if s["standard_error"] is not None else ""
+    return f"{100 * s['mean']:+.2f}{se}"
 
 
 def table(summary: dict) -> str:
@@ -209,6 +373,26 @@ def table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def comparison(summary: dict, against: dict, goals: dict, rounds: int) -> str:
+    """One line a strategy: mean top-1 per round, same seed minus random (mean over rounds 1–last
+    and last round, ± standard error; seeds ahead/behind), the goal check."""
+    lines = ["| strategy | needs | " + " | ".join(f"r{r}" for r in range(rounds + 1))
+             + " | minus random, rounds 1–last (ahead/behind) | minus random, last round | goal: labels beyond "
+             "start to reach random's last round, share of its picks |", "|---" * (rounds + 6) + "|"]
+    for name, rows in summary.items():
+        g = goals[name]
+        reach = (f"{g['labels_beyond_start']:.0f} ({g['share_of_random_picks']:.0%})"
+                 if g["share_of_random_picks"] is not None else "not reached")
+        over, last = against[name]["mean_over_rounds"], against[name]["last_round"]
+        lines.append(f"| {name} | {needs(name) or '–'} | " + " | ".join(pct(row["val_acc"]) for row in rows)
+                     + f" | {points(over)} ({over['seeds_ahead']}/{over['seeds_behind']}) | {points(last)} | {reach} |")
+    return "\n".join(lines) + "\n"
+
+
+def needs(name: str) -> str:
+    return "answers+thumbnails" if name.startswith("queue") else STRATEGIES[name][0]
+
+
 def figure(summary: dict, target: float, ceiling: dict, path: Path, title: str) -> None:
     import matplotlib
 
@@ -218,9 +402,11 @@ def figure(summary: dict, target: float, ceiling: dict, path: Path, title: str) 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, rows in summary.items():
         x = [row["labels"] for row in rows]
-        line, = ax.plot(x, [100 * row["val_acc"] for row in rows], marker="o", ms=3, label=name)
-        ax.fill_between(x, [100 * row["val_acc_min"] for row in rows], [100 * row["val_acc_max"] for row in rows],
-                        color=line.get_color(), alpha=0.15, lw=0)
+        line, = ax.plot(x, [100 * row["val_acc"] for row in rows], marker="o", ms=3, label=name,
+                        ls="--" if needs(name) == "features" else "-")
+        if len(summary) <= 4:
+            ax.fill_between(x, [100 * row["val_acc_min"] for row in rows],
+                            [100 * row["val_acc_max"] for row in rows], color=line.get_color(), alpha=0.15, lw=0)
     ax.axhline(100 * target, color="grey", ls=":", lw=1, label="random, last round")
     ax.axhline(100 * ceiling["val_acc"], color="black", ls="--", lw=1,
                label=f"the whole pool labelled ({ceiling['labels']} photos)")
@@ -228,7 +414,7 @@ def figure(summary: dict, target: float, ceiling: dict, path: Path, title: str) 
     ax.set_ylabel("validation top-1 (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=6 if len(summary) > 4 else 8, ncol=2 if len(summary) > 6 else 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -240,17 +426,31 @@ def main() -> None:
     parser.add_argument("--pretrained", default=None, help="backbone weights (default: $BINWISE_PRETRAINED)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--picks", type=int, default=100, help="photos picked per round")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--per-class", type=int, default=0, help="use at most this many photos per class (0: all)")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES),
+                        help="comma-separated names of STRATEGIES (default: all); 'queue d=X' is the queue at "
+                             "diversity X")
+    parser.add_argument("--diversities", default="",
+                        help="comma-separated diversities to add as 'queue d=X' (the DIVERSITY tuning record, "
+                             "e.g. 0,0.25,1; the default's is 'queue')")
     parser.add_argument("--quick", action="store_true",
-                        help="2 rounds of 30 picks, 1 seed, 40 photos per class, diversity 0.5 only: a smoke run")
+                        help="2 rounds of 30 picks, 1 seed, 40 photos per class: a smoke run")
+    parser.add_argument("--publish", action="store_true",
+                        help="draw the figure as docs/images/active_learning.png (else beside the results)")
     parser.add_argument("--name", default=None, help="results file stem (default: the date)")
     parser.add_argument("--out", type=Path, default=None,
                         help="write the .json, .md and figure here instead of benchmarks/results/active_learning")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.picks, args.seeds, args.per_class = 2, 30, 1, args.per_class or 40
-    diversities = (DIVERSITY,) if args.quick else DIVERSITIES
+    names = [n.strip() for n in args.strategies.split(",") if n.strip()]
+    names += [f"queue d={float(d):g}" for d in args.diversities.split(",") if d.strip()
+              and float(d) != DIVERSITY]
+    if "random" not in names:
+        names.insert(0, "random")
+    for name in names:
+        strategy(name)  # an unknown name fails here, before any work
     data = args.data or default_data()
     if data is None:
         sys.exit("no trashnet folder found in ../shared/data: pass --data")
@@ -271,10 +471,10 @@ def main() -> None:
     group = dict(zip((s.path for s in samples), groups_of(sigs)))
     row_of = {s.path: i for i, s in enumerate(samples)}
     labels = found.labels.numpy()
+    features = found.features[:, 0].numpy()
 
     rest, held = stratified_split(samples, SHARE, 0, group)
     val = np.array(sorted(row_of[s.path] for s in held))
-    results: dict = {"strategies": {}, "diversity": {}}
     scratch = Path(tempfile.mkdtemp(prefix="binwise-al-"))
     try:
         head = Head(found.features, found.labels, pretrained, dataset.taxonomy, scratch)
@@ -286,13 +486,11 @@ def main() -> None:
             pool = np.array(sorted(row_of[s.path] for s in pool_samples))
             head.fit(start, seed)
             first = measure(head, val, labels, num_classes)
-            plan = [("random", 0.0), ("margin", 0.0)] + [(f"queue d={d:g}", d) for d in diversities]
-            for name, diversity in plan:
-                strategy = name.split()[0]
-                runs.setdefault(name, []).append(simulate(strategy, diversity, head, start, pool, val, labels, sigs,
+            for name in names:
+                runs.setdefault(name, []).append(simulate(name, head, start, pool, val, labels, sigs, features,
                                                           args.rounds, args.picks, seed, num_classes, first))
                 last = runs[name][-1][-1]
-                print(f"seed {seed} {name:14s} labels {last['labels']:4d} val {pct(last['val_acc'])} "
+                print(f"seed {seed} {name:26s} labels {last['labels']:4d} val {pct(last['val_acc'])} "
                       f"({time.perf_counter() - started:.0f} s)", flush=True)
         everything = np.array(sorted(row_of[s.path] for s in rest))  # the ceiling: the whole pool labelled
         ceiling = []
@@ -302,21 +500,11 @@ def main() -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    default = f"queue d={DIVERSITY:g}"
-    summary = {"queue": summarise(runs[default]), "margin": summarise(runs["margin"]),
-               "random": summarise(runs["random"])}
-    tuning = {name: summarise(r) for name, r in runs.items() if name.startswith("queue")}
-    by_diversity = {name: rows[-1]["val_acc"] for name, rows in tuning.items()}
-    area = {name: float(np.mean([row["val_acc"] for row in rows[1:]])) for name, rows in tuning.items()}
-    default_means = [np.mean([row["val_acc"] for row in h[1:]]) for h in runs[default]]
-    against_default = {}
-    for name in tuning:  # each seed's mean over rounds 1-last, minus the default diversity's on that seed
-        gaps = np.array([np.mean([row["val_acc"] for row in h[1:]]) for h in runs[name]]) - default_means
-        against_default[name] = {"mean": float(gaps.mean()),
-                                 "standard_error": float(gaps.std(ddof=1) / np.sqrt(len(gaps))) if len(gaps) > 1 else None,
-                                 "seeds_ahead": int((gaps > 0).sum()), "seeds_behind": int((gaps < 0).sum())}
+    summary = {name: summarise(r) for name, r in runs.items()}
     picks_total = args.rounds * args.picks
-    reached = goal(summary, picks_total)
+    goals = {name: goal(summary, name, picks_total) for name in summary}
+    against = {name: paired(r, runs["random"]) for name, r in runs.items()}
+    tuning = {name: rows for name, rows in summary.items() if name.startswith("queue")}
     wall = time.perf_counter() - started
     counts = np.bincount(labels, minlength=dataset.taxonomy.num_classes).tolist()
     results = {
@@ -331,54 +519,43 @@ def main() -> None:
         "model": "binwise's HEAD preset (--mode head) fitted per round with training.head.head_phase + fit_head "
                  "on cached eval-view backbone features (training.feature_cache.extract_features), as train_head's "
                  "final 'head (all train)' phase; pool probabilities = softmax of the head's logits (temperature 1)",
+        "strategies": {name: {"needs": needs(name), "doc": (strategy(name).__doc__ or "").strip()
+                              if not isinstance(strategy(name), partial) else
+                              (strategy(name).func.__doc__ or "").strip()} for name in names},
+        "spaces": SPACES, "hybrid_typical_rounds": HYBRID_ROUNDS, "cluster_margin_candidates": CANDIDATES,
         "feature_seconds": feature_seconds, "wall_seconds": wall,
         "summary": summary,
-        "goal": reached,
+        "goal": goals,
         "all_labelled": {"labels": len(everything), "val_acc": float(np.mean([c["val_acc"] for c in ceiling])),
                          "per_seed": ceiling},
-        "minus_random_same_seed": {"queue": paired(runs[default], runs["random"]),
-                                   "margin": paired(runs["margin"], runs["random"])},
-        "diversity_tuning": {"default": DIVERSITY, "last_round_val_acc": by_diversity,
-                             "mean_val_acc_over_rounds_1_to_last": area,
-                             "minus_default_same_seed_mean_over_rounds": against_default, "per_round": tuning},
+        "minus_random_same_seed": against,
         "runs": runs,
     }
+    if len(tuning) > 1:
+        results["diversity_tuning"] = {"default": DIVERSITY, "minus_default_same_seed": {
+            name: paired(runs[name], runs["queue"])["mean_over_rounds"] for name in tuning}}
     out = args.out or OUT
     out.mkdir(parents=True, exist_ok=True)
     stem = args.name or time.strftime("%Y-%m-%d") + ("-quick" if args.quick else "")
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
-    tuning_lines = ["| diversity | " + " | ".join(f"round {r}" for r in range(1, args.rounds + 1))
-                    + " | mean of rounds 1–last | minus the default, same seed (± s.e.; seeds ahead/behind) |",
-                    "|---" * (args.rounds + 3) + "|"]
-    for name, rows in tuning.items():
-        tuning_lines.append(f"| {name.split('=')[1]} | " + " | ".join(pct(row["val_acc"]) for row in rows[1:])
-                            + f" | {pct(area[name])} | {100 * against_default[name]['mean']:+.2f}"
-                            + (f" ± {100 * against_default[name]['standard_error']:.2f}"
-                               if against_default[name]["standard_error"] is not None else "")
-                            + f" ({against_default[name]['seeds_ahead']}/{against_default[name]['seeds_behind']}) |")
-    share = reached["share_of_random_picks"]
     text = (f"# Active-learning simulation ({Path(data).name}, {len(samples)} photos, {len(val)} validation, "
-            f"{args.seeds} seeds, {args.rounds} rounds of {args.picks})\n\n" + table(summary)
-            + f"\nGoal (queue reaches random's last-round {pct(reached['random_last_round_val_acc'])} with at most "
-            f"{GOAL:.0%} of its {picks_total} picks): "
-            + (f"reached at round {reached['queue_round_reaching_it']} with {reached['queue_labels_beyond_start']:.0f} "
-               f"labels beyond the start, {share:.0%} of random's: {'met' if reached['met'] else 'not met'}.\n"
-               if share is not None else "not reached within the rounds run: not met.\n")
+            f"{results['starting_labelled']} labelled at the start, {args.seeds} seeds, {args.rounds} rounds of "
+            f"{args.picks})\n\n"
+            f"Validation top-1, mean of seeds, per round; same seed minus random in points (± standard error "
+            f"over seeds; seeds ahead/behind); the goal: random's last round ({pct(summary['random'][-1]['val_acc'])}) "
+            f"reached with at most {GOAL:.0%} of its {picks_total} picks.\n\n"
+            + comparison(summary, against, goals, args.rounds)
             + f"\nThe whole pool labelled ({len(everything)} photos): "
             + f"{pct(results['all_labelled']['val_acc'])} (mean of seeds).\n"
-            + "\nSame seed (same starting set), minus random, validation top-1 points: mean [range over seeds]\n\n"
-            + "| strategy, round | " + " | ".join(f"{r}" for r in range(1, args.rounds + 1)) + " |\n"
-            + "|---" * (args.rounds + 1) + "|\n"
-            + "".join(f"| {name} | " + " | ".join(f"{100 * g['mean']:+.1f} [{100 * g['min']:+.1f}, {100 * g['max']:+.1f}]"
-                                                   for g in gaps[1:]) + " |\n"
-                      for name, gaps in results["minus_random_same_seed"].items())
-            + f"\n## Diversity (queue, validation top-1, mean of {args.seeds} seeds)\n\n" + "\n".join(tuning_lines)
-            + f"\n\nWall time {wall:.0f} s (features {feature_seconds:.0f} s).\n")
+            + "\nNeeds: what a service must store per photo: answers (class probabilities) and thumbnails "
+              "(signatures) it has; features (the backbone's) it has not (an upper bound).\n"
+            + "\n## Every round\n\n" + table(summary)
+            + f"\nWall time {wall:.0f} s (features {feature_seconds:.0f} s).\n")
     (out / f"{stem}.md").write_text(text)
-    published = not (args.out or args.name or args.quick)
-    figure(summary, reached["random_last_round_val_acc"], results["all_labelled"],
+    published = args.publish and not args.quick
+    figure(summary, summary["random"][-1]["val_acc"], results["all_labelled"],
            FIGURE if published else out / f"{stem}.png",
-           f"{Path(data).name}: {args.seeds} seeds, {args.picks} picks a round (shaded: range over seeds)")
+           f"{Path(data).name}: {args.seeds} seeds, {args.picks} picks a round")
     print(text)
 
 
