@@ -91,7 +91,10 @@ def test_the_active_learning_simulation_runs_quick(garbage26_data, pretrained_we
                     "--out", str(tmp_path), "--name", "quick"], check=True, env=env, capture_output=True, timeout=600)
     result = json.loads((tmp_path / "quick.json").read_text())
     assert (tmp_path / "quick.md").is_file() and (tmp_path / "quick.png").is_file()
-    assert set(result["summary"]) == {"queue", "margin", "random"}
+    assert {"queue", "margin", "random", "entropy", "balanced", "hybrid answers", "hybrid thumbnails",
+            "hybrid features"} <= set(result["summary"]) == set(result["strategies"])
+    assert result["minus_random_same_seed"]["random"]["mean_over_rounds"]["mean"] == 0
+    assert set(result["goal"]) == set(result["summary"])
     for rows in result["summary"].values():
         assert [row["round"] for row in rows] == [0, 1, 2]
         assert rows[1]["labels"] >= rows[0]["labels"] + 30  # 30 picks a round, plus the queue's look-alikes

@@ -1,7 +1,8 @@
 """Active-learning simulation: does the review queue (``binwise.data.labelling``) reach a given
 accuracy with fewer labels than picking photos at random? (issue 29, item 4)
 
-    python benchmarks/studies/active_learning.py                  # trashnet's train split, ~40 s on 2 cores (features cached)
+    python benchmarks/studies/active_learning.py                  # trashnet's train split, every strategy, 5 seeds
+    python benchmarks/studies/active_learning.py --seeds 10 --data ../shared/data/garbage26   # ~9 min on 2 cores
     python benchmarks/studies/active_learning.py --quick --out /tmp/al   # a cheap smoke run
 
 On the train split of a dataset (default trashnet: ``../shared/data/trashnet/train/<class>/``):
@@ -373,19 +374,22 @@ def table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def comparison(summary: dict, against: dict, goals: dict, rounds: int) -> str:
+def comparison(summary: dict, against: dict, goals: dict, rounds: int, queue: dict) -> str:
     """One line a strategy: mean top-1 per round, same seed minus random (mean over rounds 1–last
-    and last round, ± standard error; seeds ahead/behind), the goal check."""
+    and last round, ± standard error; seeds ahead/behind), the goal check, same seed minus the
+    queue (rounds 1–last)."""
     lines = ["| strategy | needs | " + " | ".join(f"r{r}" for r in range(rounds + 1))
              + " | minus random, rounds 1–last (ahead/behind) | minus random, last round | goal: labels beyond "
-             "start to reach random's last round, share of its picks |", "|---" * (rounds + 6) + "|"]
+             "start to reach random's last round, share of its picks | minus queue, rounds 1–last |",
+             "|---" * (rounds + 7) + "|"]
     for name, rows in summary.items():
         g = goals[name]
         reach = (f"{g['labels_beyond_start']:.0f} ({g['share_of_random_picks']:.0%})"
                  if g["share_of_random_picks"] is not None else "not reached")
         over, last = against[name]["mean_over_rounds"], against[name]["last_round"]
         lines.append(f"| {name} | {needs(name) or '–'} | " + " | ".join(pct(row["val_acc"]) for row in rows)
-                     + f" | {points(over)} ({over['seeds_ahead']}/{over['seeds_behind']}) | {points(last)} | {reach} |")
+                     + f" | {points(over)} ({over['seeds_ahead']}/{over['seeds_behind']}) | {points(last)} | {reach} | "
+                     + (points(queue[name]["mean_over_rounds"]) if name in queue else "–") + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -427,6 +431,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--picks", type=int, default=100, help="photos picked per round")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds first-seed .. first-seed+seeds-1 (a confirmation run on fresh seeds)")
     parser.add_argument("--per-class", type=int, default=0, help="use at most this many photos per class (0: all)")
     parser.add_argument("--strategies", default=",".join(STRATEGIES),
                         help="comma-separated names of STRATEGIES (default: all); 'queue d=X' is the queue at "
@@ -480,7 +486,7 @@ def main() -> None:
         head = Head(found.features, found.labels, pretrained, dataset.taxonomy, scratch)
         num_classes = dataset.taxonomy.num_classes
         runs: dict[str, list] = {}
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             pool_samples, start_samples = stratified_split(rest, SHARE, seed, group)
             start = np.array(sorted(row_of[s.path] for s in start_samples))
             pool = np.array(sorted(row_of[s.path] for s in pool_samples))
@@ -494,7 +500,7 @@ def main() -> None:
                       f"({time.perf_counter() - started:.0f} s)", flush=True)
         everything = np.array(sorted(row_of[s.path] for s in rest))  # the ceiling: the whole pool labelled
         ceiling = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             head.fit(everything, seed)
             ceiling.append(measure(head, val, labels, num_classes))
     finally:
@@ -515,7 +521,7 @@ def main() -> None:
         "git_commit": os.popen(f"git -C {REPO} rev-parse --short HEAD").read().strip(),
         "dataset": str(data), "photos": len(samples), "class_counts": dict(zip(dataset.taxonomy.classes_en, counts)),
         "validation_photos": len(val), "starting_labelled": int(round(np.mean([r[0]["labels"] for r in runs["random"]]))),
-        "rounds": args.rounds, "picks_per_round": args.picks, "seeds": args.seeds, "quick": args.quick,
+        "rounds": args.rounds, "picks_per_round": args.picks, "seeds": args.seeds, "first_seed": args.first_seed, "quick": args.quick,
         "model": "binwise's HEAD preset (--mode head) fitted per round with training.head.head_phase + fit_head "
                  "on cached eval-view backbone features (training.feature_cache.extract_features), as train_head's "
                  "final 'head (all train)' phase; pool probabilities = softmax of the head's logits (temperature 1)",
@@ -529,6 +535,7 @@ def main() -> None:
         "all_labelled": {"labels": len(everything), "val_acc": float(np.mean([c["val_acc"] for c in ceiling])),
                          "per_seed": ceiling},
         "minus_random_same_seed": against,
+        "minus_queue_same_seed": {name: paired(r, runs["queue"]) for name, r in runs.items()} if "queue" in runs else {},
         "runs": runs,
     }
     if len(tuning) > 1:
@@ -544,7 +551,7 @@ def main() -> None:
             f"Validation top-1, mean of seeds, per round; same seed minus random in points (± standard error "
             f"over seeds; seeds ahead/behind); the goal: random's last round ({pct(summary['random'][-1]['val_acc'])}) "
             f"reached with at most {GOAL:.0%} of its {picks_total} picks.\n\n"
-            + comparison(summary, against, goals, args.rounds)
+            + comparison(summary, against, goals, args.rounds, results["minus_queue_same_seed"])
             + f"\nThe whole pool labelled ({len(everything)} photos): "
             + f"{pct(results['all_labelled']['val_acc'])} (mean of seeds).\n"
             + "\nNeeds: what a service must store per photo: answers (class probabilities) and thumbnails "
