@@ -48,10 +48,21 @@ def register(subparsers) -> None:
     export.set_defaults(func=run_export)
 
 
-def opened(db: str):
+def on_store(db: str, call, *args):
+    """``call(store, *args)`` on the store ``db`` names, closed afterwards."""
     from ..serving.feedback.stores import open_store
 
-    return open_store(db, create=False)
+    store = open_store(db, create=False)
+    try:
+        return call(store, *args)
+    finally:
+        store.close()
+
+
+def taxonomy_of(model: str):
+    from ..inference.classifier import runner_for
+
+    return runner_for(Path(model)).describe(Path(model))[0].taxonomy
 
 
 def check_agree(agree: int) -> None:
@@ -63,19 +74,19 @@ def check_agree(agree: int) -> None:
 
 def run_list(args) -> int:
     from ..errors import BinwiseError
-    from ..inference.classifier import model_id_of, runner_for
+    from ..inference.classifier import model_id_of
     from ..serving.feedback import review
 
     check_agree(args.agree)
     if args.limit < 1:
         raise BinwiseError("--limit must be at least 1")
-    taxonomy = runner_for(Path(args.model)).describe(Path(args.model))[0].taxonomy
-    store = opened(args.db)
-    try:
+    taxonomy = taxonomy_of(args.model)
+
+    def ranked_with_photos(store):
         ranked = review.queue(store, model_id_of(Path(args.model)), args.reviewer, args.agree, args.limit)
-        photos = {i.id: getattr(store, "photo_path", lambda _: None)(i) for i, _ in ranked}
-    finally:
-        store.close()
+        return ranked, {i.id: getattr(store, "photo_path", lambda _: None)(i) for i, _ in ranked}
+
+    ranked, photos = on_store(args.db, ranked_with_photos)
     shown = []
     for item, look_alikes in ranked:
         p = json.loads(item.probabilities)
@@ -95,16 +106,10 @@ def run_list(args) -> int:
 
 
 def run_label(args) -> int:
-    from ..inference.classifier import runner_for
     from ..serving.feedback import review
 
-    taxonomy = runner_for(Path(args.model)).describe(Path(args.model))[0].taxonomy
-    label = review.resolve_label(taxonomy, args.label)
-    store = opened(args.db)
-    try:
-        review.add_review(store, args.item, args.reviewer, label)
-    finally:
-        store.close()
+    label = review.resolve_label(taxonomy_of(args.model), args.label)
+    on_store(args.db, review.add_review, args.item, args.reviewer, label)
     print(f"item {args.item}: {args.reviewer} says {label}")
     return 0
 
@@ -113,11 +118,7 @@ def run_report(args) -> int:
     from ..serving.feedback import review
 
     check_agree(args.agree)
-    store = opened(args.db)
-    try:
-        found = review.report(store, args.agree)
-    finally:
-        store.close()
+    found = on_store(args.db, review.report, args.agree)
     decided = ", ".join(f"{label} {n}" for label, n in sorted(found.decided.items()))
     print(f"{found.items} items: {sum(found.decided.values())} decided by {args.agree} agreeing reviewers"
           + (f" ({decided})" if decided else "") + f", {found.undecided} not yet")
@@ -132,10 +133,6 @@ def run_export(args) -> int:
     from ..serving.feedback.review import export_reviewed
 
     check_agree(args.agree)
-    store = opened(args.db)
-    try:
-        report = export_reviewed(store, Path(args.out), args.agree)
-    finally:
-        store.close()
+    report = on_store(args.db, export_reviewed, Path(args.out), args.agree)
     print_export(report, args.out, "review")
     return 0
