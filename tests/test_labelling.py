@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from binwise.data.labelling import DIVERSITY, labelling_queue, uncertainty
-from binwise.data.near_duplicates import NEAR
+from binwise.data.near_duplicates import NEAR, groups_of
 
 
 def unit_signatures(n: int, seed: int = 0) -> np.ndarray:
@@ -50,6 +50,8 @@ def test_near_duplicates_collapse_into_one_entry_shown_by_the_most_uncertain():
     assert queue[1].look_alikes == () and queue[2].look_alikes == ()
     shown = [e.index for e in queue] + [r for e in queue for r in e.look_alikes]
     assert sorted(shown) == list(range(5))  # labelling the queue labels every photo once
+    # groups the caller found already give the same queue
+    assert labelling_queue(p, diversity=0.0, groups=groups_of(sigs)) == queue
 
 
 def test_diversity_puts_a_different_confusion_before_a_second_photo_of_the_same_one():

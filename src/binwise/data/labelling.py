@@ -53,14 +53,16 @@ def uncertainty(probabilities: np.ndarray) -> np.ndarray:
 
 
 def labelling_queue(probabilities: np.ndarray, signatures: np.ndarray | None = None, count: int | None = None,
-                    diversity: float = DIVERSITY) -> list[QueueEntry]:
+                    diversity: float = DIVERSITY, groups: list[int] | None = None) -> list[QueueEntry]:
     """The first ``count`` photos to label (all groups when None), most useful first.
 
     ``probabilities``: (N, C) the model's answers; ``signatures``: (N, D) their
-    ``near_duplicates.signature``, or None to collapse nothing."""
+    ``near_duplicates.signature``, or None to collapse nothing; ``groups``: instead of signatures,
+    their near-duplicate group ids (``near_duplicates.groups_of``) when the caller has them already."""
     p = np.clip(np.asarray(probabilities, np.float64), 0.0, None)
     n = len(p)
-    groups = groups_of(signatures) if signatures is not None and n else list(range(n))
+    if groups is None:
+        groups = groups_of(signatures) if signatures is not None and n else list(range(n))
     score = uncertainty(p) if n else np.zeros(0)
     members: dict[int, list[int]] = {}
     for row, group in enumerate(groups):

@@ -34,7 +34,8 @@ from .store import SqlStore, now_utc, photo_suffix
 FEEDBACK, KEPT = "feedback", "kept"  # where an item came from
 SKIP = "skip"  # a reviewer passes: not a label, but the item leaves that reviewer's queue
 DEFAULT_AGREE = 2  # reviewers who must give one label before an item is exported
-DEFAULT_MAX_ITEMS = 20_000  # items the queue holds in all
+# items the queue holds in all; the queue compares every pair of them on each /review request
+DEFAULT_MAX_ITEMS = 5_000
 DEFAULT_NETWORK_ITEMS = 200  # kept photos one network (IPv4 /24, IPv6 /56) may add
 # a network is flagged when at least this many of its feedbacks were decided and most disagree
 FLAG_AFTER = 3
@@ -163,12 +164,13 @@ def queue(store: SqlStore, model: str, reviewer: str | None = None, agree: int =
     groups = groups_of(np.stack([i.signature_vector() for i in candidates]))
     done = {g for i, g in zip(candidates, groups)
             if decision(votes.get(i.id, {}), agree) is not None or reviewer in votes.get(i.id, {})}
-    pending = [i for i, g in zip(candidates, groups) if g not in done]
+    pending = [(i, g) for i, g in zip(candidates, groups) if g not in done]
     if not pending:
         return []
-    order: list[QueueEntry] = labelling_queue(np.stack([i.probability_vector() for i in pending]),
-                                              np.stack([i.signature_vector() for i in pending]), count)
-    return [(pending[e.index], [pending[j] for j in e.look_alikes]) for e in order]
+    # the groups just found, not found again: the queue then groups as the export does
+    order: list[QueueEntry] = labelling_queue(np.stack([i.probability_vector() for i, _ in pending]), count=count,
+                                              groups=[g for _, g in pending])
+    return [(pending[e.index][0], [pending[j][0] for j in e.look_alikes]) for e in order]
 
 
 @dataclass
