@@ -174,6 +174,7 @@ def test_networks_whose_feedback_keeps_disagreeing_with_reviewers_are_flagged(tm
         store.add(new_row(photo, model="m", predicted="Paper", predicted_status="ok", corrected=corrected, note="",
                           client=client), photo)
         item = item_for(store, photo, [0.6, 0.4], source="feedback", client=client)
+        assert review.senders_said(store, item) == [corrected]
         for reviewer in ("ana", "bo"):
             review.add_review(store, item.id, reviewer, "Paper")
     assert review.report(store).flagged == [("6.6.6.0/24", 3, 3)]

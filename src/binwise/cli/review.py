@@ -89,10 +89,9 @@ def run_list(args) -> int:
     ranked, photos = on_store(args.db, ranked_with_photos)
     shown = []
     for item, look_alikes in ranked:
-        p = json.loads(item.probabilities)
-        top = sorted(range(len(p)), key=lambda i: -p[i])[:3]
         shown.append({"id": item.id, "source": item.source, "status": item.predicted_status,
-                      "choices": [(taxonomy.classes_en[i], getattr(taxonomy.bin_of(i), "en", ""), p[i]) for i in top],
+                      "choices": [(taxonomy.classes_en[i], getattr(taxonomy.bin_of(i), "en", ""), p)
+                                  for i, p in item.top_choices(3)],
                       "look_alikes": len(look_alikes), "photo": str(photos[item.id] or "")})
     if args.json:
         print(json.dumps(shown, indent=2, ensure_ascii=False))

@@ -60,6 +60,11 @@ class ReviewItem:
     def probability_vector(self) -> np.ndarray:
         return np.asarray(json.loads(self.probabilities), np.float64)
 
+    def top_choices(self, k: int) -> list[tuple[int, float]]:
+        """(class index, probability) of the ``k`` most probable classes, most probable first."""
+        probabilities = json.loads(self.probabilities)
+        return [(i, probabilities[i]) for i in sorted(range(len(probabilities)), key=lambda i: -probabilities[i])[:k]]
+
     def signature_vector(self) -> np.ndarray:
         return np.frombuffer(base64.b64decode(self.signature), np.float16).astype(np.float32)
 
@@ -132,6 +137,14 @@ def add_review(store: SqlStore, item_id: int, reviewer: str, label: str) -> None
         execute(store.paramstyle("INSERT INTO reviews (item, reviewer, label, time) VALUES (:item, :reviewer, "
                                  ":label, :time)"), {"item": item_id, "reviewer": reviewer, "label": label,
                                                      "time": now_utc()})
+
+
+def senders_said(store: SqlStore, item: ReviewItem) -> list[str]:
+    """The corrections feedback senders gave the item's photo under its model, oldest first."""
+    with store.transaction(write=False) as execute:
+        found = execute(store.paramstyle("SELECT corrected FROM feedback WHERE photo_sha256 = :sha AND model = :model "
+                                         "ORDER BY id"), {"sha": item.photo_sha256, "model": item.model}).fetchall()
+    return [row[0] for row in found]
 
 
 def reviews(store: SqlStore) -> dict[int, dict[str, str]]:

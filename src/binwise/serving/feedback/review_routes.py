@@ -87,18 +87,12 @@ def add_review_routes(app: FastAPI, store, classifier, reviewer_keys: dict[str, 
                 "bin": asdict(bin_) if bin_ else None, "probability": probability}
 
     def next_items(reviewer: str, count: int) -> dict:
-        said: dict[tuple[str, str], list[str]] = {}
-        for row in store.rows():
-            said.setdefault((row.photo_sha256, row.model), []).append(row.corrected)
         ranked = review.queue(store, classifier.model_id, reviewer, agree, count)
         shown = []
         for item, look_alikes in ranked:
-            probabilities = json.loads(item.probabilities)
-            order = sorted(range(len(probabilities)), key=lambda i: -probabilities[i])[:5]
             shown.append({"id": item.id, "time": item.time, "source": item.source, "status": item.predicted_status,
-                          "region": item.region, "choices": [choice(i, probabilities[i]) for i in order],
-                          "senders_said": said.get((item.photo_sha256, item.model), []),
-                          "look_alikes": len(look_alikes)})
+                          "region": item.region, "choices": [choice(i, p) for i, p in item.top_choices(5)],
+                          "senders_said": review.senders_said(store, item), "look_alikes": len(look_alikes)})
         return {"reviewer": reviewer, "agree": agree, "items": shown}
 
     @app.get("/review", include_in_schema=False)
