@@ -62,3 +62,17 @@ def test_every_results_file_the_docs_name_is_there():
     assert len(named) >= 20
     missing = [path for pattern in named for path in expand_braces(pattern) if not list(ROOT.glob(path))]
     assert missing == []
+
+
+def test_train_own_data_compares_recorded_runs():
+    """``--compare`` joins one candidate's folds from several results files into one row."""
+    results = ROOT / "benchmarks" / "results" / "train_own_data"
+    files = [results / f"{name}.json" for name in ("2026-12-07-epochs16", "2026-12-08-lr1e-3", "2026-12-08-lr1e-3-more")]
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "studies" / "train_own_data.py"), "--compare",
+                          *map(str, files)], capture_output=True, text=True, cwd=ROOT, timeout=120, check=True).stdout
+    header, _, before, after = out.strip().splitlines()
+    assert header.split(" | ")[1:4] == ["trashnet-fold0", "trashnet-fold1", "trashnet-fold2"]
+    assert before.startswith("| `--epochs 16 --time-budget 1200` | 89.6% / 54.5% / 64.6% |") and before.endswith("(6) |")
+    # the second candidate's first two folds come from one file, the other four from the next
+    assert after.startswith("| `--lr-max 1e-3` | 91.8% / 50.0% / 59.4% | 90.3% / 63.6% / 69.1% | 91.6% / 50.0% / 56.4% |")
+    assert after.endswith("93.6% (6) |")

@@ -18,6 +18,7 @@ and ``.md``.
 
     python benchmarks/studies/train_own_data.py --datasets garbage26 trashnet-fold0 trashnet-fold1
     python benchmarks/studies/train_own_data.py --datasets trashnet-fold0 --modes default --load 1 --name shared
+    python benchmarks/studies/train_own_data.py --compare benchmarks/results/train_own_data/2026-12-08-*.json
 """
 
 from __future__ import annotations
@@ -118,6 +119,26 @@ def table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compare(paths: list[Path], mode: str = "default") -> str:
+    """One markdown row per results file: ``mode``'s held-out top-1, smallest class recall and share
+    answered ``ok`` on every dataset any file has (files may split one candidate's datasets; the
+    row takes them in order), and the mean top-1 over the datasets it has."""
+    candidates: dict[str, dict] = {}
+    for path in paths:
+        results = json.loads(Path(path).read_text())
+        flags = next(iter(results["datasets"].values()))[mode]["command"].split(" ", 3)[3:]
+        runs = candidates.setdefault(flags[0] if flags else "(none)", {})
+        runs.update({name: row[mode] for name, row in results["datasets"].items() if mode in row})
+    datasets = list(dict.fromkeys(name for runs in candidates.values() for name in runs))
+    lines = ["| flags | " + " | ".join(datasets) + " | mean top-1 |", "|---" * (len(datasets) + 2) + "|"]
+    for flags, runs in candidates.items():
+        cells = [f"{pct(runs[d]['test_top1'])} / {pct(runs[d]['smallest_class_recall'])} / {pct(runs[d]['coverage'])}"
+                 if d in runs else "–" for d in datasets]
+        mean = sum(r["test_top1"] for r in runs.values()) / len(runs)
+        lines.append(f"| `{flags}` | " + " | ".join(cells) + f" | {pct(mean)} ({len(runs)}) |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["garbage26", "trashnet-fold0"],
@@ -126,7 +147,13 @@ def main() -> None:
     parser.add_argument("--load", type=int, default=0, metavar="N", help="busy processes beside every run")
     parser.add_argument("--flags", default="", help="more flags for every binwise train, e.g. '--time-budget 300'")
     parser.add_argument("--name", default="", help="a suffix for the results files")
+    parser.add_argument("--compare", nargs="+", type=Path, metavar="JSON",
+                        help="print one row per results file (top-1 / smallest recall / answered ok per dataset) "
+                             "instead of training")
     args = parser.parse_args()
+    if args.compare:
+        print(compare(args.compare))
+        return
     results = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
                "started": time.strftime("%Y-%m-%d %H:%M"), "datasets": {}}
     scratch = Path(tempfile.mkdtemp(prefix="binwise-own-data-"))
