@@ -62,8 +62,8 @@ class ReviewItem:
 
     def top_choices(self, k: int) -> list[tuple[int, float]]:
         """(class index, probability) of the ``k`` most probable classes, most probable first."""
-        probabilities = json.loads(self.probabilities)
-        return [(i, probabilities[i]) for i in sorted(range(len(probabilities)), key=lambda i: -probabilities[i])[:k]]
+        probabilities = self.probability_vector()
+        return [(int(i), float(probabilities[i])) for i in np.argsort(-probabilities, kind="stable")[:k]]
 
     def signature_vector(self) -> np.ndarray:
         return np.frombuffer(base64.b64decode(self.signature), np.float16).astype(np.float32)
