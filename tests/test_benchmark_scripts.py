@@ -76,3 +76,7 @@ def test_train_own_data_compares_recorded_runs():
     # the second candidate's first two folds come from one file, the other four from the next
     assert after.startswith("| `--lr-max 1e-3` | 91.8% / 50.0% / 59.4% | 90.3% / 63.6% / 69.1% | 91.6% / 50.0% / 56.4% |")
     assert after.endswith("93.6% (6) |")
+    missing = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "studies" / "train_own_data.py"), "--compare",
+                              str(ROOT / "README.md")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert missing.returncode == 1 and missing.stderr.strip().startswith(f"{ROOT / 'README.md'}: not a results file")
+    assert len(missing.stderr.strip().splitlines()) == 1  # one line, no traceback

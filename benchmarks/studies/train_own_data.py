@@ -125,8 +125,12 @@ def compare(paths: list[Path], mode: str = "default") -> str:
     row takes them in order), and the mean top-1 over the datasets it has."""
     candidates: dict[str, dict] = {}
     for path in paths:
-        results = json.loads(Path(path).read_text())
-        flags = next(iter(results["datasets"].values()))[mode]["command"].split(" ", 3)[3:]
+        try:
+            results = json.loads(Path(path).read_text())
+            flags = next(iter(results["datasets"].values()))[mode]["command"].split(" ", 3)[3:]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, StopIteration) as e:
+            raise SystemExit(f"{path}: not a results file of this script with a {mode!r} run "
+                             f"({type(e).__name__}: {e})") from None
         runs = candidates.setdefault(flags[0] if flags else "(none)", {})
         runs.update({name: row[mode] for name, row in results["datasets"].items() if mode in row})
     datasets = list(dict.fromkeys(name for runs in candidates.values() for name in runs))
