@@ -7,6 +7,8 @@ Datasets (each from a cold feature cache, one run at a time):
   is kept back): train/ 80% of each class, test/ the other 20%, so every setting is judged on photos
   of the train split alone;
 - ``garbage26-fold{k}``: the same folds of garbage26's train split;
+- ``trashnet-fold{k}-sub{P}`` (or garbage26's): that fold with P% of each class's train photos, to
+  see how a setting depends on the dataset's size;
 - the flat proxy folders of ``proxies.py`` (``materials``, ``imbalanced``, ``fewshot``, ``bins4``).
 
 Each row: test top-1 with its 95% interval, the smallest class recall, the share of photos answered
@@ -52,17 +54,38 @@ def dataset_path(name: str, scratch: Path) -> Path:
         return resolve_data()
     for source in ("trashnet", "garbage26"):
         if name.startswith(f"{source}-fold"):
-            fold = int(name.rsplit("fold", 1)[1])
+            fold_name, _, share = name.partition("-sub")
+            fold = int(fold_name.rsplit("fold", 1)[1])
             if not 0 <= fold < FOLDS:
                 raise SystemExit(f"{name}: folds are 0 to {FOLDS - 1}")
             root = resolve_data().parent / source if source == "trashnet" else resolve_data()
-            return validation_tree(scratch / name, fold=fold, source=root)
+            tree = validation_tree(scratch / fold_name, fold=fold, source=root)
+            return subset_tree(tree, scratch / name, int(share)) if share else tree
     from studies.proxies import default_out
 
     path = default_out() / name
     if not path.is_dir():
         raise SystemExit(f"{name}: no such dataset (run benchmarks/studies/proxies.py for the proxy folders)")
     return path
+
+
+def subset_tree(tree: Path, out: Path, percent: int) -> Path:
+    """``tree`` with ``percent``% of each class's train photos (a seeded choice) and all its test photos:
+    the same held-out photos, a smaller dataset, the classes in their proportions."""
+    import random
+
+    if not 1 <= percent <= 100:
+        raise SystemExit(f"{out.name}: -subP keeps P% of the train photos, P from 1 to 100")
+    rng = random.Random(percent)
+    for split in ("train", "test"):
+        for folder in sorted((tree / split).iterdir()):
+            photos = sorted(folder.iterdir())
+            if split == "train":
+                photos = sorted(rng.sample(photos, max(1, round(len(photos) * percent / 100))))
+            (out / split / folder.name).mkdir(parents=True, exist_ok=True)
+            for photo in photos:
+                (out / split / folder.name / photo.name).symlink_to(photo.resolve())
+    return out
 
 
 def busy() -> None:
@@ -146,7 +169,7 @@ def compare(paths: list[Path], mode: str = "default") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["garbage26", "trashnet-fold0"],
-                        help="garbage26, trashnet-fold0..4, garbage26-fold0..4, or a proxy folder's name")
+                        help="garbage26, trashnet-fold0..4, garbage26-fold0..4 (-subP: P%% of their train photos), or a proxy folder's name")
     parser.add_argument("--modes", nargs="+", choices=sorted(MODES), default=sorted(MODES))
     parser.add_argument("--load", type=int, default=0, metavar="N", help="busy processes beside every run")
     parser.add_argument("--flags", default="", help="more flags for every binwise train, e.g. '--time-budget 300'")
