@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from binwise.cli import main
-from binwise.training.config import DEFAULT, FINETUNE, HEAD, TUTORIAL, TrainConfig, for_dataset, resolve_config
+from binwise.training.config import DEFAULT, FINETUNE, HEAD, TUTORIAL, TrainConfig, resolve_config
 from binwise.errors import BinwiseError
 from binwise.model.file import ModelFile, load_model, save_model
 from binwise.model.network import MobileNetV2
@@ -239,26 +239,9 @@ def test_finetune_mode_starts_from_the_finetune_preset(tmp_path, monkeypatch):
     (tmp_path / "w.tflite").touch()
     common = [str(tmp_path), "--pretrained", str(tmp_path / "w.tflite"), "--run-dir", str(tmp_path / "run"), "--quiet"]
     assert main(["train", *common, "--mode", "finetune", "--lr-max", "0.001"]) == 0
-    # an explicit rate is the rate at every dataset size
-    assert seen[-1] == replace(FINETUNE, schedule=replace(FINETUNE.schedule, lr_max=0.001), large_data_lr=0.0)
+    assert seen[-1] == replace(FINETUNE, schedule=replace(FINETUNE.schedule, lr_max=0.001))
     assert main(["train", *common, "--preset", "tutorial"]) == 0
     assert seen[-1] == TUTORIAL
-
-
-def test_fine_tuning_rate_follows_the_dataset_size_unless_a_rate_is_given(tmp_path):
-    small, large = [0] * 199 + [1] * 199 + [2] * 900, [0] * 30 + [1] * 200 + [2] * 240
-    assert for_dataset(FINETUNE, small) == (FINETUNE, None)  # median 199 photos a class
-    sized, note = for_dataset(DEFAULT, large)  # median 200
-    assert sized == replace(DEFAULT, schedule=replace(DEFAULT.schedule, lr_max=1e-3))
-    assert "lr 0.001, not 0.0003: 200 training photos a class (median), at least 200" in note
-    assert for_dataset(HEAD, large) == (HEAD, None)  # the probe's rate is its own
-    assert resolve_config(overrides={"schedule.lr_max": 5e-4}).large_data_lr == 0
-    (tmp_path / "rate.yaml").write_text("schedule:\n  lr_max: 0.0005\n")
-    assert for_dataset(resolve_config(config_file=tmp_path / "rate.yaml"), large)[0].schedule.lr_max == 5e-4
-    both = resolve_config(overrides={"schedule.lr_max": 5e-4, "large_data_lr": 2e-3})
-    assert for_dataset(both, large)[0].schedule.lr_max == 2e-3 and for_dataset(both, small)[0].schedule.lr_max == 5e-4
-    with pytest.raises(BinwiseError, match="large_data_lr"):
-        resolve_config(overrides={"large_data_lr": -1.0})
 
 
 @pytest.mark.parametrize("field, value", [("batchnorm", "sometimes"), ("warm_start_head", "yes")])

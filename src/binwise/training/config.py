@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
-from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -88,11 +87,6 @@ class TrainConfig:
     # one; sqrt: by its square root, halfway
     class_balance: str = "none"
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    # finetune and auto mode: a dataset of at least large_data_photos training photos a class (the
-    # median) fine-tunes at large_data_lr instead of schedule.lr_max (0: one rate for every size). A
-    # rate set explicitly (--lr-max, or lr_max in a config file) turns this off (``resolve_config``)
-    large_data_photos: int = 0
-    large_data_lr: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # head mode: augmented views cached per photo (each costs one backbone pass per photo, once)
     views: int = 0
@@ -158,8 +152,6 @@ class TrainConfig:
             (0 < self.test_fraction < 1, f"test_fraction must be in (0, 1), got {self.test_fraction}"),
             (self.val_fraction + self.test_fraction < 1, "val_fraction + test_fraction must be below 1"),
             (self.time_budget > 0, f"time_budget must be positive, got {self.time_budget}"),
-            (self.large_data_photos >= 0 and self.large_data_lr >= 0,
-             "large_data_photos and large_data_lr must be >= 0 (0: off)"),
             *self.augment.validate(),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
@@ -237,18 +229,13 @@ HEAD = TrainConfig(mode="head", epochs=30, batch_size=64, views=0, label_smoothi
 # - the loss weighted by the inverse square root of class frequency (2026-12-08-sqrt16): on balanced
 #   data (garbage26) the weights are within 1.1% of 1, so nothing changes; on trashnet the smallest
 #   class's recall rose from 62% to 65% on average at the same accuracy;
-# - the rate by dataset size: 1e-3 from 200 training photos a class (the median), 3e-4 below. 1e-3
-#   gained 1.5 points on trashnet's folds (a median of ~280 photos a class: 91.2% against 89.7%),
-#   1.2 on half of each (~140: 86.5% against 85.3%, but answering 8-14% of the held-out photos `ok`
-#   against 19-43%: 2026-12-08-sub50*), was level on garbage26 (~60: 95.9% against 96.2%) and, on
-#   folders of about 10 photos a class, lost 5 of 26 held-out photos (fewshot) where 3e-4 kept the
-#   probe (2026-12-08-small-*); MixUp/CutMix of the activations and 8 views gained less
-#   (2026-12-08-mix, -views8, -lr-mix*).
+# - lr 3e-4 kept: 1e-3 gained 1.5 points on trashnet (91.2% against 89.7%) but, on folders of about
+#   10 photos a class, lost 5 of 26 held-out photos (fewshot) where 3e-4 kept the probe (2026-12-08-small-*);
+#   MixUp/CutMix of the activations and 8 views gained less (2026-12-08-mix, -views8, -lr-mix*).
 FINETUNE = TrainConfig(mode="finetune", warm_start_head=True, trainable_blocks=5, batchnorm="frozen", epochs=16,
                        batch_size=32, optimizer="adamw", weight_decay=0.05, label_smoothing=0.1, class_balance="sqrt",
                        cached_views=4, augment=FINETUNE_AUGMENT, val_fraction=0.1, retrain_on_all=False,
-                       keep_best=True, schedule=ScheduleConfig(name="cosine", lr_max=3e-4, warmup_epochs=1),
-                       large_data_photos=200, large_data_lr=1e-3)
+                       keep_best=True, schedule=ScheduleConfig(name="cosine", lr_max=3e-4, warmup_epochs=1))
 
 # binwise's default: the probe, then FINETUNE's fine-tuning when validation says it can add and
 # the time budget allows; the better of the two by validation accuracy is kept (``training.auto``).
@@ -330,24 +317,7 @@ def resolve_config(preset: str | None = None, config_file: str | Path | None = N
         config = TrainConfig.from_dict(from_file, config, source=str(config_file))
     if overrides:
         config = TrainConfig.from_dict(nest(overrides), config, source="command line")
-    given = {**from_file, **nest(overrides or {})}
-    if "lr_max" in (given.get("schedule") or {}) and "large_data_lr" not in given:
-        config = replace(config, large_data_lr=0.0)  # the rate asked for, at every dataset size
     return config.validate()
-
-
-def for_dataset(config: TrainConfig, labels: list[int]) -> tuple[TrainConfig, str | None]:
-    """``config`` as it trains on a training split of these class ``labels``, and what changed and why
-    (None: nothing): fine-tuning at ``large_data_lr`` from ``large_data_photos`` photos a class."""
-    if config.mode == "head" or not config.large_data_lr or not labels:
-        return config, None
-    per_class = sorted(Counter(labels).values())
-    median = per_class[len(per_class) // 2]
-    if median < config.large_data_photos:
-        return config, None
-    note = (f"fine-tuning at lr {config.large_data_lr:g}, not {config.schedule.lr_max:g}: {median} training photos "
-            f"a class (median), at least {config.large_data_photos}")
-    return replace(config, schedule=replace(config.schedule, lr_max=config.large_data_lr)), note
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:

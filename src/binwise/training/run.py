@@ -35,7 +35,6 @@ from ..model.status import Calibration, softmax
 from ..taxonomy.classes import Taxonomy
 from .auto import train_auto
 from .calibration import calibrate, model_outputs
-from .config import for_dataset
 from .run_spec import RunSpec
 from .context import RunContext, TrainingOutcome
 from .finetune import train_finetune
@@ -118,9 +117,6 @@ def train(spec: RunSpec, progress: Progress = SILENT, started: float | None = No
     splits, extra_left_out = with_extra(make_splits(dataset, config), extra_photos)
     if not splits.test:
         raise BinwiseError("no photo left for a test split (each class needs at least 2 photos)", data)
-    config, sized = for_dataset(config, [s.label for s in splits.train])
-    if sized:
-        log.info("%s", sized)
     base = load_pretrained(pretrained)
     ctx = RunContext(config, base.preprocessing, run_dir, cache_dir, device, progress, started=started)
     model = build_model(base, dataset.taxonomy, config.dropout)
