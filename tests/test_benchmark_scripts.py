@@ -80,3 +80,26 @@ def test_train_own_data_compares_recorded_runs():
                               str(ROOT / "README.md")], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert missing.returncode == 1 and missing.stderr.strip().startswith(f"{ROOT / 'README.md'}: not a results file")
     assert len(missing.stderr.strip().splitlines()) == 1  # one line, no traceback
+
+
+def test_train_own_data_subset_keeps_the_held_out_photos_and_a_share_of_each_class(tmp_path):
+    """``trashnet-foldK-subP``: P% of each class's train photos (the classes' proportions kept), every test photo."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from studies.train_own_data import subset_tree
+    finally:
+        sys.path.pop(0)
+    tree = tmp_path / "fold"
+    for split, counts in (("train", {"a": 10, "b": 40}), ("test", {"a": 3, "b": 5})):
+        for name, n in counts.items():
+            (tree / split / name).mkdir(parents=True)
+            for i in range(n):
+                (tree / split / name / f"{split}{i}.jpg").write_bytes(b"x")
+    half = subset_tree(tree, tmp_path / "half", 50)
+
+    def names(root, split, name):
+        return {p.name for p in (root / split / name).iterdir()}
+    assert [len(names(half, "train", c)) for c in "ab"] == [5, 20]
+    assert all(names(half, "train", c) <= names(tree, "train", c) for c in "ab")
+    assert all(names(half, "test", c) == names(tree, "test", c) for c in "ab")
+    assert names(subset_tree(tree, tmp_path / "again", 50), "train", "b") == names(half, "train", "b")  # seeded

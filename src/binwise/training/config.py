@@ -229,9 +229,11 @@ HEAD = TrainConfig(mode="head", epochs=30, batch_size=64, views=0, label_smoothi
 # - the loss weighted by the inverse square root of class frequency (2026-12-08-sqrt16): on balanced
 #   data (garbage26) the weights are within 1.1% of 1, so nothing changes; on trashnet the smallest
 #   class's recall rose from 62% to 65% on average at the same accuracy;
-# - lr 3e-4 kept: 1e-3 gained 1.5 points on trashnet (91.2% against 89.7%) but, on folders of about
-#   10 photos a class, lost 5 of 26 held-out photos (fewshot) where 3e-4 kept the probe (2026-12-08-small-*);
-#   MixUp/CutMix of the activations and 8 views gained less (2026-12-08-mix, -views8, -lr-mix*).
+# - lr 3e-4 kept: 1e-3 gained 0.7 points on five trashnet folds (90.8% against 90.2%) and 1.2 on
+#   half of three of them, but answered 11 points fewer held-out photos `ok` (a third as many on the
+#   halves: 2026-12-08-sized*, -sub50*); on folders of about 10 photos a class it lost 5 of 26
+#   held-out photos (fewshot) where 3e-4 kept the probe (2026-12-08-small-*). MixUp/CutMix of the
+#   activations and 8 views gained less (2026-12-08-mix, -views8, -lr-mix*).
 FINETUNE = TrainConfig(mode="finetune", warm_start_head=True, trainable_blocks=5, batchnorm="frozen", epochs=16,
                        batch_size=32, optimizer="adamw", weight_decay=0.05, label_smoothing=0.1, class_balance="sqrt",
                        cached_views=4, augment=FINETUNE_AUGMENT, val_fraction=0.1, retrain_on_all=False,
