@@ -14,7 +14,8 @@ Datasets (each from a cold feature cache, one run at a time):
 Each row: test top-1 with its 95% interval, the smallest class recall, the share of photos answered
 ``ok`` and their accuracy (selective accuracy), the share whose bin is answered (ok, or unsure
 between classes of one bin), wall time, the chosen mode and the validation accuracies behind the
-choice. ``--load N`` runs N busy processes beside every run, to check that the time budget holds
+choice; the JSON also has the calibration behind "answered ok" (temperature, min_confidence, the
+held-out photos that set them and the share of them answered). ``--load N`` runs N busy processes beside every run, to check that the time budget holds
 when another job shares the cores. Writes ``benchmarks/results/train_own_data/<date>[-NAME].json``
 and ``.md``.
 
@@ -109,6 +110,7 @@ def train(data: Path, scratch: Path, name: str, flags: list[str], load: int) -> 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     status = metrics["report"].get("status", {}).get("at_thresholds") or {}
     budget = metrics.get("finetune_plan") or {}
+    calibration = metrics.get("calibration") or {}  # what set the thresholds behind "answered ok"
     return {"command": " ".join(["binwise train", data.name, *flags]), "wall_seconds": round(wall, 1),
             "other_busy_processes": load,
             **{k: metrics.get(k) for k in ("test_top1", "test_top1_ci95", "test_photos", "test_bin_accuracy",
@@ -117,6 +119,8 @@ def train(data: Path, scratch: Path, name: str, flags: list[str], load: int) -> 
                                             "photos")},
             "coverage": status.get("coverage"), "answered_accuracy": status.get("answered_accuracy"),
             "bin_coverage": status.get("bin_coverage"), "bin_answered_accuracy": status.get("bin_answered_accuracy"),
+            "calibration": {**{k: calibration.get(k) for k in ("temperature", "min_confidence", "held_out_photos")},
+                            "held_out_coverage": (calibration.get("held_out") or {}).get("coverage")},
             "finetune_plan": budget,
             "log": list(csv.DictReader(open(run_dir / "log.csv")))}
 
