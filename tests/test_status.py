@@ -41,24 +41,6 @@ def test_temperature_scaling_lowers_ece_on_validation():
     assert np.array_equal(status.softmax(logits, temperature).argmax(1), logits.argmax(1))
 
 
-def test_cross_fitted_photos_are_calibrated_by_their_own_temperature_before_pooling():
-    """A second model's logits on another scale (here half as sharp) must not drag the final model's
-    temperature: rescaled, they are calibrated by the temperature that calibrates the final model."""
-    from binwise.training.calibration import joined, on_the_scale_of
-    from binwise.training.context import HeldOut
-
-    logits, labels = overconfident_validation(4000)
-    final = HeldOut(logits[:1000], labels[:1000], np.ones(1000), "validation")
-    other = HeldOut(logits[1000:] / 2, labels[1000:], np.ones(3000), "cross-fitted")
-    both = joined(final, other)
-    naive = status.fit_temperature(both.logits, both.labels)
-    pooled = joined(final, on_the_scale_of(other, final))
-    own = status.fit_temperature(final.logits, final.labels)
-    assert own == pytest.approx(3, rel=0.15) and naive < 0.7 * own  # one fit on both suits neither
-    assert status.fit_temperature(pooled.logits, pooled.labels) == pytest.approx(own, rel=0.05)
-    assert len(pooled.labels) == 4000 and pooled.method == "validation; and cross-fitted"
-
-
 def test_min_confidence_reaches_the_target_accuracy_with_the_most_coverage():
     logits, labels = overconfident_validation(seed=1)
     p = status.softmax(logits, status.fit_temperature(logits, labels))

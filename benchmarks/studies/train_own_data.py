@@ -148,7 +148,7 @@ def table(results: dict) -> str:
 
 def compare(paths: list[Path], mode: str = "default") -> str:
     """One markdown row per results file: ``mode``'s held-out top-1, smallest class recall and share
-    answered ``ok`` on every dataset any file has (files may split one candidate's datasets; the
+    answered ``ok`` (and their accuracy) on every dataset any file has (files may split one candidate's datasets; the
     row takes them in order), and the mean top-1 over the datasets it has."""
     candidates: dict[str, dict] = {}
     for path in paths:
@@ -163,8 +163,8 @@ def compare(paths: list[Path], mode: str = "default") -> str:
     datasets = list(dict.fromkeys(name for runs in candidates.values() for name in runs))
     lines = ["| flags | " + " | ".join(datasets) + " | mean top-1 |", "|---" * (len(datasets) + 2) + "|"]
     for flags, runs in candidates.items():
-        cells = [f"{pct(runs[d]['test_top1'])} / {pct(runs[d]['smallest_class_recall'])} / {pct(runs[d]['coverage'])}"
-                 if d in runs else "–" for d in datasets]
+        cells = [f"{pct(runs[d]['test_top1'])} / {pct(runs[d]['smallest_class_recall'])} / {pct(runs[d]['coverage'])} "
+                 f"({pct(runs[d]['answered_accuracy'])})" if d in runs else "–" for d in datasets]
         mean = sum(r["test_top1"] for r in runs.values()) / len(runs)
         lines.append(f"| `{flags}` | " + " | ".join(cells) + f" | {pct(mean)} ({len(runs)}) |")
     return "\n".join(lines) + "\n"
@@ -179,7 +179,7 @@ def main() -> None:
     parser.add_argument("--flags", default="", help="more flags for every binwise train, e.g. '--time-budget 300'")
     parser.add_argument("--name", default="", help="a suffix for the results files")
     parser.add_argument("--compare", nargs="+", type=Path, metavar="JSON",
-                        help="print one row per results file (top-1 / smallest recall / answered ok per dataset) "
+                        help="print one row per results file (top-1 / smallest recall / answered ok (right) per dataset) "
                              "instead of training")
     args = parser.parse_args()
     if args.compare:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -78,7 +78,7 @@ def calibrate(model: MobileNetV2, ctx: RunContext, splits: Splits, outcome: Trai
         held_out = on_validation(model, ctx, splits, outcome.choice, "the validation split (never trained on)",
                                  train_outputs=final)
         if outcome.cross_fitted is not None:
-            held_out = joined(held_out, on_the_scale_of(outcome.cross_fitted, held_out))
+            held_out = joined(held_out, outcome.cross_fitted)
     calibration = fit(held_out, config.target_accuracy, config.unknown_rate, status.BinCosts.of(taxonomy))
     keep = reference_rows(len(final.features))
     return calibration, torch.from_numpy(final.features[keep])
@@ -155,15 +155,6 @@ def on_validation(model: MobileNetV2, ctx: RunContext, splits: Splits, choice: s
     val = model_outputs(model, ctx, splits.val, choice)
     train = train_outputs or model_outputs(model, ctx, splits.train, choice)
     return HeldOut(val.logits, val.labels, nearest_similarity(val.features, train.features), method)
-
-
-def on_the_scale_of(other: HeldOut, reference: HeldOut) -> HeldOut:
-    """``other``'s logits rescaled so that the temperature that calibrates ``reference`` calibrates them
-    too. Another model's logits have a scale of their own (a second fine-tuning on fewer photos runs
-    fewer steps and is less sharp), so one temperature fitted on both would suit neither: each is
-    calibrated by its own, and the photos are then pooled to choose the thresholds."""
-    own, theirs = (status.fit_temperature(h.logits, h.labels) for h in (reference, other))
-    return replace(other, logits=other.logits * (own / theirs))
 
 
 def joined(first: HeldOut, second: HeldOut) -> HeldOut:
