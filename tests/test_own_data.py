@@ -218,54 +218,6 @@ def test_auto_mode_says_what_it_chose_and_why(pretrained, flat, tmp_path, path):
     assert "time budget" in tight["reason"] or "little left" in tight["reason"]
 
 
-def test_cross_fitting_scores_half_the_training_photos_by_a_fine_tuning_that_never_saw_them(
-        pretrained, flat, tmp_path, monkeypatch):  # noqa: F811
-    """More held-out photos for a kept fine-tuned model's thresholds: the other half of train, scored by
-    the warm start fine-tuned on one half and the validation split; the kept model is left as it was."""
-    import copy
-
-    import torch
-
-    from binwise.data.dataset import load_dataset
-    from binwise.training import auto
-    from binwise.training.context import HeldOut, RunContext
-    from binwise.training.finetune import freeze_backbone_except_last
-    from binwise.training.run import build_model, load_pretrained
-    from binwise.training.splits import make_splits
-
-    config = replace(DEFAULT, epochs=2, batch_size=8, workers=0, engine="torch", cached_views=1,
-                     trainable_blocks=2, val_fraction=0.2).validate()
-    dataset = load_dataset(flat, None)
-    splits = make_splits(dataset, config)
-    base = load_pretrained(pretrained)
-    ctx = RunContext(config, base.preprocessing, tmp_path / "run", tmp_path / "cache", torch.device("cpu"))
-    model = build_model(base, dataset.taxonomy, 0.0)
-    warm_start = copy.deepcopy(model.state_dict())
-    freeze_backbone_except_last(model, 2)
-    with torch.no_grad():
-        model.head.classifier.bias.add_(1.0)  # stands for the kept fine-tuned model's weights
-    kept = copy.deepcopy(model.state_dict())
-    trained_on = []
-    real = auto.finetune_on_activations
-
-    def recording(other, ctx, train, *args, **kwargs):
-        trained_on.extend(train)
-        assert torch.equal(other.head.classifier.bias, warm_start["head.classifier.bias"])  # from the warm start
-        return real(other, ctx, train, *args, **kwargs)
-    monkeypatch.setattr(auto, "finetune_on_activations", recording)
-    details = {"finetune_plan": {"cached_views": 1, "epochs": 2}}
-    held = auto.cross_fit(model, warm_start, ctx, splits, [{"seconds": "0.01"}], details)
-    assert isinstance(held, HeldOut) and "cross-fitting" in held.method
-    assert set(splits.val) <= set(trained_on)  # the validation photos train the second model
-    assert len(trained_on) + len(held.labels) == len(splits.train) + len(splits.val)  # the rest is scored
-    assert 0.3 * len(splits.train) <= len(held.labels) <= 0.7 * len(splits.train)
-    assert held.logits.shape == (len(held.labels), 3) and held.similarity.shape == held.labels.shape
-    assert all(torch.equal(kept[k], v) for k, v in model.state_dict().items())
-    # no room in the budget: the thresholds rest on validation alone, and the reason says so
-    late = replace(ctx, started=ctx.started - 10 * config.time_budget)
-    assert "no room in the time budget" in auto.cross_fit(model, warm_start, late, splits, [{"seconds": "0.01"}], details)
-
-
 def test_layer_decay_gives_each_block_below_the_top_a_smaller_rate():
     from torch import nn
 

@@ -45,17 +45,6 @@ def suffix_logits(suffix: nn.Module, x: torch.Tensor, device: torch.device, batc
         return torch.cat([suffix(part.to(device).float()) for part in x.split(batch_size)]) if len(x) else x
 
 
-def suffix_outputs(model: MobileNetV2, split: int, x: torch.Tensor, device: torch.device, batch_size: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and pooled features (what the head reads) of ``model`` for cached activations ``x`` after
-    block ``split``, in eval mode: what the whole model gives those photos, without decoding them again."""
-    blocks = model.backbone.features[split:]
-    model.eval()
-    with torch.inference_mode():
-        pooled = torch.cat([blocks(part.to(device).float()).mean((2, 3)) for part in x.split(batch_size)])
-        return model.head(pooled).cpu(), pooled.cpu()
-
-
 def activation_phase(name: str, model: MobileNetV2, split: int, train_acts: feats.Features,
                      val_acts: feats.Features | None, config: TrainConfig, ctx: RunContext, folder) -> Phase:
     suffix = trainable_suffix(model, split)

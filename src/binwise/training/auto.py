@@ -32,15 +32,12 @@ from dataclasses import replace
 import torch
 
 from ..model.network import MobileNetV2
-from .activations import (finetune_on_activations, prefix_activations, suffix_logits, suffix_outputs,
-                          trainable_suffix)
+from .activations import finetune_on_activations, prefix_activations, suffix_logits, trainable_suffix
 from .config import TrainConfig
-from .context import HeldOut, PhaseRecord, RunContext, TrainingOutcome
+from .context import PhaseRecord, RunContext, TrainingOutcome
 from .augment import crop_side
 from .calibration import model_outputs
-from ..data.dataset import stratified_split
 from ..evaluation.evaluate import mcnemar_one_sided
-from ..model.novelty import nearest_similarity
 from .finetune import finetune_blocks, freeze_backbone_except_last, frozen_prefix
 from .head import cached_features, probe, probe_config, rows_of
 from .loop import Budget
@@ -82,7 +79,6 @@ def train_auto(model: MobileNetV2, ctx: RunContext, splits: Splits) -> TrainingO
     if probe_val >= ENOUGH:
         return keep_probe(f"it reaches {probe_val:.1%} on validation, little left for fine-tuning to add", probe_val)
 
-    warm_start = copy.deepcopy(model.state_dict())  # the probe on the pretrained backbone
     freeze_backbone_except_last(model, config.trainable_blocks)
     if config.cached_views:
         tuned = finetune_last_blocks(model, ctx, splits, details)
@@ -101,13 +97,7 @@ def train_auto(model: MobileNetV2, ctx: RunContext, splits: Splits) -> TrainingO
                f"({fixed} photos fixed, {broken} broken, p = {p_value:.2g})")
     if keeps_finetune(fixed, broken, config.finetune_significance):
         log.info("auto: kept the fine-tuned model: %s", summary)
-        cross_fitted = None
-        if config.calibration_cross_fit and config.cached_views:
-            cross_fitted = cross_fit(model, warm_start, ctx, splits, history, details)
-            if isinstance(cross_fitted, str):
-                log.info("calibration on the validation split alone: %s", cross_fitted)
-                details["calibration_cross_fit"], cross_fitted = cross_fitted, None
-        return TrainingOutcome(phases, "finetune", summary, tuned_val, details, cross_fitted=cross_fitted)
+        return TrainingOutcome(phases, "finetune", summary, tuned_val, details)
     return keep_probe(f"{summary}: not a significant gain", probe_val)
 
 
@@ -143,43 +133,6 @@ def finetune_last_blocks(model: MobileNetV2, ctx: RunContext, splits: Splits, de
     right = suffix_logits(trainable_suffix(model, split), val_acts.features[:, 0], ctx.device,
                           config.feature_batch_size).argmax(1).cpu() == val_acts.labels
     return history, {s.path: r for s, r in zip(val_acts.samples, right.tolist())}
-
-
-def cross_fit(model: MobileNetV2, warm_start: dict, ctx: RunContext, splits: Splits, history: list[dict],
-              details: dict) -> HeldOut | str:
-    """Held-out photos for the kept fine-tuned model's thresholds beyond its validation split: the
-    warm start fine-tuned again on half of the training split (near-duplicates on one side) and the
-    validation split scores the other half. It runs as many steps as the kept model's plan (more
-    epochs of fewer photos), so that its logits come out as sharp: a second model of fewer steps is
-    less sure, and one temperature fitted on both then makes the kept model too sure of itself
-    (trashnet folds 3 and 4: 96.9% and 97.7% of the answers right, target 99%). Or why not."""
-    config = ctx.config
-    split = frozen_prefix(model)
-    trained, scored = stratified_split(splits.train, 0.5, config.seed + 2, splits.groups)
-    trained = trained + splits.val
-    plan = details["finetune_plan"]
-    epochs = max(1, round(plan["epochs"] * len(splits.train) / len(trained)))
-    per_epoch = sum(float(row["seconds"]) for row in history) / len(history)
-    estimate = 1.2 * per_epoch * epochs * len(trained) / len(splits.train)  # + the val photos' views
-    deadline, after, _ = scoring_deadline(model, ctx, splits)
-    if time.perf_counter() + estimate > deadline - after:
-        return f"no room in the time budget for a second fine-tuning (about {estimate:.0f} s)"
-    log.info("calibration: fine-tuning half of the training split and the validation split to score "
-             "the other half, about %.0f s", estimate)
-    other = copy.deepcopy(model)
-    other.load_state_dict(warm_start)
-    tuned_config = replace(config, cached_views=plan["cached_views"], epochs=epochs, keep_best=False)
-    steps = math.ceil(len(splits.train) / config.batch_size)
-    finetune_on_activations(other, ctx, trained, [], split, tuned_config, "calibration fine-tune (half of train + val)",
-                            "calibration-finetune", budget=Budget(deadline, per_epoch / steps, 0.0, after))
-    scored_acts = prefix_activations(other, ctx, scored, 0, split, config)  # the eval view, cached already
-    logits, pooled = suffix_outputs(other, split, scored_acts.features[:, 0], ctx.device, config.feature_batch_size)
-    _, reference = suffix_outputs(other, split, prefix_activations(other, ctx, trained, 0, split, config).features[:, 0],
-                                  ctx.device, config.feature_batch_size)
-    details["calibration_cross_fit"] = f"{len(scored)} training photos scored by a fine-tuning of {len(trained)} others"
-    return HeldOut(logits.numpy(), scored_acts.labels.numpy(), nearest_similarity(pooled.numpy(), reference.numpy()),
-                   f"{len(scored)} photos of the training split, scored by the same fine-tuning of the other "
-                   f"{len(trained) - len(splits.val)} and the validation split (cross-fitting)")
 
 
 def finetune_on_photos(model: MobileNetV2, ctx: RunContext, splits: Splits, details: dict

@@ -4,9 +4,7 @@ What the thresholds are for is in ``binwise.model.status``. Which held-out photo
 honestly, depends on how it was trained:
 
 - the final model never saw the validation split (fine-tuning kept by auto mode, or
-  ``retrain_on_all: false``): its outputs on the validation photos; in auto mode, when time allows,
-  also half of the training photos, scored by the same fine-tuning of the other half and the
-  validation photos (``auto.cross_fit``): five to six times as many held-out photos;
+  ``retrain_on_all: false``): its outputs on the validation photos;
 - the probe refit on train + val (head mode, auto mode keeping the probe): every photo it trained
   on is scored by a probe trained without it, ``calibration_folds``-fold cross-validation on the
   cached features with the final probe's recipe. Each fold's probe sees (k-1)/k of the photos, so
@@ -39,11 +37,21 @@ from ..data.dataset import Sample, stratified_split
 from ..data.loader import predict_logits
 from ..model.network import MobileNetV2
 from ..model.novelty import nearest_similarity, reference_rows
-from .context import HeldOut, RunContext, TrainingOutcome
+from .context import RunContext, TrainingOutcome
 from .head import cached_features, probe, probe_config
 from .splits import Splits
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class HeldOut:
+    """A model's outputs on photos it did not train on."""
+
+    logits: np.ndarray  # (N, classes)
+    labels: np.ndarray  # (N,)
+    similarity: np.ndarray  # (N,) to the nearest photo it trained on
+    method: str  # in words, for the model file
 
 
 @dataclass
@@ -77,8 +85,6 @@ def calibrate(model: MobileNetV2, ctx: RunContext, splits: Splits, outcome: Trai
     else:
         held_out = on_validation(model, ctx, splits, outcome.choice, "the validation split (never trained on)",
                                  train_outputs=final)
-        if outcome.cross_fitted is not None:
-            held_out = joined(held_out, outcome.cross_fitted)
     calibration = fit(held_out, config.target_accuracy, config.unknown_rate, status.BinCosts.of(taxonomy))
     keep = reference_rows(len(final.features))
     return calibration, torch.from_numpy(final.features[keep])
@@ -155,11 +161,6 @@ def on_validation(model: MobileNetV2, ctx: RunContext, splits: Splits, choice: s
     val = model_outputs(model, ctx, splits.val, choice)
     train = train_outputs or model_outputs(model, ctx, splits.train, choice)
     return HeldOut(val.logits, val.labels, nearest_similarity(val.features, train.features), method)
-
-
-def joined(first: HeldOut, second: HeldOut) -> HeldOut:
-    return HeldOut(np.concatenate([first.logits, second.logits]), np.concatenate([first.labels, second.labels]),
-                   np.concatenate([first.similarity, second.similarity]), f"{first.method}; and {second.method}")
 
 
 def cross_validated(model: MobileNetV2, ctx: RunContext, photos: Outputs) -> HeldOut:

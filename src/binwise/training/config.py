@@ -115,10 +115,6 @@ class TrainConfig:
     target_accuracy: float = 0.99
     unknown_rate: float = 0.02
     calibration_folds: int = 5
-    # auto mode, when it keeps fine-tuning (on cached activations) and the budget has room: fine-tune
-    # again, with the same recipe, on half of the training split and the validation split, and score
-    # the other half, so that the thresholds rest on several times more held-out photos than validation
-    calibration_cross_fit: bool = True
     time_budget: float = 600.0  # auto mode: seconds the whole run may take (fine-tuning fits in what is left)
     # auto mode: keep fine-tuning only when McNemar's one-sided p of its validation gain over the probe
     # is below this. 1 (default): whenever it fixes more validation photos than it breaks; on six

@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..preprocessing import Preprocessing
@@ -38,16 +37,6 @@ class PhaseRecord:
 
 
 @dataclass
-class HeldOut:
-    """A model's outputs on photos it did not train on (``calibration`` fits thresholds on them)."""
-
-    logits: np.ndarray  # (N, classes)
-    labels: np.ndarray  # (N,)
-    similarity: np.ndarray  # (N,) to the nearest photo it trained on
-    method: str  # in words, for the model file
-
-
-@dataclass
 class TrainingOutcome:
     """What a mode's training gives the run: the phases it ran and, for auto mode, what it chose."""
 
@@ -60,6 +49,3 @@ class TrainingOutcome:
     # refit on train + val after it (finetune mode): calibration scores it on validation
     held_out_state: dict | None = None
     trained_on_val: bool = False  # the final model saw the validation photos
-    # more held-out photos for calibration beside the validation split: part of the training split,
-    # scored by a model of the same recipe trained without it (auto mode's cross-fitting)
-    cross_fitted: HeldOut | None = None

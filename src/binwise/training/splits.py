@@ -17,7 +17,7 @@ near-duplicates it shares with train.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..data.dataset import Dataset, Sample, stratified_split
 from ..fileio import sha256_of_file
@@ -31,8 +31,6 @@ class Splits:
     val: list[Sample]  # monitors training and chooses between settings
     test: list[Sample]  # the final report only
     seeded: bool  # split by binwise (a flat folder), not by the dataset's own folders
-    # each train and val photo's near-duplicate group id, by path, for splits made later (calibration)
-    groups: dict = field(default_factory=dict)
 
 
 def make_splits(dataset: Dataset, config: TrainConfig) -> Splits:
@@ -41,11 +39,11 @@ def make_splits(dataset: Dataset, config: TrainConfig) -> Splits:
     groups = near_duplicate_groups(dataset.train, config.workers)
     if dataset.test:
         rest, val = _held_out(dataset.train, config.val_fraction, config.seed, groups)
-        return Splits(rest, val, dataset.test, seeded=False, groups=groups)
+        return Splits(rest, val, dataset.test, seeded=False)
     rest, test = stratified_split(dataset.train, config.test_fraction, config.seed, groups)
     # val_fraction of all photos, taken from what the test split left
     rest, val = _held_out(rest, config.val_fraction / (1 - config.test_fraction), config.seed + 1, groups)
-    return Splits(rest, val, test, seeded=True, groups=groups)
+    return Splits(rest, val, test, seeded=True)
 
 
 def near_duplicate_groups(samples: list[Sample], threads: int) -> dict:
@@ -67,7 +65,7 @@ def with_extra(splits: Splits, extra: list[Sample]) -> tuple[Splits, int]:
         if digest not in known:
             known.add(digest)
             added.append(sample)
-    return Splits(splits.train + added, splits.val, splits.test, splits.seeded, splits.groups), len(extra) - len(added)
+    return Splits(splits.train + added, splits.val, splits.test, splits.seeded), len(extra) - len(added)
 
 
 def _held_out(samples: list[Sample], fraction: float, seed: int, groups: dict) -> tuple[list[Sample], list[Sample]]:
