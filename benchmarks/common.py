@@ -20,23 +20,27 @@ VALIDATION_SHARE = 0.2
 FOLDS = round(1 / VALIDATION_SHARE)  # disjoint validation splits that together cover the train split
 
 
-def validation_tree(out: Path, seed: int = 0, fold: int = 0, source: Path | None = None) -> Path:
+def validation_tree(out: Path, seed: int = 0, fold: int = 0, source: Path | None = None,
+                    train_percent: int = 100) -> Path:
     """An ImageFolder tree of links into ``source`` (default garbage26): test/ ``VALIDATION_SHARE``
     of each class of its train split (fold ``fold`` of ``FOLDS``, each class shuffled reproducibly;
-    the last fold takes what rounding leaves), train/ the rest."""
+    the last fold takes what rounding leaves), train/ the rest, or a seeded ``train_percent``% of
+    each class of it (the same held-out photos, a smaller dataset)."""
     import random
 
     from binwise.paths import resolve_data
 
     if (out / "test").is_dir():
         return out
-    rng = random.Random(seed)
+    rng, subset = random.Random(seed), random.Random(train_percent)
     for folder in sorted(((source or resolve_data()) / "train").iterdir()):
         photos = sorted(p for p in folder.iterdir() if is_image_file(p))
         rng.shuffle(photos)
         share = round(VALIDATION_SHARE * len(photos))
         end = (fold + 1) * share if fold < FOLDS - 1 else len(photos)
         held_out, rest = photos[fold * share:end], photos[:fold * share] + photos[end:]
+        if train_percent < 100:
+            rest = sorted(subset.sample(sorted(rest), max(1, round(len(rest) * train_percent / 100))))
         for split, chosen in (("test", held_out), ("train", rest)):
             (out / split / folder.name).mkdir(parents=True, exist_ok=True)
             for photo in chosen:

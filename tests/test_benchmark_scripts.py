@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = """
 import runpy, sys
@@ -88,20 +90,21 @@ def test_train_own_data_subset_keeps_the_held_out_photos_and_a_share_of_each_cla
     """``trashnet-foldK-subP``: P% of each class's train photos (the classes' proportions kept), every test photo."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        from studies.train_own_data import subset_tree
+        from common import validation_tree
     finally:
         sys.path.pop(0)
-    tree = tmp_path / "fold"
-    for split, counts in (("train", {"a": 10, "b": 40}), ("test", {"a": 3, "b": 5})):
-        for name, n in counts.items():
-            (tree / split / name).mkdir(parents=True)
-            for i in range(n):
-                (tree / split / name / f"{split}{i}.jpg").write_bytes(b"x")
-    half = subset_tree(tree, tmp_path / "half", 50)
+    for name, n in {"a": 13, "b": 50}.items():  # 80% of them train: 10 and 40
+        (tmp_path / "source" / "train" / name).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (8, 8)).save(tmp_path / "source" / "train" / name / f"{i}.jpg")
+    tree = validation_tree(tmp_path / "fold", source=tmp_path / "source")
+    half = validation_tree(tmp_path / "half", source=tmp_path / "source", train_percent=50)
 
     def names(root, split, name):
         return {p.name for p in (root / split / name).iterdir()}
+    assert [len(names(tree, "train", c)) for c in "ab"] == [10, 40]
     assert [len(names(half, "train", c)) for c in "ab"] == [5, 20]
     assert all(names(half, "train", c) <= names(tree, "train", c) for c in "ab")
     assert all(names(half, "test", c) == names(tree, "test", c) for c in "ab")
-    assert names(subset_tree(tree, tmp_path / "again", 50), "train", "b") == names(half, "train", "b")  # seeded
+    again = validation_tree(tmp_path / "again", source=tmp_path / "source", train_percent=50)
+    assert names(again, "train", "b") == names(half, "train", "b")  # seeded

@@ -15,8 +15,8 @@ Each row: test top-1 with its 95% interval, the smallest class recall, the share
 ``ok`` and their accuracy (selective accuracy), the share whose bin is answered (ok, or unsure
 between classes of one bin), wall time, the chosen mode and the validation accuracies behind the
 choice; the JSON also has the calibration behind "answered ok" (temperature, min_confidence, the
-held-out photos that set them and the share of them answered). ``--load N`` runs N busy processes beside every run, to check that the time budget holds
-when another job shares the cores. Writes ``benchmarks/results/train_own_data/<date>[-NAME].json``
+held-out photos that set them and the share of them answered). ``--load N`` runs N busy processes
+beside every run, to check that the time budget holds when another job shares the cores. Writes ``benchmarks/results/train_own_data/<date>[-NAME].json``
 and ``.md``.
 
     python benchmarks/studies/train_own_data.py --datasets garbage26 trashnet-fold0 trashnet-fold1
@@ -55,38 +55,18 @@ def dataset_path(name: str, scratch: Path) -> Path:
         return resolve_data()
     for source in ("trashnet", "garbage26"):
         if name.startswith(f"{source}-fold"):
-            fold_name, _, share = name.partition("-sub")
-            fold = int(fold_name.rsplit("fold", 1)[1])
-            if not 0 <= fold < FOLDS:
-                raise SystemExit(f"{name}: folds are 0 to {FOLDS - 1}")
+            fold, _, percent = name.removeprefix(f"{source}-fold").partition("-sub")
+            if not (fold.isdigit() and int(fold) < FOLDS and (not percent or percent.isdigit() and 1 <= int(percent) <= 100)):
+                raise SystemExit(f"{name}: {source}-foldK with K from 0 to {FOLDS - 1}, or {source}-foldK-subP "
+                                 "(P% of its train photos, P from 1 to 100)")
             root = resolve_data().parent / source if source == "trashnet" else resolve_data()
-            tree = validation_tree(scratch / fold_name, fold=fold, source=root)
-            return subset_tree(tree, scratch / name, int(share)) if share else tree
+            return validation_tree(scratch / name, fold=int(fold), source=root, train_percent=int(percent or 100))
     from studies.proxies import default_out
 
     path = default_out() / name
     if not path.is_dir():
         raise SystemExit(f"{name}: no such dataset (run benchmarks/studies/proxies.py for the proxy folders)")
     return path
-
-
-def subset_tree(tree: Path, out: Path, percent: int) -> Path:
-    """``tree`` with ``percent``% of each class's train photos (a seeded choice) and all its test photos:
-    the same held-out photos, a smaller dataset, the classes in their proportions."""
-    import random
-
-    if not 1 <= percent <= 100:
-        raise SystemExit(f"{out.name}: -subP keeps P% of the train photos, P from 1 to 100")
-    rng = random.Random(percent)
-    for split in ("train", "test"):
-        for folder in sorted((tree / split).iterdir()):
-            photos = sorted(folder.iterdir())
-            if split == "train":
-                photos = sorted(rng.sample(photos, max(1, round(len(photos) * percent / 100))))
-            (out / split / folder.name).mkdir(parents=True, exist_ok=True)
-            for photo in photos:
-                (out / split / folder.name / photo.name).symlink_to(photo.resolve())
-    return out
 
 
 def busy() -> None:
